@@ -1,0 +1,33 @@
+"""``safeselect ls [selectors|judges|models|configs|data|rewards]``: what can be picked by name."""
+
+from __future__ import annotations
+
+import argparse
+
+KINDS = ["selectors", "judges", "models", "configs", "data", "rewards"]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("ls", help="list selectors, judges, models, configs")
+    p.add_argument("kind", nargs="?", choices=KINDS, help="what to list (default: all)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from safeselect.config import PRESET_DIR, preset_names
+    from safeselect.registry import registry
+
+    kinds = [args.kind] if args.kind else KINDS
+    for kind in kinds:
+        print(f"{kind}:")
+        if kind == "configs":
+            for name in preset_names():
+                first = (PRESET_DIR / f"{name}.yaml").read_text().splitlines()[:1]
+                desc = first[0].lstrip("# ").strip() if first and first[0].startswith("#") else ""
+                print(f"  {name:<18} {desc}")
+            continue
+        for e in registry(kind).entries():
+            status = "" if e.status == "faithful" else f"  [{e.status}]"
+            paper = f"  ({e.paper})" if e.paper else ""
+            print(f"  {e.name:<18} {e.summary}{paper}{status}")
+    return 0

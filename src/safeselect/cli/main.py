@@ -1,0 +1,58 @@
+"""``safeselect`` entry point: ``main(argv) -> int``. Exit 0 ok, 2 bad input (one line, no traceback), 1 failure."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from safeselect.errors import UserError
+
+# Subcommand modules; each must stay cheap to import (no torch at module level).
+COMMANDS = ["ls", "validate", "data", "run", "select", "eval", "eva", "reward", "ablate", "report"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="safeselect",
+        description="Fine-tune aligned chat models on your data without losing their safety.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            mod = importlib.import_module(f"safeselect.cli.{name}")
+        except ModuleNotFoundError as e:  # a subcommand whose module is not in this build
+            if e.name == f"safeselect.cli.{name}":
+                continue
+            raise
+        mod.register(sub)
+    return parser
+
+
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse: usage errors exit 2 with one line already printed
+        return int(e.code or 0)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args) or 0)
+    except UserError as e:
+        print(f"safeselect: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("safeselect: interrupted", file=sys.stderr)
+        return 130
+
+
+def entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

@@ -1,0 +1,515 @@
+"""Typed configuration: defaults < YAML preset < ``key=value`` overrides.
+
+Every knob of ``docs/methods.md`` is a field here, with its default, a help
+text, optional choices or range, and the aliases that ablation plans written in
+prose may use for it ("penalty strength", "gamma", ...). Unknown keys and bad
+values raise :class:`UserError` naming the key and the closest valid one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from safeselect.errors import UserError, suggest
+
+PRESET_DIR = Path(__file__).parent / "configs"
+
+
+def knob(default: Any = dataclasses.MISSING, *, help: str, choices: tuple | None = None,
+         range: tuple[float | None, float | None] | None = None, aliases: tuple[str, ...] = (),
+         factory: Any = None) -> Any:
+    """A documented config field. ``range`` is inclusive; ``aliases`` feed the ablation plan mapper."""
+    meta = {"help": help, "choices": choices, "range": range, "aliases": aliases}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def section(cls: type, help: str, aliases: tuple[str, ...] = ()) -> Any:
+    return field(default_factory=cls, metadata={"help": help, "choices": None, "range": None, "aliases": aliases})
+
+
+# ----------------------------------------------------------------------------- model
+
+
+@dataclass
+class LoraConfig:
+    enabled: bool = knob(True, help="train LoRA adapters (peft) instead of all weights", aliases=("lora", "peft"))
+    r: int = knob(16, help="LoRA rank", range=(1, None), aliases=("lora rank", "rank"))
+    alpha: int = knob(32, help="LoRA alpha", range=(1, None))
+    dropout: float = knob(0.0, help="LoRA dropout", range=(0, 1))
+    target_modules: list[str] = knob(help="modules that get adapters",
+                                     factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+
+
+@dataclass
+class ModelConfig:
+    name: str = knob("smollm2-135m", help="registered model name (`safeselect ls models`), HF id or local path",
+                     aliases=("model", "base model", "target model"))
+    dtype: str = knob("float32", help="weights dtype", choices=("float32", "bfloat16", "float16"))
+    max_length: int = knob(256, help="max tokens of prompt + response in training", range=(16, None))
+    gradient_checkpointing: bool = knob(False, help="trade compute for memory in training")
+    lora: LoraConfig = section(LoraConfig, "adapter settings")
+
+
+# ----------------------------------------------------------------------------- data
+
+
+@dataclass
+class SafetyRefConfig:
+    source: str = knob("builtin", help="safety references: 'builtin', 'safeinstr', 'hh' (needs data_dir) or a JSONL path")
+    fraction: float = knob(1.0, help="share of the safety reference pool used (size of D_safe)", range=(0, 1),
+                           aliases=("safe set size", "size of the safe set", "safety data size"))
+    n: int = knob(120, help="pool size before `fraction` is applied (builtin and real sources)", range=(1, None))
+
+
+@dataclass
+class DataConfig:
+    benchmark: str = knob("builtin", help="data builder (`safeselect ls data`): builtin, jsonl, sst2-advbench, gsm8k-advbench, ...",
+                          aliases=("benchmark", "dataset"))
+    difficulty: str = knob("easy", help="built-in benchmark level", choices=("easy", "hard"), aliases=("difficulty",))
+    harmful_ratio: float = knob(0.2, help="share p of harmful rows in the task mix", range=(0, 1),
+                                aliases=("harmful ratio", "poison ratio", "p"))
+    n_task: int = knob(200, help="task rows in the fine-tuning mix", range=(1, None))
+    n_eval_harmful: int = knob(40, help="held-out harmful prompts for the harmful rate", range=(0, None))
+    n_eval_overrefusal: int = knob(30, help="benign look-alike prompts for over-refusal", range=(0, None))
+    n_eval_task: int = knob(40, help="held-out task prompts for accuracy", range=(0, None))
+    task_path: str | None = knob(None, help="JSONL of task rows (benchmark=jsonl)")
+    eval_harmful_path: str | None = knob(None, help="JSONL/CSV of harmful eval prompts (benchmark=jsonl)")
+    eval_overrefusal_path: str | None = knob(None, help="JSONL of benign look-alike prompts (benchmark=jsonl)")
+    eval_task_path: str | None = knob(None, help="JSONL of held-out task rows with answers (benchmark=jsonl)")
+    data_dir: str | None = knob(None, help="folder of real data sets (default: $SAFESELECT_DATA_DIR, then ../shared/data)")
+    seed: int = knob(0, help="seed of generation, splits and mixing")
+    safety_ref: SafetyRefConfig = section(SafetyRefConfig, "the safety reference set D_safe")
+
+
+# ----------------------------------------------------------------------------- training
+
+
+@dataclass
+class TrainConfig:
+    epochs: float = knob(2.0, help="passes over the training rows", range=(0, None), aliases=("epochs",))
+    lr: float = knob(3e-4, help="AdamW learning rate", range=(0, None), aliases=("learning rate",))
+    batch_size: int = knob(8, help="rows per optimiser step (effective batch)", range=(1, None), aliases=("batch size",))
+    micro_batch_size: int = knob(8, help="rows per forward pass; batch_size/micro_batch_size accumulation steps", range=(1, None))
+    weight_decay: float = knob(0.0, help="AdamW weight decay", range=(0, None))
+    max_grad_norm: float = knob(1.0, help="gradient clipping (0 = off)", range=(0, None))
+    warmup_ratio: float = knob(0.0, help="linear warm-up share of steps", range=(0, 1))
+    max_steps: int = knob(-1, help="stop after this many optimiser steps (-1 = no limit)")
+
+
+@dataclass
+class AlignConfig:
+    enabled: bool = knob(True, help="SFT the starting model on refusals + benign replies first (cached by config hash)")
+    n_refusals: int = knob(80, help="harmful prompt -> refusal rows", range=(0, None))
+    n_benign: int = knob(80, help="benign task rows mixed in so the model keeps answering", range=(0, None))
+    train: TrainConfig = section(TrainConfig, "alignment SFT settings")
+
+
+# ----------------------------------------------------------------------------- selection
+
+
+@dataclass
+class GammaConfig:
+    schedule: str = knob("linear", help="penalty schedule", choices=("constant", "linear", "exponential"),
+                         aliases=("gamma schedule", "penalty schedule", "penalty strength schedule", "γ schedule"))
+    init: float = knob(0.0, help="gamma at epoch 0 (exponential needs > 0)", range=(0, None))
+    step: float = knob(0.03, help="linear: added per epoch", range=(0, None))
+    rate: float = knob(2.0, help="exponential: factor per epoch", range=(0, None))
+    value: float = knob(0.0, help="constant: the value", range=(0, None),
+                        aliases=("gamma", "γ", "penalty", "penalty strength", "penalty value", "penalty parameter"))
+    every: str = knob("epoch", help="advance per epoch, or spread the same curve over steps", choices=("epoch", "step"))
+
+
+@dataclass
+class SealConfig:
+    algorithm: str = knob("memory_efficient", help="Algorithm 2 (memory_efficient) or Algorithm 1 (auxiliary theta_hat)",
+                          choices=("memory_efficient", "auxiliary"),
+                          aliases=("algorithm", "auxiliary variable", "selector update", "bilevel update"))
+    aux_steps: int = knob(1, help="Algorithm 1: theta_hat updates per iteration", range=(1, None))
+    activation: str = knob("softmax", help="selector activation (weights start at 1)",
+                           choices=("softmax", "sigmoid", "tanh", "relu"), aliases=("selector function", "activation"))
+    selector_lr: float = knob(5e-3, help="Adam lr of the selector logits", range=(0, None), aliases=("selector learning rate",))
+    selector_betas: list[float] = knob(help="Adam betas of the selector", factory=lambda: [0.9, 0.95])
+    epochs: int = knob(3, help="selector-training epochs", range=(1, None), aliases=("selector epochs",))
+    lr: float = knob(3e-4, help="AdamW lr of the model during selector training", range=(0, None))
+    batch_size: int = knob(8, help="task rows (and safe rows) per iteration", range=(1, None))
+    micro_batch_size: int = knob(8, help="rows per forward pass", range=(1, None))
+    selector_model: str | None = knob(None, help="train the ranking with this model, fine-tune model.name (transfer)",
+                                      aliases=("selector model", "proxy model"))
+    gamma: GammaConfig = section(GammaConfig, "penalty schedule", aliases=("gamma", "penalty"))
+
+
+@dataclass
+class DualSelectConfig:
+    warmup_steps: int = knob(10, help="plain SFT steps whose summed gradient is the task direction d", range=(0, None))
+    refresh_every: int = knob(0, help="steps between reference refreshes (0 = once per epoch)", range=(0, None))
+    ref_budget: int = knob(0, help="references kept per refresh (0 = ceil(0.1 * pool))", range=(0, None))
+    mode: str = knob("hard", help="hard top-k or soft weights", choices=("hard", "soft"))
+    tau_task: float = knob(0.1, help="softmin temperature of task scores", range=(0, None))
+    tau_ref: float = knob(0.1, help="softmax temperature of reference scores", range=(0, None))
+    mu_task: float = knob(1.0, help="weight of the task loss in t_i", range=(0, None))
+    mu_ref: float = knob(1.0, help="weight of the reference loss in s_j", range=(0, None))
+    nu: float = knob(1.0, help="weight of conflict / compatibility", range=(0, None))
+    rho: float = knob(0.2, help="scale of the reference gradient added to the step", range=(0, None))
+    correction: str = knob("additive", help="gradient correction", choices=("additive", "project", "none"))
+    ref_loss: str = knob("nll", help="reference loss", choices=("nll", "kl"))
+    epochs: int = knob(1, help="training epochs of the coupled loop", range=(1, None))
+    lr: float = knob(3e-4, help="AdamW lr of the coupled loop", range=(0, None))
+    batch_size: int = knob(8, help="task mini-batch B before filtering", range=(1, None))
+    retention: bool = knob(False, help="references are old-task rows (continual learning); metric is old-task accuracy")
+
+
+@dataclass
+class DsirConfig:
+    buckets: int = knob(10000, help="hashed n-gram buckets", range=(1, None))
+    ngrams: int = knob(2, help="highest n-gram order (1 = unigrams only)", range=(1, 3))
+    target: str = knob("safety_ref", help="target distribution: safety_ref, or a JSONL path")
+    sampling: str = knob("gumbel", help="Gumbel top-k (sampling without replacement) or plain top-k",
+                         choices=("gumbel", "topk"))
+    min_tokens: int = knob(0, help="drop rows shorter than this many words (reported); 0 keeps all", range=(0, None))
+    smoothing: float = knob(1.0, help="add-k smoothing of the bag-of-n-gram counts", range=(0, None))
+
+
+@dataclass
+class SafeInstrConfig:
+    count: int = knob(0, help="safety demonstrations added to the kept rows (0 = off)", range=(0, None),
+                      aliases=("safety demonstrations", "safeinstr count"))
+    source: str = knob("safety_ref", help="where they come from: safety_ref pool, 'safeinstr' (real file) or a JSONL path")
+
+
+@dataclass
+class JudgeFilterConfig:
+    judge: str = knob("refusal", help="judge that flags harmful responses (`safeselect ls judges`)")
+
+
+@dataclass
+class SelectionConfig:
+    method: str = knob("full", help="selector (`safeselect ls selectors`)", aliases=("method", "selector", "selection method"))
+    ratio: float = knob(0.8, help="share of the budget kept", range=(0, 1),
+                        aliases=("selection percentage", "data selection percentage", "selection ratio", "keep ratio",
+                                 "percentage"))
+    budget: str = knob("rows", help="what `ratio` counts", choices=("rows", "tokens"))
+    seed: int = knob(0, help="seed of random choices in selection")
+    seal: SealConfig = section(SealConfig, "SEAL bilevel selector")
+    dualselect: DualSelectConfig = section(DualSelectConfig, "DualSelect coupled selection")
+    dsir: DsirConfig = section(DsirConfig, "DSIR importance resampling")
+    safeinstr: SafeInstrConfig = section(SafeInstrConfig, "SafeInstr safety demonstrations (on top of any selector)")
+    judge_filter: JudgeFilterConfig = section(JudgeFilterConfig, "judge filter baseline")
+
+
+# ----------------------------------------------------------------------------- judges and evaluation
+
+
+@dataclass
+class LlmJudgeConfig:
+    base_url: str | None = knob(None, help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
+    model: str = knob("gpt-4o-mini", help="model name sent to the endpoint")
+    api_key_env: str = knob("OPENAI_API_KEY", help="environment variable holding the API key (never written to disk)")
+    concurrency: int = knob(4, help="parallel requests", range=(1, None))
+    timeout_s: float = knob(60.0, help="per-request timeout", range=(0, None))
+    retries: int = knob(4, help="retries on timeouts, 429, 5xx and malformed replies", range=(0, None))
+    backoff_s: float = knob(1.0, help="first retry delay, doubled each retry", range=(0, None))
+    temperature: float = knob(0.0, help="sampling temperature of the judge", range=(0, None))
+    cache_dir: str | None = knob(None, help="verdict cache (default $SAFESELECT_CACHE/judge)")
+
+
+@dataclass
+class ClassifierJudgeConfig:
+    path: str | None = knob(None, help="HF sequence-classification safety model (path or id)")
+    harmful_labels: list[str] = knob(help="labels that mean harmful", factory=lambda: ["harmful", "unsafe", "LABEL_1"])
+    threshold: float = knob(0.5, help="probability of the harmful labels that flags a response", range=(0, 1))
+    batch_size: int = knob(16, help="classifier batch size", range=(1, None))
+
+
+@dataclass
+class JudgesConfig:
+    llm: LlmJudgeConfig = section(LlmJudgeConfig, "LLM judge over HTTP")
+    classifier: ClassifierJudgeConfig = section(ClassifierJudgeConfig, "classifier judge")
+
+
+@dataclass
+class EvalConfig:
+    enabled: bool = knob(True, help="evaluate after fine-tuning")
+    judges: list[str] = knob(help="judges scoring the safety sets", factory=lambda: ["refusal"], aliases=("judge",))
+    max_new_tokens: int = knob(48, help="greedy generation length", range=(1, None))
+    batch_size: int = knob(16, help="generation batch size", range=(1, None))
+    bootstrap: int = knob(1000, help="bootstrap resamples for 95% intervals", range=(0, None))
+    reference: str | None = knob(None, help="run directory whose generations win rates compare against")
+
+
+# ----------------------------------------------------------------------------- eva
+
+
+@dataclass
+class EvaConfig:
+    iterations: int = knob(1, help="creator + solver iterations", range=(1, None), aliases=("iterations", "rounds"))
+    responses_per_prompt: int = knob(6, help="K responses sampled per prompt", range=(2, None), aliases=("responses per prompt", "K"))
+    temperature: float = knob(0.7, help="sampling temperature", range=(0, None))
+    top_p: float = knob(0.9, help="nucleus sampling", range=(0, 1))
+    informativeness: str = knob("gap", help="prompt informativeness from rewards",
+                                choices=("gap", "maxmean", "variance", "mean", "gap_inverse", "mean_inverse"),
+                                aliases=("informativeness", "informativeness metric"))
+    sampler: str = knob("weighted", help="how prompts are drawn", choices=("weighted", "greedy", "uniform"), aliases=("sampler",))
+    sample_ratio: float = knob(0.25, help="share of prompts sampled for evolution", range=(0, 1),
+                               aliases=("sampling ratio", "sample ratio", "informative sampling ratio",
+                                        "fraction of prompts selected"))
+    evolutions: int = knob(4, help="chained rewrites per sampled prompt", range=(0, None))
+    evolve_method: str = knob("evol-instruct", help="how prompts are rewritten", choices=("evol-instruct", "self-instruct"))
+    mix_ratio: float = knob(0.2, help="share of pairs on original prompts", range=(0, 1))
+    creator: str = knob("shared", help="evolver: the current solver, or a separate frozen model",
+                        choices=("shared", "independent"),
+                        aliases=("creator", "creator-solver network architecture", "network architecture", "architecture"))
+    creator_model: str | None = knob(None, help="independent creator: model name/path, or 'llm' for the HTTP endpoint")
+    loss: str = knob("dpo", help="preference loss", choices=("dpo", "simpo", "ipo"), aliases=("preference loss",))
+    beta: float = knob(0.05, help="preference-loss beta", range=(0, None))
+    lr: float = knob(5e-5, help="solver learning rate", range=(0, None))
+    epochs: float = knob(1.0, help="epochs over the pairs per iteration", range=(0, None))
+    batch_size: int = knob(4, help="pairs per optimiser step", range=(1, None))
+    max_new_tokens: int = knob(48, help="response length while sampling", range=(1, None))
+    n_prompts: int = knob(64, help="human prompts in the starting pool", range=(1, None))
+    prompts: str = knob("builtin", help="prompt source: builtin, alpaca (needs data_dir) or a JSONL path")
+    reward: str = knob("rule", help="reward (`safeselect ls rewards`)", choices=("rule", "reward_model", "llm"))
+    reward_model: str | None = knob(None, help="path of a reward model (reward=reward_model)")
+    min_prompt_chars: int = knob(8, help="evolved prompts shorter than this are dropped", range=(0, None))
+    max_prompt_chars: int = knob(600, help="evolved prompts longer than this are dropped", range=(1, None))
+
+
+# ----------------------------------------------------------------------------- experiment
+
+
+@dataclass
+class ExperimentConfig:
+    name: str = knob("experiment", help="a label for reports")
+    seed: int = knob(0, help="global seed (model init, data order)", aliases=("seed",))
+    device: str = knob("auto", help="auto, cpu or cuda", choices=("auto", "cpu", "cuda"))
+    model: ModelConfig = section(ModelConfig, "the model to fine-tune")
+    data: DataConfig = section(DataConfig, "task, safety reference and evaluation data")
+    align: AlignConfig = section(AlignConfig, "the alignment stage")
+    selection: SelectionConfig = section(SelectionConfig, "which task rows to train on")
+    finetune: TrainConfig = section(TrainConfig, "fine-tuning on the selected rows")
+    eval: EvalConfig = section(EvalConfig, "evaluation")
+    judges: JudgesConfig = section(JudgesConfig, "judge settings")
+    eva: EvaConfig = section(EvaConfig, "eva self-play")
+
+
+# ----------------------------------------------------------------------------- loading and validation
+
+
+def _walk(cls: type, prefix: str = ""):
+    """Yield (dotted key, dataclass field, owner class) for every leaf and section."""
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}{f.name}"
+        typ = _field_type(cls, f)
+        if dataclasses.is_dataclass(typ):
+            yield key, f, typ
+            yield from _walk(typ, key + ".")
+        else:
+            yield key, f, None
+
+
+def _field_type(cls: type, f: dataclasses.Field) -> Any:
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    return hints[f.name]
+
+
+def all_keys(cls: type = ExperimentConfig) -> list[str]:
+    """Every dotted leaf key, e.g. ``selection.seal.gamma.value``."""
+    return [k for k, _, sub in _walk(cls) if sub is None]
+
+
+def field_info(cls: type = ExperimentConfig) -> dict[str, dict[str, Any]]:
+    """Dotted key -> {help, choices, range, aliases, default} for leaves."""
+    out: dict[str, dict[str, Any]] = {}
+    for key, f, sub in _walk(cls):
+        if sub is None:
+            info = dict(f.metadata)
+            if f.default is not dataclasses.MISSING:
+                info["default"] = f.default
+            elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+                info["default"] = f.default_factory()  # type: ignore[misc]
+            out[key] = info
+    return out
+
+
+def _check_key(key: str) -> None:
+    keys = all_keys()
+    sections = {k for k, _, sub in _walk(ExperimentConfig) if sub is not None}
+    if key not in keys and key not in sections:
+        raise UserError(f"unknown config key '{key}'{suggest(key, keys)}")
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if isinstance(d, dict):
+        for k, v in d.items():
+            kk = f"{prefix}{k}"
+            if isinstance(v, dict) and v:
+                out.update(_flatten(v, kk + "."))
+            else:
+                out[kk] = v
+    return out
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def resolve_preset(name_or_path: str) -> Path:
+    """A path to a YAML file, or the name of a shipped preset."""
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        if not p.exists():
+            raise UserError(f"config file not found: {p}")
+        return p
+    cand = PRESET_DIR / f"{name_or_path}.yaml"
+    if not cand.exists():
+        raise UserError(f"unknown config '{name_or_path}'{suggest(name_or_path, preset_names())}")
+    return cand
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        raise UserError(f"{path}{where}: malformed YAML ({getattr(e, 'problem', e)})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: a config must be a mapping of keys to values")
+    return data
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``a.b=3`` -> ("a.b", 3), values parsed as YAML scalars/lists."""
+    import yaml
+
+    if "=" not in text:
+        raise UserError(f"override '{text}' must look like key=value")
+    key, _, raw = text.partition("=")
+    key = key.strip()
+    try:
+        value = yaml.safe_load(raw) if raw.strip() != "" else None
+    except yaml.YAMLError:
+        value = raw
+    return key, value
+
+
+def _coerce_gamma(flat: dict[str, Any]) -> dict[str, Any]:
+    """A plain number for ``selection.seal.gamma`` means a constant schedule (METHODS.md section 2)."""
+    g = flat.get("selection.seal.gamma")
+    if g is not None and not isinstance(g, dict):
+        if isinstance(g, bool) or not isinstance(g, (int, float)):
+            raise UserError(f"selection.seal.gamma={g!r}: give a number (constant) or a mapping with 'schedule'")
+        flat = dict(flat)
+        del flat["selection.seal.gamma"]
+        flat["selection.seal.gamma.schedule"] = "constant"
+        flat["selection.seal.gamma.value"] = float(g)
+    return flat
+
+
+def build(values: dict[str, Any]) -> ExperimentConfig:
+    """Build a validated config from a flat {dotted key: value} mapping on top of the defaults."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    values = _coerce_gamma(values)
+    base = OmegaConf.structured(ExperimentConfig)
+    for key, value in values.items():
+        _check_key(key)
+        try:
+            OmegaConf.update(base, key, value, merge=True)
+        except OmegaConfBaseException as e:
+            msg = str(e).splitlines()[0]
+            raise UserError(f"bad value for '{key}': {value!r} ({msg})") from None
+    cfg: ExperimentConfig = OmegaConf.to_object(base)  # type: ignore[assignment]
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: ExperimentConfig) -> None:
+    """Check choices and ranges declared on the fields."""
+    info = field_info()
+    for key, meta in info.items():
+        value = get(cfg, key)
+        choices = meta.get("choices")
+        if choices and value not in choices:
+            raise UserError(f"bad value for '{key}': {value!r}{suggest(str(value), list(choices))}")
+        rng = meta.get("range")
+        if rng and value is not None and isinstance(value, (int, float)):
+            lo, hi = rng
+            if (lo is not None and value < lo) or (hi is not None and value > hi):
+                lo_s = "-inf" if lo is None else lo
+                hi_s = "inf" if hi is None else hi
+                raise UserError(f"'{key}'={value} is out of range [{lo_s}, {hi_s}]")
+    g = cfg.selection.seal.gamma
+    if g.schedule == "exponential" and g.init <= 0:
+        raise UserError("'selection.seal.gamma.init' must be > 0 for the exponential schedule")
+
+
+def get(cfg: Any, key: str) -> Any:
+    obj = cfg
+    for part in key.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def load(config: str | None, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
+    """defaults < YAML preset (by name or path) < ``key=value`` overrides."""
+    flat: dict[str, Any] = {}
+    if config:
+        path = resolve_preset(config)
+        data = _read_yaml(path)
+        inherit = data.pop("defaults", None)
+        if inherit:
+            flat.update(_flatten(_read_yaml(resolve_preset(str(inherit)))))
+        flat.update(_flatten(data))
+    for text in overrides:
+        key, value = parse_override(text)
+        flat[key] = value
+    return build(flat)
+
+
+def to_dict(cfg: ExperimentConfig) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def to_yaml(cfg: ExperimentConfig) -> str:
+    import yaml
+
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def flat_dict(cfg: ExperimentConfig) -> dict[str, Any]:
+    return {k: get(cfg, k) for k in all_keys()}
+
+
+def cache_dir() -> Path:
+    """User cache: $SAFESELECT_CACHE, else ~/.cache/safeselect."""
+    root = os.environ.get("SAFESELECT_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "safeselect")
+    path = Path(root)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def data_dir(cfg: ExperimentConfig | None = None) -> Path | None:
+    """Folder of the real data sets: config, then $SAFESELECT_DATA_DIR, then ../shared/data next to the repo or cwd."""
+    cands = []
+    if cfg is not None and cfg.data.data_dir:
+        cands.append(Path(cfg.data.data_dir))
+    if os.environ.get("SAFESELECT_DATA_DIR"):
+        cands.append(Path(os.environ["SAFESELECT_DATA_DIR"]))
+    cands.append(Path.cwd().parent / "shared" / "data")
+    cands.append(Path(__file__).resolve().parents[3] / "shared" / "data")
+    for c in cands:
+        if c.is_dir():
+            return c
+    return None

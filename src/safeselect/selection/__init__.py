@@ -1,0 +1,1 @@
+"""Selectors: one module per method; each is registered and returns a :class:`Selection`."""

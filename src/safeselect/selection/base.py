@@ -1,0 +1,133 @@
+"""The selector contract: a :class:`SelectionContext` in, a :class:`Selection` (row_id -> score, kept, weight) out.
+
+Model-based selectors get models through ``ctx.load_model`` (a fresh copy of the
+aligned reference model, with a tokenizer) instead of importing training
+internals; that keeps ``selection`` independent of the pipeline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from safeselect.config import ExperimentConfig
+from safeselect.data.rows import Row
+from safeselect.errors import UserError
+
+
+@dataclass
+class SelectionContext:
+    """What a selector may use.
+
+    ``load_model(name)`` returns ``(model, tokenizer)``: the aligned starting model
+    when ``name`` is None, else the named model (used for SEAL's ``selector_model``).
+    ``response_tokens[i]`` is the response length of ``task[i]`` in tokens (for token budgets).
+    """
+
+    cfg: ExperimentConfig
+    task: list[Row]
+    safety_ref: list[Row]
+    out_dir: Path
+    load_model: Callable[[str | None], tuple[Any, Any]] | None = None
+    response_tokens: list[int] | None = None
+    judge: Callable[[list[Row], list[str]], list[bool]] | None = None  # flags harmful responses
+    show_progress: bool = True
+
+
+@dataclass
+class Selection:
+    """One entry per task row (same order as ``ctx.task``), plus rows a method adds (SafeInstr).
+
+    ``score``: the method's ranking score (higher = keep first); ``weight``: the
+    training weight of a kept row (1.0 for hard selection).
+    """
+
+    row_ids: list[str]
+    scores: list[float]
+    kept: list[bool]
+    weights: list[float]
+    added: list[Row] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n = len(self.row_ids)
+        if not (len(self.scores) == len(self.kept) == len(self.weights) == n):
+            raise ValueError("selection arrays must all have one entry per task row")
+
+    def kept_rows(self, task: list[Row]) -> list[Row]:
+        """The rows to fine-tune on: kept task rows (by id, so order changes cannot misalign) plus added rows."""
+        by_id = {r.row_id: r for r in task}
+        out = [by_id[rid] for rid, k in zip(self.row_ids, self.kept, strict=True) if k]
+        return out + list(self.added)
+
+    def kept_weights(self) -> list[float]:
+        return [w for w, k in zip(self.weights, self.kept, strict=True) if k] + [1.0] * len(self.added)
+
+    def records(self, task: list[Row]) -> list[dict[str, Any]]:
+        by_id = {r.row_id: r for r in task}
+        out = []
+        for rid, s, k, w in zip(self.row_ids, self.scores, self.kept, self.weights, strict=True):
+            rec: dict[str, Any] = {"row_id": rid, "score": float(s), "kept": bool(k), "weight": float(w)}
+            h = by_id[rid].harmful
+            if h is not None:
+                rec["harmful"] = bool(h)
+            out.append(rec)
+        for r in self.added:
+            rec = {"row_id": r.row_id, "score": None, "kept": True, "weight": 1.0, "added": True}
+            if r.harmful is not None:
+                rec["harmful"] = bool(r.harmful)
+            out.append(rec)
+        return out
+
+
+def budget_mask(scores: np.ndarray | list[float], ratio: float, budget: str = "rows",
+                tokens: list[int] | np.ndarray | None = None) -> np.ndarray:
+    """Keep the highest-scoring rows until the budget is spent.
+
+    ``rows``: exactly ``round(ratio * N)`` rows. ``tokens``: rows in score order
+    while their response tokens fit in ``ratio * total tokens`` (a row that does
+    not fit is skipped, smaller later rows may still fit). Ties break by index
+    (stable), so the result is deterministic.
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    n = len(s)
+    if not 0.0 <= ratio <= 1.0:
+        raise UserError(f"selection.ratio={ratio} is out of range [0, 1]")
+    order = np.argsort(-s, kind="stable")
+    mask = np.zeros(n, dtype=bool)
+    if budget == "rows":
+        mask[order[: int(round(ratio * n))]] = True
+        return mask
+    if budget != "tokens":
+        raise UserError(f"unknown budget '{budget}' (choose rows or tokens)")
+    if tokens is None:
+        raise ValueError("a token budget needs the response token counts")
+    t = np.asarray(tokens, dtype=np.int64)
+    cap = ratio * float(t.sum())
+    used = 0
+    for i in order:
+        if used + t[i] <= cap + 1e-9:
+            mask[i] = True
+            used += int(t[i])
+    return mask
+
+
+def budget_stats(kept: np.ndarray | list[bool], task: list[Row], tokens: list[int] | None) -> dict[str, Any]:
+    """Rows and response tokens kept, and the harmful kept fraction when labels are known."""
+    k = np.asarray(kept, dtype=bool)
+    out: dict[str, Any] = {"kept": int(k.sum()), "total": len(task)}
+    if tokens is not None:
+        t = np.asarray(tokens)
+        out["kept_tokens"] = int(t[k].sum())
+        out["total_tokens"] = int(t.sum())
+    labels = [r.harmful for r in task]
+    if all(h is not None for h in labels) and task:
+        h = np.asarray(labels, dtype=bool)
+        out["harmful_total"] = int(h.sum())
+        out["harmful_kept"] = int((h & k).sum())
+        out["harmful_kept_fraction"] = float((h & k).sum() / h.sum()) if h.sum() else 0.0
+    return out
