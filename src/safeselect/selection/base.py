@@ -52,6 +52,9 @@ class Selection:
     weights: list[float]
     added: list[Row] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
+    # A selector that trains while it selects (DualSelect) hands its model over here; the
+    # pipeline then evaluates that model instead of running a separate fine-tune.
+    trained_model: Any = None
 
     def __post_init__(self) -> None:
         n = len(self.row_ids)

@@ -1,0 +1,1 @@
+"""Judges: plain callables shared by evaluation and self-play (refusal, rule, classifier, llm, ...)."""
