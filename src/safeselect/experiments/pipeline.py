@@ -1,0 +1,323 @@
+"""One experiment, read top to bottom: data -> align (cached) -> select -> fine-tune -> evaluate -> files.
+
+The run directory is the interface between stages and to ``safeselect report``:
+``config.yaml``, ``selection.jsonl``, ``generations.jsonl``, ``metrics.json``
+(written last, atomically, with ``"complete": true``) and ``report.md``. A
+directory whose metrics.json is complete is skipped on rerun.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from safeselect import config as config_mod
+from safeselect.config import ExperimentConfig
+from safeselect.data.rows import Bundle, Row
+from safeselect.io import atomic_write_text, read_json, write_json, write_jsonl
+
+log = logging.getLogger(__name__)
+
+ALIGNED_ONLY = "aligned"  # pseudo-method in `compare`: evaluate the aligned starting model, no fine-tuning
+
+
+# ----------------------------------------------------------------------------- stages
+
+
+def build_bundle(cfg: ExperimentConfig) -> Bundle:
+    """Task mix, safety references, alignment rows and evaluation sets from the configured data builder."""
+    from safeselect.registry import registry
+
+    return registry("data").get(cfg.data.benchmark)(cfg)
+
+
+def _align_key(cfg: ExperimentConfig, model_name: str, align_rows: list[Row]) -> str:
+    """Hash of everything the aligned model depends on, so equal configs reuse one cached model."""
+    payload = {
+        "model": model_name, "dtype": cfg.model.dtype, "max_length": cfg.model.max_length,
+        "lora": config_mod.to_dict(cfg)["model"]["lora"], "align": config_mod.to_dict(cfg)["align"],
+        "seed": cfg.seed, "rows": [(r.row_id, r.prompt, r.response) for r in align_rows],
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def aligned_dir(cfg: ExperimentConfig, bundle: Bundle, model_name: str | None = None,
+                show_progress: bool = True) -> Path | None:
+    """Path of the aligned model for ``model_name`` (default ``cfg.model.name``), training it once if needed.
+
+    None when alignment is off (the starting model is then ``model_name`` as is).
+    """
+    import fcntl
+
+    from safeselect.models import add_lora, load_model, merge_lora, save_model
+    from safeselect.training.sft import train_sft
+
+    name = model_name or cfg.model.name
+    if not cfg.align.enabled or not bundle.align:
+        return None
+    key = _align_key(cfg, name, bundle.align)
+    out = config_mod.cache_dir() / "aligned" / f"{_slug(name)}-{key}"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.parent / f".{out.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # parallel ablation workers train it once
+        if (out / "config.json").exists():
+            return out
+        _seed_all(cfg.seed)
+        model, tok = load_model(name, cfg.model, device=cfg.device)
+        model = add_lora(model, cfg.model.lora)
+        train_sft(model, tok, bundle.align, cfg.align.train, cfg.model.max_length, seed=cfg.seed,
+                  desc="align", show_progress=show_progress)
+        save_model(merge_lora(model), tok, out)
+        atomic_write_text(out / "align.json", json.dumps({"model": name, "key": key, "rows": len(bundle.align)}))
+    return out
+
+
+def load_aligned(cfg: ExperimentConfig, bundle: Bundle | None = None, model_name: str | None = None) -> tuple[Any, Any]:
+    """A fresh copy of the aligned starting model (no adapter yet) and its tokenizer."""
+    from safeselect.models import load_model
+
+    bundle = bundle if bundle is not None else build_bundle(cfg)
+    path = aligned_dir(cfg, bundle, model_name)
+    return load_model(str(path) if path else (model_name or cfg.model.name), cfg.model, device=cfg.device)
+
+
+def select(cfg: ExperimentConfig, bundle: Bundle, out_dir: Path, show_progress: bool = True) -> Any:
+    """Run the configured selector (plus SafeInstr demonstrations when asked) and return its Selection."""
+    from safeselect.judges.base import make_judge
+    from safeselect.models import load_tokenizer
+    from safeselect.registry import registry
+    from safeselect.selection.base import SelectionContext
+    from safeselect.training.encode import response_token_counts
+
+    selector = registry("selectors").get(cfg.selection.method)
+    tok = load_tokenizer(cfg.model.name)
+
+    def _judge(rows: list[Row], responses: list[str]) -> list[bool]:
+        j = make_judge(cfg.selection.judge_filter.judge, cfg)
+        return [bool(x) for x in j.harmful([r.prompt for r in rows], responses)]
+
+    ctx = SelectionContext(
+        cfg=cfg, task=bundle.task, safety_ref=bundle.safety_ref, out_dir=out_dir,
+        load_model=lambda name=None: load_aligned(cfg, bundle, name),
+        response_tokens=response_token_counts(tok, bundle.task),
+        judge=_judge, show_progress=show_progress,
+    )
+    selection = selector(ctx)
+    if cfg.selection.safeinstr.count > 0 and cfg.selection.method != "safeinstr":
+        from safeselect.selection.safeinstr import augment
+
+        selection = augment(selection, ctx)
+    return selection, ctx
+
+
+# ----------------------------------------------------------------------------- one run
+
+
+def is_complete(out_dir: str | Path) -> bool:
+    p = Path(out_dir) / "metrics.json"
+    if not p.exists():
+        return False
+    try:
+        return bool(json.loads(p.read_text()).get("complete"))
+    except (json.JSONDecodeError, OSError):
+        return False
+
+
+def read_metrics(out_dir: str | Path) -> dict[str, Any]:
+    from safeselect.evaluation.metrics import flatten
+
+    return flatten(read_json(Path(out_dir) / "metrics.json"))
+
+
+def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, reference_dir: str | Path | None = None,
+                   show_progress: bool = True) -> dict[str, Any]:
+    """align -> select -> fine-tune -> evaluate; returns flat metrics. A complete ``out_dir`` is not redone."""
+    from safeselect.evaluation.evaluate import evaluate
+    from safeselect.evaluation.metrics import nest
+    from safeselect.evaluation.resources import Meter
+    from safeselect.models import add_lora
+    from safeselect.selection.base import budget_stats
+    from safeselect.training.sft import train_sft
+
+    out = Path(out_dir)
+    if is_complete(out):
+        log.info("skipping %s: already complete", out)
+        return read_metrics(out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "config.yaml", config_mod.to_yaml(cfg))
+    reference_dir = reference_dir or cfg.eval.reference
+    meter = Meter()
+    _seed_all(cfg.seed)
+
+    with meter.stage("data"):
+        bundle = build_bundle(cfg)
+    with meter.stage("align"):
+        aligned_dir(cfg, bundle, show_progress=show_progress)
+
+    metrics: dict[str, Any] = {}
+    method = cfg.selection.method
+    if method == ALIGNED_ONLY:
+        model, tok = load_aligned(cfg, bundle)
+    else:
+        with meter.stage("selection"):
+            selection, ctx = select(cfg, bundle, out, show_progress)
+        write_jsonl(out / "selection.jsonl", selection.records(bundle.task))
+        stats = budget_stats(selection.kept, bundle.task, ctx.response_tokens)
+        metrics.update({f"selection.{k}": v for k, v in stats.items()})
+        metrics["selection.added"] = len(selection.added)
+        metrics.update({f"selection.info.{k}": v for k, v in selection.info.items()
+                        if isinstance(v, (int, float, str, bool))})
+        if selection.trained_model is not None:
+            # The selector trained while it selected (DualSelect): that model is the result.
+            model = selection.trained_model
+            _, tok = load_aligned(cfg, bundle)
+        else:
+            with meter.stage("train"):
+                model, tok = load_aligned(cfg, bundle)
+                model = add_lora(model, cfg.model.lora)
+                kept = selection.kept_rows(bundle.task)
+                res = train_sft(model, tok, kept, cfg.finetune, cfg.model.max_length, seed=cfg.seed,
+                                desc=f"fine-tune ({method})", show_progress=show_progress)
+                metrics["train.steps"] = res["steps"]
+                metrics["train.rows"] = len(kept)
+                if res["losses"]:
+                    metrics["train.first_loss"] = res["losses"][0]
+                    metrics["train.last_loss"] = res["losses"][-1]
+
+    if cfg.eval.enabled:
+        with meter.stage("eval"):
+            flat, generations = evaluate(model, tok, bundle, cfg, reference_dir=reference_dir,
+                                         show_progress=show_progress)
+        metrics.update(flat)
+        write_jsonl(out / "generations.jsonl", generations)
+    metrics.update(meter.metrics())
+    metrics["complete"] = True
+    # metrics.json last: its presence with complete=true is what marks the run finished.
+    atomic_write_text(out / "report.md", run_report(cfg, metrics))
+    write_json(out / "metrics.json", nest(metrics))
+    return metrics
+
+
+# ----------------------------------------------------------------------------- several methods at once
+
+
+def run_compare(cfg: ExperimentConfig, out_dir: str | Path, show_progress: bool = True) -> dict[str, dict[str, Any]]:
+    """Run each entry of ``cfg.compare`` on the same data and aligned model; ``full`` first (the win-rate reference)."""
+    import dataclasses
+
+    out = Path(out_dir)
+    methods = list(cfg.compare)
+    if "full" in methods:
+        methods = ["full"] + [m for m in methods if m != "full"]
+    results: dict[str, dict[str, Any]] = {}
+    reference = out / "full" if "full" in methods else None
+    for m in methods:
+        sub = dataclasses.replace(cfg, compare=[], selection=dataclasses.replace(cfg.selection, method=m))
+        ref = reference if (reference is not None and m != "full") else None
+        results[m] = run_experiment(sub, out / m, reference_dir=ref, show_progress=show_progress)
+    atomic_write_text(out / "report.md", compare_report(cfg, results))
+    return results
+
+
+# ----------------------------------------------------------------------------- reports
+
+
+HEADLINE = [
+    ("harmful rate", "safety.{s}.{j}.harmful_rate"),
+    ("over-refusal", "overrefusal.{s}.refusal_rate"),
+]
+
+
+def headline_columns(metrics: dict[str, Any]) -> list[tuple[str, str]]:
+    """(column label, metric key) for the figures a user reads first: safety, over-refusal, task accuracy."""
+    cols = []
+    for k in sorted(metrics):
+        if k.startswith("safety.") and k.endswith(".harmful_rate"):
+            cols.append((f"harmful rate ({k.split('.')[1]}, {k.split('.')[2]})", k))
+    for k in sorted(metrics):
+        if k.startswith("overrefusal.") and k.endswith(".refusal_rate"):
+            cols.append((f"over-refusal ({k.split('.')[1]})", k))
+    for k in sorted(metrics):
+        if k.startswith("task.") and k.endswith(".accuracy"):
+            cols.append((f"accuracy ({k.split('.')[1]})", k))
+    for k in sorted(metrics):
+        if k.startswith("win_rate.") and not k.endswith(("_ci", "_n")):
+            cols.append((f"win rate ({'.'.join(k.split('.')[1:])})", k))
+    if "selection.harmful_kept_fraction" in metrics:
+        cols.append(("harmful kept", "selection.harmful_kept_fraction"))
+    return cols
+
+
+def fmt(metrics: dict[str, Any], key: str) -> str:
+    v = metrics.get(key)
+    if v is None:
+        return "-"
+    ci = metrics.get(f"{key}_ci")
+    if isinstance(v, float):
+        s = f"{v:.2f}" if abs(v) <= 1.0 else f"{v:.1f}"
+        if ci and ci[0] is not None:
+            s += f" [{ci[0]:.2f}, {ci[1]:.2f}]" if abs(v) <= 1.0 else f" [{ci[0]:.1f}, {ci[1]:.1f}]"
+        return s
+    return str(v)
+
+
+def table(rows: dict[str, dict[str, Any]]) -> str:
+    """Markdown table, one row per run, the headline columns of the first run."""
+    if not rows:
+        return ""
+    cols: list[tuple[str, str]] = []
+    for m in rows.values():
+        for c in headline_columns(m):
+            if c not in cols:
+                cols.append(c)
+    head = "| run | " + " | ".join(c[0] for c in cols) + " |"
+    sep = "|---|" + "---|" * len(cols)
+    lines = [head, sep]
+    for name, m in rows.items():
+        lines.append(f"| {name} | " + " | ".join(fmt(m, c[1]) for c in cols) + " |")
+    return "\n".join(lines)
+
+
+def run_report(cfg: ExperimentConfig, metrics: dict[str, Any]) -> str:
+    judges = ", ".join(cfg.eval.judges)
+    res = {k: v for k, v in metrics.items() if k.startswith("resources.")}
+    lines = [
+        f"# Run: {cfg.name} ({cfg.selection.method})", "",
+        f"Model `{cfg.model.name}`, data `{cfg.data.benchmark}` ({cfg.data.difficulty}, harmful ratio "
+        f"{cfg.data.harmful_ratio}), selection ratio {cfg.selection.ratio} by {cfg.selection.budget}. "
+        f"Judges: {judges}. Figures are 0..1 with 95% bootstrap intervals (win rates 0..100).", "",
+        table({cfg.selection.method: metrics}), "",
+        "Resources: " + ", ".join(f"{k.split('.', 1)[1]} {v}" for k, v in sorted(res.items())), "",
+    ]
+    return "\n".join(lines)
+
+
+def compare_report(cfg: ExperimentConfig, results: dict[str, dict[str, Any]]) -> str:
+    return "\n".join([
+        f"# {cfg.name}: {', '.join(results)}", "",
+        f"Model `{cfg.model.name}`, data `{cfg.data.benchmark}` ({cfg.data.difficulty}, harmful ratio "
+        f"{cfg.data.harmful_ratio}), judges {', '.join(cfg.eval.judges)}. 95% bootstrap intervals in brackets; "
+        "`aligned` is the starting model before fine-tuning.", "",
+        table(results), "",
+    ])
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _seed_all(seed: int) -> None:
+    import random
+
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "-" for c in name).strip("-")[-40:]

@@ -1,0 +1,50 @@
+"""Per-row losses: l_i = mean negative log-likelihood of row i's response tokens (prompt masked)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from safeselect.data.rows import Row
+
+
+def token_nll(logits: Any, labels: Any) -> tuple[Any, Any]:
+    """Next-token NLL per position and the mask of learned positions (labels shifted by one)."""
+    import torch.nn.functional as F
+
+    shift_logits = logits[:, :-1, :].float()
+    shift_labels = labels[:, 1:]
+    mask = shift_labels != -100
+    nll = F.cross_entropy(shift_logits.transpose(1, 2), shift_labels.clamp(min=0), reduction="none")
+    return nll * mask, mask
+
+
+def per_row_loss(model: Any, batch: dict[str, Any]) -> Any:
+    """Differentiable ``Tensor[B]``: each row's mean response-token NLL."""
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    nll, mask = token_nll(out.logits, batch["labels"])
+    return nll.sum(dim=1) / mask.sum(dim=1).clamp(min=1)
+
+
+def row_losses(model: Any, tok: Any, rows: list[Row], max_length: int, batch_size: int = 8,
+               show_progress: bool = False) -> np.ndarray:
+    """Loss of every row under ``model`` (no grad, eval mode), in row order."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from safeselect.training.encode import collate, encode_rows
+
+    items = encode_rows(tok, rows, max_length)
+    order = np.argsort([len(it["input_ids"]) for it in items], kind="stable")  # less padding per batch
+    out = np.zeros(len(rows), dtype=np.float64)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for s in tqdm(range(0, len(rows), batch_size), desc="row losses", disable=not show_progress, leave=False):
+            idx = order[s:s + batch_size]
+            batch = {k: v.to(device) for k, v in collate([items[i] for i in idx], tok.pad_token_id).items()}
+            out[idx] = per_row_loss(model, batch).double().cpu().numpy()
+    model.train(was_training)
+    return out

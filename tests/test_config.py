@@ -1,0 +1,66 @@
+"""Config: defaults < preset < overrides, unknown keys and bad values rejected with did-you-mean."""
+
+from __future__ import annotations
+
+import pytest
+
+from safeselect import config
+from safeselect.errors import UserError
+
+
+def test_defaults_match_methods_md():
+    cfg = config.load(None)
+    assert cfg.selection.ratio == 0.8
+    assert cfg.selection.seal.activation == "softmax"
+    assert cfg.selection.seal.algorithm == "memory_efficient"
+    assert (cfg.selection.seal.gamma.schedule, cfg.selection.seal.gamma.init, cfg.selection.seal.gamma.step) == (
+        "linear", 0.0, 0.03)
+    assert cfg.selection.seal.selector_lr == 5e-3 and cfg.selection.seal.selector_betas == [0.9, 0.95]
+    d = cfg.selection.dualselect
+    assert (d.warmup_steps, d.tau_task, d.tau_ref, d.rho, d.mode, d.correction) == (10, 0.1, 0.1, 0.2, "hard", "additive")
+    assert cfg.selection.dsir.buckets == 10000
+    assert (cfg.eva.responses_per_prompt, cfg.eva.sample_ratio, cfg.eva.evolutions, cfg.eva.mix_ratio) == (6, 0.25, 4, 0.2)
+    assert cfg.data.harmful_ratio == 0.2
+
+
+def test_preset_then_override_order(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("selection:\n  method: random\n  ratio: 0.5\n")
+    cfg = config.load(str(p), ["selection.ratio=0.25"])
+    assert cfg.selection.method == "random" and cfg.selection.ratio == 0.25
+
+
+def test_plain_number_gamma_is_constant():
+    g = config.load(None, ["selection.seal.gamma=0.1"]).selection.seal.gamma
+    assert g.schedule == "constant" and g.value == 0.1
+
+
+@pytest.mark.parametrize("override, needle", [
+    ("selection.rato=0.5", "did you mean 'selection.ratio'"),
+    ("selection.ratio=1.5", "out of range [0, 1]"),
+    ("selection.seal.algorithm=aux", "did you mean 'auxiliary'"),
+    ("finetune.epochs=abc", "bad value for 'finetune.epochs'"),
+    ("noequals", "key=value"),
+])
+def test_bad_input_is_one_clear_line(override, needle):
+    with pytest.raises(UserError) as e:
+        config.load(None, [override])
+    assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+def test_exponential_needs_positive_init():
+    with pytest.raises(UserError, match="init"):
+        config.load(None, ["selection.seal.gamma.schedule=exponential"])
+
+
+def test_every_preset_validates():
+    names = config.preset_names()
+    assert "quickstart" in names
+    for name in names:
+        config.load(name)
+
+
+def test_field_info_has_help_and_aliases():
+    info = config.field_info()
+    assert all(meta["help"] for meta in info.values())
+    assert "selection percentage" in info["selection.ratio"]["aliases"]
