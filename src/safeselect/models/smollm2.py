@@ -52,7 +52,14 @@ def convert(force: bool = False) -> Path:
             return out
         src = gguf_path()
         tok = AutoTokenizer.from_pretrained(str(src.parent), gguf_file=src.name)
-        model = AutoModelForCausalLM.from_pretrained(str(src.parent), gguf_file=src.name)
+        gguf_model = AutoModelForCausalLM.from_pretrained(str(src.parent), gguf_file=src.name)
+        # The loaded model still carries its GGUF quantisation config, which save_pretrained refuses;
+        # the weights are already dequantised, so rebuild a plain model from the config and copy them.
+        conf = gguf_model.config
+        if hasattr(conf, "quantization_config"):
+            del conf.quantization_config
+        model = AutoModelForCausalLM.from_config(conf)
+        model.load_state_dict(gguf_model.state_dict())
         save_model(model, tok, out)
     return out
 

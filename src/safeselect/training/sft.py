@@ -59,17 +59,19 @@ def train_sft(model: Any, tok: Any, rows: list[Row], train_cfg: TrainConfig, max
         return out
 
     loader = DataLoader(data, batch_size=micro, shuffle=True, generator=gen, collate_fn=_collate)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
+    model, opt, loader = acc.prepare(model, opt, loader)
+    # Steps are counted on the sharded loader (per process), so N processes take 1/N of the steps.
     micro_per_epoch = len(loader)
     steps_per_epoch = max(1, math.ceil(micro_per_epoch / accum))
     total_steps = max(1, math.ceil(train_cfg.epochs * steps_per_epoch))
     if train_cfg.max_steps > 0:
         total_steps = min(total_steps, train_cfg.max_steps)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
+    # Not passed through accelerate.prepare: a prepared scheduler steps once per process per step.
     sched = get_scheduler("linear" if train_cfg.warmup_ratio > 0 else "constant_with_warmup", opt,
                           num_warmup_steps=int(train_cfg.warmup_ratio * total_steps),
                           num_training_steps=total_steps)
-    model, opt, loader, sched = acc.prepare(model, opt, loader, sched)
     model.train()
     losses: list[float] = []
     step, micro_i, running = 0, 0, 0.0
