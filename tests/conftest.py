@@ -25,7 +25,9 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
 def _threads() -> None:
     import torch
 
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    # One thread: tiny models gain nothing from more, and OpenMP spin-waiting across
+    # concurrent processes (torchrun tests, parallel jobs) slows everything by an order of magnitude.
+    torch.set_num_threads(1)
 
 
 @pytest.fixture

@@ -78,3 +78,16 @@ def test_sft_loss_falls_and_row_losses_drop(tiny):
     assert res["steps"] == 8
     assert np.mean(after) < np.mean(before) - 0.3
     assert res["losses"][-1] < res["losses"][0]
+
+
+def test_per_row_loss_equals_full_logits_reference(tiny):
+    # Computing the head only at response positions must give the same losses as full logits.
+    model, tok = tiny
+    items = [encode(tok, "a prompt of some length", "one two three", 64), encode(tok, "p", "four", 64)]
+    batch = collate(items, tok.pad_token_id)
+    with torch.no_grad():
+        fast = per_row_loss(model, batch)
+        full = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        nll, mask = token_nll(full, batch["labels"])
+        ref = nll.sum(1) / mask.sum(1)
+    assert torch.allclose(fast, ref, atol=1e-5)

@@ -218,17 +218,12 @@ def run_compare(cfg: ExperimentConfig, out_dir: str | Path, show_progress: bool 
         sub = dataclasses.replace(cfg, compare=[], selection=dataclasses.replace(cfg.selection, method=m))
         ref = reference if (reference is not None and m != "full") else None
         results[m] = run_experiment(sub, out / m, reference_dir=ref, show_progress=show_progress)
-    atomic_write_text(out / "report.md", compare_report(cfg, results))
-    return results
+    ordered = {m: results[m] for m in cfg.compare}  # the user's order in the table
+    atomic_write_text(out / "report.md", compare_report(cfg, ordered))
+    return ordered
 
 
 # ----------------------------------------------------------------------------- reports
-
-
-HEADLINE = [
-    ("harmful rate", "safety.{s}.{j}.harmful_rate"),
-    ("over-refusal", "overrefusal.{s}.refusal_rate"),
-]
 
 
 def headline_columns(metrics: dict[str, Any]) -> list[tuple[str, str]]:
@@ -244,7 +239,7 @@ def headline_columns(metrics: dict[str, Any]) -> list[tuple[str, str]]:
         if k.startswith("task.") and k.endswith(".accuracy"):
             cols.append((f"accuracy ({k.split('.')[1]})", k))
     for k in sorted(metrics):
-        if k.startswith("win_rate.") and not k.endswith(("_ci", "_n")):
+        if k.startswith("win_rate.") and not k.endswith(("_ci", "_n", "_invalid")):
             cols.append((f"win rate ({'.'.join(k.split('.')[1:])})", k))
     if "selection.harmful_kept_fraction" in metrics:
         cols.append(("harmful kept", "selection.harmful_kept_fraction"))

@@ -1,0 +1,58 @@
+"""How separable are the harmful rows by the simplest signal? ROC AUC of per-row loss under the aligned model.
+
+A loss-based selector keeps the lowest-loss rows; if harmful rows all have the
+highest loss (AUC near 1), any loss-based method looks perfect and methods
+cannot be told apart. Prints, per difficulty level, the AUC (harmful vs
+benign, score = loss) and the harmful kept fraction of keeping the 80%
+lowest-loss rows.
+
+    python benchmarks/separability.py [key=value ...] [--levels easy hard]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+
+
+def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """AUC = P(score of a random positive > score of a random negative), ties counted half (Mann-Whitney)."""
+    from scipy.stats import rankdata
+
+    ranks = rankdata(scores)
+    pos = labels.astype(bool)
+    n_pos, n_neg = pos.sum(), (~pos).sum()
+    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("overrides", nargs="*")
+    ap.add_argument("--config", default="quickstart")
+    ap.add_argument("--levels", nargs="+", default=["easy", "hard"])
+    args = ap.parse_args()
+
+    from safeselect import config
+    from safeselect.experiments.pipeline import build_bundle, load_aligned
+    from safeselect.selection.base import budget_mask
+    from safeselect.training.losses import row_losses
+
+    print("| level | rows | harmful | ROC AUC (loss) | harmful kept, 80% lowest loss |")
+    print("|---|---|---|---|---|")
+    for level in args.levels:
+        cfg = config.load(args.config, [*args.overrides, f"data.difficulty={level}"])
+        bundle = build_bundle(cfg)
+        model, tok = load_aligned(cfg, bundle)
+        losses = row_losses(model, tok, bundle.task, cfg.model.max_length, batch_size=8)
+        labels = np.array([bool(r.harmful) for r in bundle.task])
+        auc = roc_auc(losses, labels)
+        kept = budget_mask(-losses, 0.8)
+        frac = float((kept & labels).sum() / labels.sum())
+        print(f"| {level} | {len(labels)} | {int(labels.sum())} | {auc:.3f} | {frac:.2f} |", flush=True)
+        print(json.dumps({"level": level, "auc": auc, "harmful_kept_fraction_loss80": frac}))
+
+
+if __name__ == "__main__":
+    main()
