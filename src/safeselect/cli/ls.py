@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-KINDS = ["selectors", "judges", "models", "configs", "data", "rewards"]
+KINDS = ["selectors", "judges", "models", "configs", "data", "rewards", "keys"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,7 +17,10 @@ def run(args: argparse.Namespace) -> int:
     from safeselect.config import PRESET_DIR, preset_names
     from safeselect.registry import registry
 
-    kinds = [args.kind] if args.kind else KINDS
+    if args.kind == "keys":
+        print(config_reference())
+        return 0
+    kinds = [args.kind] if args.kind else [k for k in KINDS if k != "keys"]
     for kind in kinds:
         print(f"{kind}:")
         if kind == "configs":
@@ -31,3 +34,22 @@ def run(args: argparse.Namespace) -> int:
             paper = f"  ({e.paper})" if e.paper else ""
             print(f"  {e.name:<18} {e.summary}{paper}{status}")
     return 0
+
+
+def config_reference() -> str:
+    """Every config key with its default, choices or range, aliases and help, as a markdown table."""
+    from safeselect.config import field_info
+
+    lines = ["| key | default | values | help |", "|---|---|---|---|"]
+    for key, meta in field_info().items():
+        values = ""
+        if meta.get("choices"):
+            values = " / ".join(str(c) for c in meta["choices"])
+        elif meta.get("range"):
+            lo, hi = meta["range"]
+            values = f"[{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}]"
+        help_text = meta["help"].replace("|", "\\|")
+        if meta.get("aliases"):
+            help_text += " (plans: " + ", ".join(f"'{a}'" for a in meta["aliases"]) + ")"
+        lines.append(f"| `{key}` | `{meta.get('default')}` | {values} | {help_text} |")
+    return "\n".join(lines)

@@ -45,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"safeselect: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head`: not an error
+        return 0
     except KeyboardInterrupt:
         print("safeselect: interrupted", file=sys.stderr)
         return 130
