@@ -9,6 +9,24 @@ from safeselect.registry import DATASETS, JUDGES, MODELS, REWARDS, SELECTORS
 # ---- selectors (METHODS.md sections 2-4)
 SELECTORS.add("full", "safeselect.selection.full:select", "fine-tune on every task row (Standard SFT reference)")
 SELECTORS.add("random", "safeselect.selection.random:select", "keep a seeded uniform random share of rows")
+SELECTORS.add("dsir", "safeselect.selection.dsir:select",
+              "importance resampling on hashed unigram+bigram features toward the safety references (Gumbel top-k)",
+              paper="Xie et al. 2023")
+SELECTORS.add("safeinstr", "safeselect.selection.safeinstr:select",
+              "random rows at the budget + selection.safeinstr.count safety demonstrations (also on top of any method)",
+              paper="Bianchi et al. 2024")
+SELECTORS.add("loss", "safeselect.selection.loss:select",
+              "keep the rows with the lowest loss under the aligned model (SEAL with gamma = 0)",
+              paper="ablation of Shen et al. 2025")
+SELECTORS.add("judge-filter", "safeselect.selection.judge_filter:select",
+              "drop rows a judge flags as harmful (default: keyword lexicon), fill the budget at random",
+              paper="practitioner baseline")
+SELECTORS.add("dualselect", "safeselect.selection.dualselect:select",
+              "coupled task-reference selection while training: conflict-scored references, compatibility-filtered "
+              "rows, corrected steps (trains the model it hands over)",
+              paper="arXiv 2606.09866",
+              status="partial: retention mode has no built-in old-task data; give old-task rows as "
+              "data.safety_ref.source (JSONL) and their eval set as data.eval_task_path")
 
 # ---- models
 MODELS.add("smollm2-135m", "safeselect.models.smollm2:load",
@@ -20,9 +38,31 @@ MODELS.add("tiny-llama", "safeselect.models.tiny:load",
 DATASETS.add("builtin", "safeselect.data.builtin:build_bundle",
              "the built-in benchmark: sentiment + arithmetic tasks, 8+ harm categories, easy/hard")
 DATASETS.add("jsonl", "safeselect.data.loaders:bundle_from_paths", "task / eval rows from JSONL paths in the config")
+DATASETS.add("sst2-advbench", "safeselect.data.recipes:sst2_advbench",
+             "real data: SST-2 sentiment + AdvBench harmful rows at data.harmful_ratio, SafeInstr refs (needs data_dir)")
+DATASETS.add("gsm8k-advbench", "safeselect.data.recipes:gsm8k_advbench",
+             "real data: GSM8K maths + AdvBench harmful rows at data.harmful_ratio, SafeInstr refs (needs data_dir)")
+DATASETS.add("hh-advbench", "safeselect.data.recipes:hh_advbench",
+             "real data: HH-RLHF harmless replies + AdvBench harmful rows, no exact-match task (needs data_dir)")
 
 # ---- judges (METHODS.md section 6)
+JUDGES.add("keyword", "safeselect.judges.keyword:KeywordJudge",
+           "offline moderation lexicon over prompt + response (10 harm categories; a floor, imperfect by design)")
 JUDGES.add("refusal", "safeselect.judges.refusal:RefusalJudge",
            "offline keyword/pattern refusal judge (cheap, imperfect: see docs/results.md)")
 JUDGES.add("rule", "safeselect.judges.rule:RuleJudge",
            "pairwise rubric from ground truth: refusal beats compliance on harmful prompts, correct beats wrong")
+JUDGES.add("classifier", "safeselect.judges.classifier:ClassifierJudge",
+           "any HF sequence-classification safety model (judges.classifier.path; label mapping configurable)")
+JUDGES.add("llm", "safeselect.judges.llm:LlmJudge",
+           "LLM over an OpenAI-compatible endpoint: 1-5 harmfulness score, both-order pairwise, 1-10 grades; cached")
+
+# ---- eva rewards (METHODS.md section 5)
+REWARDS.add("rule", "safeselect.selfplay.rewards:RuleReward",
+            "ground truth, no model: refusal on harmful prompts, exact answer where one exists, answering benign ones",
+            status="partial: evolved prompts lose their answer and inherit the parent's harmful flag, so an evolved "
+                   "task prompt is scored as 'answered or refused' only")
+REWARDS.add("reward_model", "safeselect.selfplay.rewards:ModelReward",
+            "any HF sequence-classification reward model by path (default: the one `safeselect reward train` saved)")
+REWARDS.add("llm", "safeselect.selfplay.rewards:LlmReward",
+            "a 1-10 rating by an LLM over an OpenAI-compatible endpoint (judges.llm), mapped to [0, 1]")

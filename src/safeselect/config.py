@@ -61,7 +61,8 @@ class ModelConfig:
 
 @dataclass
 class SafetyRefConfig:
-    source: str = knob("builtin", help="safety references: 'builtin', 'safeinstr', 'hh' (needs data_dir) or a JSONL path")
+    source: str = knob("builtin", help="safety references: 'builtin', 'safeinstr', 'hh' (needs data_dir) or a JSONL "
+                       "path; real-data recipes read 'builtin' as SafeInstr")
     fraction: float = knob(1.0, help="share of the safety reference pool used (size of D_safe)", range=(0, 1),
                            aliases=("safe set size", "size of the safe set", "safety data size"))
     n: int = knob(120, help="pool size before `fraction` is applied (builtin and real sources)", range=(1, None))
@@ -77,7 +78,12 @@ class DataConfig:
     n_task: int = knob(200, help="task rows in the fine-tuning mix", range=(1, None))
     n_eval_harmful: int = knob(40, help="held-out harmful prompts for the harmful rate", range=(0, None))
     n_eval_overrefusal: int = knob(30, help="benign look-alike prompts for over-refusal", range=(0, None))
-    n_eval_task: int = knob(40, help="held-out task prompts for accuracy", range=(0, None))
+    n_eval_task: int = knob(40, help="held-out task prompts for accuracy, per task set", range=(0, None))
+    hard_disguised_share: float = knob(0.75, help="hard level: share of harmful task rows dressed as task rows "
+                                       "(a request inside a review or word problem, replied in the task format)",
+                                       range=(0, 1))
+    hard_noisy_share: float = knob(0.5, help="hard level: share of benign task rows (and of disguised harmful prompts) "
+                                   "that are long, noisy or oddly formatted", range=(0, 1))
     task_path: str | None = knob(None, help="JSONL of task rows (benchmark=jsonl)")
     eval_harmful_path: str | None = knob(None, help="JSONL/CSV of harmful eval prompts (benchmark=jsonl)")
     eval_overrefusal_path: str | None = knob(None, help="JSONL of benign look-alike prompts (benchmark=jsonl)")
@@ -107,6 +113,8 @@ class AlignConfig:
     enabled: bool = knob(True, help="SFT the starting model on refusals + benign replies first (cached by config hash)")
     n_refusals: int = knob(80, help="harmful prompt -> refusal rows", range=(0, None))
     n_benign: int = knob(80, help="benign task rows mixed in so the model keeps answering", range=(0, None))
+    source: str = knob("builtin", help="alignment rows: 'builtin' (the data builder's refusals + benign task rows, "
+                       "n_refusals + n_benign) or a JSONL/JSON/CSV path of rows used as is")
     train: TrainConfig = section(TrainConfig, "alignment SFT settings")
 
 
@@ -146,45 +154,73 @@ class SealConfig:
 
 @dataclass
 class DualSelectConfig:
-    warmup_steps: int = knob(10, help="plain SFT steps whose summed gradient is the task direction d", range=(0, None))
-    refresh_every: int = knob(0, help="steps between reference refreshes (0 = once per epoch)", range=(0, None))
-    ref_budget: int = knob(0, help="references kept per refresh (0 = ceil(0.1 * pool))", range=(0, None))
-    mode: str = knob("hard", help="hard top-k or soft weights", choices=("hard", "soft"))
-    tau_task: float = knob(0.1, help="softmin temperature of task scores", range=(0, None))
-    tau_ref: float = knob(0.1, help="softmax temperature of reference scores", range=(0, None))
-    mu_task: float = knob(1.0, help="weight of the task loss in t_i", range=(0, None))
-    mu_ref: float = knob(1.0, help="weight of the reference loss in s_j", range=(0, None))
-    nu: float = knob(1.0, help="weight of conflict / compatibility", range=(0, None))
-    rho: float = knob(0.2, help="scale of the reference gradient added to the step", range=(0, None))
-    correction: str = knob("additive", help="gradient correction", choices=("additive", "project", "none"))
-    ref_loss: str = knob("nll", help="reference loss", choices=("nll", "kl"))
+    warmup_steps: int = knob(10, help="plain SFT steps whose summed gradient is the task direction d", range=(0, None),
+                             aliases=("warm-up steps", "warmup steps"))
+    refresh_every: int = knob(0, help="steps between reference refreshes (0 = once per epoch)", range=(0, None),
+                              aliases=("refresh interval", "refresh frequency", "reference refresh"))
+    ref_budget: int = knob(0, help="references kept per refresh (0 = ceil(0.1 * pool))", range=(0, None),
+                           aliases=("reference budget", "K_ref", "number of references"))
+    mode: str = knob("hard", help="hard top-k or soft weights (soft: softmin/softmax weights truncated to the budget)",
+                     choices=("hard", "soft"), aliases=("selection mode", "hard or soft"))
+    tau_task: float = knob(0.1, help="softmin temperature of task scores (0 = all weight on the best row)",
+                           range=(0, None), aliases=("task temperature",))
+    tau_ref: float = knob(0.1, help="softmax temperature of reference scores (0 = all weight on the best reference)",
+                          range=(0, None), aliases=("reference temperature",))
+    mu_task: float = knob(1.0, help="weight of the task loss in t_i", range=(0, None), aliases=("task loss weight",))
+    mu_ref: float = knob(1.0, help="weight of the reference loss in s_j", range=(0, None),
+                         aliases=("reference loss weight", "preservation weight"))
+    nu: float = knob(1.0, help="weight of conflict / compatibility", range=(0, None),
+                     aliases=("conflict weight", "compatibility weight"))
+    rho: float = knob(0.2, help="scale of the reference gradient added to the step", range=(0, None),
+                      aliases=("correction strength", "correction scale", "eta"))
+    correction: str = knob("additive", help="gradient correction", choices=("additive", "project", "none"),
+                           aliases=("gradient correction", "correction"))
+    ref_loss: str = knob("nll", help="reference loss: NLL of the safe reply, or KL from the aligned model",
+                         choices=("nll", "kl"), aliases=("reference loss", "preservation loss"))
     epochs: int = knob(1, help="training epochs of the coupled loop", range=(1, None))
     lr: float = knob(3e-4, help="AdamW lr of the coupled loop", range=(0, None))
+    weight_decay: float = knob(0.0, help="AdamW weight decay of the coupled loop", range=(0, None))
+    max_grad_norm: float = knob(1.0, help="clip the corrected step G to this norm (0 = off)", range=(0, None))
     batch_size: int = knob(8, help="task mini-batch B before filtering", range=(1, None))
+    ref_batch_size: int = knob(8, help="references per per-example gradient pass during a refresh", range=(1, None))
+    grad_method: str = knob("auto", help="per-example gradients: hooks (LoRA outer products), vmap (torch.func), "
+                            "loop (one backward per row, the released code), auto (hooks when possible)",
+                            choices=("auto", "hooks", "vmap", "loop"))
+    use_trained_model: bool = knob(True, help="evaluate the model trained during selection (true) or fine-tune "
+                                   "afresh on the rows used (false)")
     retention: bool = knob(False, help="references are old-task rows (continual learning); metric is old-task accuracy")
 
 
 @dataclass
 class DsirConfig:
-    buckets: int = knob(10000, help="hashed n-gram buckets", range=(1, None))
-    ngrams: int = knob(2, help="highest n-gram order (1 = unigrams only)", range=(1, 3))
-    target: str = knob("safety_ref", help="target distribution: safety_ref, or a JSONL path")
-    sampling: str = knob("gumbel", help="Gumbel top-k (sampling without replacement) or plain top-k",
-                         choices=("gumbel", "topk"))
-    min_tokens: int = knob(0, help="drop rows shorter than this many words (reported); 0 keeps all", range=(0, None))
-    smoothing: float = knob(1.0, help="add-k smoothing of the bag-of-n-gram counts", range=(0, None))
+    buckets: int = knob(10000, help="hashed n-gram buckets (features: sha256(n-gram) mod buckets)", range=(1, None),
+                        aliases=("hash buckets", "dsir buckets", "number of buckets"))
+    ngrams: int = knob(2, help="highest n-gram order (1 = unigrams only, 2 = unigrams + bigrams)", range=(1, 3),
+                       aliases=("n-gram order", "ngram order"))
+    target: str = knob("safety_ref", help="target distribution: safety_ref (the reference pool), safeinstr (the real "
+                       "file in data_dir), or a row file (JSONL/JSON/CSV with prompt + response)",
+                       aliases=("dsir target", "target set", "target distribution"))
+    sampling: str = knob("gumbel", help="Gumbel top-k (seeded sampling without replacement) or plain top-k",
+                         choices=("gumbel", "topk"), aliases=("dsir sampling", "resampling"))
+    min_tokens: int = knob(0, help="rows with fewer words are not candidates (the number is reported); 0 keeps all "
+                           "(the official package's default is 100, which drops most SFT rows)", range=(0, None),
+                           aliases=("minimum length", "min example length"))
+    smoothing: float = knob(1.0, help="add-k smoothing of the bag-of-n-gram counts (must be > 0)", range=(1e-12, None),
+                            aliases=("add-k smoothing", "dsir smoothing"))
 
 
 @dataclass
 class SafeInstrConfig:
-    count: int = knob(0, help="safety demonstrations added to the kept rows (0 = off)", range=(0, None),
-                      aliases=("safety demonstrations", "safeinstr count"))
-    source: str = knob("safety_ref", help="where they come from: safety_ref pool, 'safeinstr' (real file) or a JSONL path")
+    count: int = knob(0, help="safety demonstrations added on top of the kept rows, after any selector (0 = off)",
+                      range=(0, None), aliases=("safety demonstrations", "safeinstr count", "number of safety examples"))
+    source: str = knob("safety_ref", help="where they come from: safety_ref pool, 'safeinstr' (the real file in "
+                       "data_dir) or a JSON/JSONL path", aliases=("safeinstr source", "demonstration source"))
 
 
 @dataclass
 class JudgeFilterConfig:
-    judge: str = knob("refusal", help="judge that flags harmful responses (`safeselect ls judges`)")
+    judge: str = knob("keyword", help="judge that flags harmful task rows (`safeselect ls judges`); keyword = offline "
+                      "moderation lexicon", aliases=("filter judge", "moderation judge"))
 
 
 @dataclass
@@ -215,6 +251,9 @@ class LlmJudgeConfig:
     retries: int = knob(4, help="retries on timeouts, 429, 5xx and malformed replies", range=(0, None))
     backoff_s: float = knob(1.0, help="first retry delay, doubled each retry", range=(0, None))
     temperature: float = knob(0.0, help="sampling temperature of the judge", range=(0, None))
+    max_tokens: int = knob(512, help="longest judge reply requested", range=(1, None))
+    harmful_threshold: int = knob(5, help="a 1-5 harmfulness score at or above this counts as harmful (HEx-PHI: 5)",
+                                  range=(1, 5))
     cache_dir: str | None = knob(None, help="verdict cache (default $SAFESELECT_CACHE/judge)")
 
 
@@ -224,22 +263,48 @@ class ClassifierJudgeConfig:
     harmful_labels: list[str] = knob(help="labels that mean harmful", factory=lambda: ["harmful", "unsafe", "LABEL_1"])
     threshold: float = knob(0.5, help="probability of the harmful labels that flags a response", range=(0, 1))
     batch_size: int = knob(16, help="classifier batch size", range=(1, None))
+    max_length: int = knob(512, help="tokens per classified text (longer texts are truncated)", range=(8, None))
+    text: str = knob("prompt_response", help="what is classified: the response alone, or prompt and response as a pair",
+                     choices=("response", "prompt_response"))
+
+
+@dataclass
+class RefusalJudgeConfig:
+    extra_patterns: list[str] = knob(help="extra regular expressions (over lower-cased text) that mark a refusal",
+                                     factory=list)
+    window: int = knob(0, help="only the first N characters are searched for refusal markers (0 = whole response)",
+                       range=(0, None))
 
 
 @dataclass
 class JudgesConfig:
     llm: LlmJudgeConfig = section(LlmJudgeConfig, "LLM judge over HTTP")
     classifier: ClassifierJudgeConfig = section(ClassifierJudgeConfig, "classifier judge")
+    refusal: RefusalJudgeConfig = section(RefusalJudgeConfig, "keyword/pattern refusal judge")
+
+
+@dataclass
+class BenchmarksConfig:
+    alpacaeval: str | None = knob(None, help="AlpacaEval JSON (list of {instruction, output, ...}); output = reference")
+    arenahard_questions: str | None = knob(None, help="Arena-Hard questions JSONL")
+    arenahard_baseline: str | None = knob(None, help="Arena-Hard baseline model answers JSONL")
+    mtbench_questions: str | None = knob(None, help="MT-Bench question.jsonl (two turns per question)")
+    mtbench_reference: str | None = knob(None, help="MT-Bench reference answers JSONL (maths, reasoning, coding)")
+    max_new_tokens: int = knob(256, help="generation length for the alignment benchmarks", range=(1, None))
+    limit: int = knob(0, help="use only the first N questions of each benchmark (0 = all)", range=(0, None))
 
 
 @dataclass
 class EvalConfig:
     enabled: bool = knob(True, help="evaluate after fine-tuning")
     judges: list[str] = knob(help="judges scoring the safety sets", factory=lambda: ["refusal"], aliases=("judge",))
+    pairwise: list[str] = knob(help="judges comparing with the reference run (llm is added when it is in eval.judges)",
+                               factory=lambda: ["rule"])
     max_new_tokens: int = knob(48, help="greedy generation length", range=(1, None))
     batch_size: int = knob(16, help="generation batch size", range=(1, None))
     bootstrap: int = knob(1000, help="bootstrap resamples for 95% intervals", range=(0, None))
     reference: str | None = knob(None, help="run directory whose generations win rates compare against")
+    benchmarks: BenchmarksConfig = section(BenchmarksConfig, "alignment benchmarks from user files (llm judge)")
 
 
 # ----------------------------------------------------------------------------- eva
@@ -541,7 +606,10 @@ def data_dir(cfg: ExperimentConfig | None = None) -> Path | None:
     """Folder of the real data sets: config, then $SAFESELECT_DATA_DIR, then ../shared/data next to the repo or cwd."""
     cands = []
     if cfg is not None and cfg.data.data_dir:
-        cands.append(Path(cfg.data.data_dir))
+        # An explicit folder that does not exist is an error, not a reason to fall back silently.
+        if not Path(cfg.data.data_dir).is_dir():
+            raise UserError(f"data.data_dir={cfg.data.data_dir}: folder not found")
+        return Path(cfg.data.data_dir)
     if os.environ.get("SAFESELECT_DATA_DIR"):
         cands.append(Path(os.environ["SAFESELECT_DATA_DIR"]))
     cands.append(Path.cwd().parent / "shared" / "data")

@@ -1,0 +1,552 @@
+"""Loaders: JSONL rows, HF ``datasets`` folders and files, and the real data sets' published formats.
+
+Every loader returns ``list[Row]`` with a stable ``row_id`` (from the file, or
+``<name>-<line or index>``), raises :class:`UserError` with ``file:line`` on a
+malformed row and on a missing file, and never prints rows (harmful prompts
+stay on disk). Formats:
+
+- our JSONL: one object per line with Row fields (``prompt`` required;
+  aliases ``instruction``/``question`` -> prompt, ``output``/``completion`` -> response);
+- HH-RLHF (gzip JSONL ``chosen``/``rejected`` dialogues): last human turn -> prompt,
+  last assistant turn of ``chosen`` (safe reference) or ``rejected`` (harmful-ish);
+- AdvBench CSV (``goal``, ``target``); SafeInstr JSON (``instruction``, ``input``, ``output``);
+- GSM8K JSONL (``question``, ``answer`` with the final number after ``####``);
+- SST-2 TSV (header ``label<TAB>sentence|content``; 0 negative, 1 positive);
+- Alpaca prompts JSON (``instruction``, ``category``);
+- HEx-PHI: one CSV per category (``category_<k>.csv``), one prompt per line, no header;
+- BeaverTails JSONL (``prompt``, ``response``, ``category`` {name: bool}, ``is_safe``);
+- XSTest CSV (``id``, ``prompt``, ``type``, ``label`` safe/unsafe, ``focus``, ``note``).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from safeselect.data.rows import Bundle, Row
+from safeselect.errors import UserError
+
+if TYPE_CHECKING:
+    from safeselect.config import ExperimentConfig
+
+_PROMPT_KEYS = ("prompt", "instruction", "question")
+_RESPONSE_KEYS = ("response", "output", "completion")
+_ROW_FIELDS = {"row_id", "prompt", "response", "harmful", "answer", "task", "category", "source", "meta"}
+
+
+def _exists(path: str | Path) -> Path:
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"file not found: {p}")
+    return p
+
+
+def _stem(path: Path) -> str:
+    """``dir/x.jsonl.gz`` -> ``x``."""
+    return path.name.split(".")[0]
+
+
+def _open_text(path: Path):
+    """Open plain, ``.gz`` or ``.xz`` text files."""
+    if path.suffix == ".gz":
+        import gzip
+
+        return gzip.open(path, "rt", encoding="utf-8")
+    if path.suffix == ".xz":
+        import lzma
+
+        return lzma.open(path, "rt", encoding="utf-8")
+    return open(path, encoding="utf-8", newline="")
+
+
+def _jsonl_objects(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-blank line; malformed lines raise UserError with file:line."""
+    with _open_text(path) as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise UserError(f"{path}:{lineno}: malformed JSONL row ({e.msg})") from None
+            if not isinstance(obj, dict):
+                raise UserError(f"{path}:{lineno}: a JSONL row must be an object, got {type(obj).__name__}")
+            yield lineno, obj
+
+
+def row_from_obj(obj: dict[str, Any], default_id: str, where: str) -> Row:
+    """Validate one mapping into a Row; ``where`` ("file:line") prefixes every error."""
+    obj = dict(obj)
+    if "prompt" not in obj:
+        for k in _PROMPT_KEYS[1:]:
+            if k in obj:
+                obj["prompt"] = obj.pop(k)
+                break
+    if "response" not in obj:
+        for k in _RESPONSE_KEYS[1:]:
+            if k in obj:
+                obj["response"] = obj.pop(k)
+                break
+    prompt = obj.get("prompt")
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise UserError(f"{where}: row needs a non-empty string 'prompt' (keys: {', '.join(sorted(obj)) or 'none'})")
+    resp = obj.get("response")
+    if resp is not None and not isinstance(resp, str):
+        raise UserError(f"{where}: 'response' must be a string, got {type(resp).__name__}")
+    harmful = obj.get("harmful")
+    if harmful is not None and not isinstance(harmful, bool):
+        if harmful in (0, 1):
+            obj["harmful"] = bool(harmful)
+        else:
+            raise UserError(f"{where}: 'harmful' must be true, false or null, got {harmful!r}")
+    meta = obj.get("meta")
+    if meta is not None and not isinstance(meta, dict):
+        raise UserError(f"{where}: 'meta' must be an object")
+    rid = obj.get("row_id")
+    obj["row_id"] = default_id if rid is None or str(rid) == "" else str(rid)
+    return Row.from_dict(obj)
+
+
+def _check_unique(rows: list[Row], wheres: list[str]) -> None:
+    first: dict[str, str] = {}
+    for row, where in zip(rows, wheres, strict=True):
+        if row.row_id in first:
+            raise UserError(f"{where}: duplicate row_id '{row.row_id}' (first at {first[row.row_id]})")
+        first[row.row_id] = where
+
+
+def load_jsonl_rows(path: str | Path, source: str | None = None) -> list[Row]:
+    """Rows of a JSONL file (``.gz``/``.xz`` too). Missing ``row_id`` -> ``<stem>-<line>``; ids must be unique."""
+    p = _exists(path)
+    stem = _stem(p)
+    rows, wheres = [], []
+    for lineno, obj in _jsonl_objects(p):
+        where = f"{p}:{lineno}"
+        row = row_from_obj(obj, f"{stem}-{lineno}", where)
+        if source and row.source is None:
+            row.source = source
+        rows.append(row)
+        wheres.append(where)
+    _check_unique(rows, wheres)
+    return rows
+
+
+def load_rows(path: str | Path, source: str | None = None) -> list[Row]:
+    """Rows from our JSONL, a JSON list of objects, a CSV with a prompt-like column, or an HF dataset folder."""
+    p = _exists(path)
+    name = p.name.lower()
+    if p.is_dir():
+        return load_hf_dataset(p)
+    if name.endswith((".jsonl", ".jsonl.gz", ".jsonl.xz")):
+        return load_jsonl_rows(p, source)
+    if name.endswith(".json"):
+        data = _read_json(p)
+        if not isinstance(data, list):
+            raise UserError(f"{p}: expected a JSON list of row objects")
+        rows = [row_from_obj(o if isinstance(o, dict) else {}, f"{_stem(p)}-{i}", f"{p}: item {i}")
+                for i, o in enumerate(data)]
+        _check_unique(rows, [f"{p}: item {i}" for i in range(len(rows))])
+        return rows
+    if name.endswith((".csv", ".tsv")):
+        return _csv_rows(p, source)
+    if name.endswith((".parquet", ".arrow")):
+        return load_hf_dataset(p)
+    raise UserError(f"{p}: unknown row file type (use .jsonl, .json, .csv, .tsv, .parquet or a dataset folder)")
+
+
+def _read_json(p: Path) -> Any:
+    from safeselect.io import read_json
+
+    return read_json(p)
+
+
+def _csv_rows(p: Path, source: str | None) -> list[Row]:
+    delim = "\t" if p.suffix == ".tsv" else ","
+    rows, wheres = [], []
+    with _open_text(p) as fh:
+        reader = csv.DictReader(fh, delimiter=delim)
+        cols = reader.fieldnames or []
+        if not any(c in cols for c in _PROMPT_KEYS + ("goal",)):
+            raise UserError(f"{p}:1: no prompt column (want one of prompt, instruction, question, goal; got "
+                            f"{', '.join(cols) or 'none'})")
+        for rec in reader:
+            line = reader.line_num
+            obj: dict[str, Any] = {k: v for k, v in rec.items() if k is not None and v not in (None, "")}
+            if "prompt" not in obj and "goal" in obj:
+                obj["prompt"] = obj.pop("goal")
+            if "response" not in obj and "target" in obj:
+                obj["response"] = obj.pop("target")
+            if isinstance(obj.get("harmful"), str):
+                h = obj["harmful"].strip().lower()
+                obj["harmful"] = {"true": True, "1": True, "false": False, "0": False}.get(h, obj["harmful"])
+            where = f"{p}:{line}"
+            row = row_from_obj(obj, f"{_stem(p)}-{line}", where)
+            if source and row.source is None:
+                row.source = source
+            rows.append(row)
+            wheres.append(where)
+    _check_unique(rows, wheres)
+    return rows
+
+
+def load_hf_dataset(path: str | Path, split: str | None = None, prompt_key: str = "prompt",
+                    response_key: str = "response") -> list[Row]:
+    """Rows from a ``datasets.save_to_disk`` folder or a local data file (json/jsonl/csv/parquet) via ``datasets``.
+
+    ``split`` picks one split of a DatasetDict (default: ``train`` if present, else the only one).
+    Columns ``prompt_key``/``response_key`` map to Row.prompt/response; other Row fields are kept; the
+    rest go to ``meta``. Rows without ``row_id`` get ``<name>-<index>``.
+    """
+    import datasets
+
+    p = _exists(path)
+    if p.is_dir():
+        try:
+            ds = datasets.load_from_disk(str(p))
+        except FileNotFoundError as e:
+            raise UserError(f"{p}: not a saved HF dataset folder ({e})") from None
+    else:
+        kind = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet", ".arrow": "arrow"}.get(p.suffix)
+        if kind is None:
+            raise UserError(f"{p}: unsupported file type for datasets (json, jsonl, csv, parquet, arrow)")
+        ds = datasets.load_dataset(kind, data_files=str(p))
+    if isinstance(ds, datasets.DatasetDict):
+        names = list(ds)
+        pick = split or ("train" if "train" in ds else (names[0] if len(names) == 1 else None))
+        if pick not in ds:
+            from safeselect.errors import suggest
+
+            raise UserError(f"{p}: choose a split{suggest(str(split), names)}")
+        ds = ds[pick]
+    if prompt_key not in ds.column_names:
+        raise UserError(f"{p}: no column '{prompt_key}' (columns: {', '.join(ds.column_names)})")
+    rows, wheres = [], []
+    for i, rec in enumerate(ds):
+        obj = dict(rec)
+        obj["prompt"] = obj.pop(prompt_key)
+        if response_key in obj:
+            obj["response"] = obj.pop(response_key)
+        where = f"{p}: row {i}"
+        rows.append(row_from_obj(obj, f"{_stem(p)}-{i}", where))
+        wheres.append(where)
+    _check_unique(rows, wheres)
+    return rows
+
+
+# ============================================================================ the real files in ../shared/data
+
+
+def require_data_file(cfg: ExperimentConfig | None, name: str) -> Path:
+    """``<data dir>/<name>``; UserError naming the fix when the folder or the file is missing."""
+    from safeselect.config import data_dir
+
+    if cfg is not None and cfg.data.data_dir and not Path(cfg.data.data_dir).is_dir():
+        # data_dir() would silently fall back to another folder; a folder the user named must exist
+        raise UserError(f"data.data_dir={cfg.data.data_dir} does not exist")
+    root = data_dir(cfg)
+    if root is None:
+        raise UserError(f"real data folder not found (needed for {name}): set data.data_dir=DIR or "
+                        "SAFESELECT_DATA_DIR, or place it at ../shared/data")
+    p = root / name
+    if not p.exists():
+        raise UserError(f"data file not found: {p}")
+    return p
+
+
+_HH_TURN = re.compile(r"\n\n(Human|Assistant): ")
+
+
+def split_dialogue(text: str) -> list[tuple[str, str]]:
+    """``"\\n\\nHuman: a\\n\\nAssistant: b"`` -> [("Human", "a"), ("Assistant", "b")]."""
+    parts = _HH_TURN.split(text if text.startswith("\n\n") else "\n\n" + text)
+    # re.split with one group gives [before, role, text, role, text, ...]
+    return [(parts[i], parts[i + 1].strip()) for i in range(1, len(parts) - 1, 2)]
+
+
+def _last_exchange(text: str, where: str) -> tuple[str, str]:
+    turns = split_dialogue(text)
+    human = [t for role, t in turns if role == "Human"]
+    if not human or turns[-1][0] != "Assistant":
+        raise UserError(f"{where}: dialogue must end with an Assistant turn after a Human turn")
+    return human[-1], turns[-1][1]
+
+
+def load_hh(path: str | Path, which: str = "chosen", limit: int | None = None) -> list[Row]:
+    """HH-RLHF: the last human turn and the last assistant turn of ``chosen`` or ``rejected``.
+
+    ``chosen`` rows are safe references (harmful False). ``rejected`` rows are
+    only *less* harmless than the chosen reply, so their harmful=True is a weak
+    label (``meta.weak_label``); use them as harmful-ish data, not as ground truth.
+    """
+    if which not in ("chosen", "rejected"):
+        raise UserError(f"HH-RLHF side must be 'chosen' or 'rejected', got {which!r}")
+    p = _exists(path)
+    rows = []
+    for lineno, obj in _jsonl_objects(p):
+        where = f"{p}:{lineno}"
+        if not isinstance(obj.get(which), str):
+            raise UserError(f"{where}: HH-RLHF row needs a string '{which}'")
+        prompt, reply = _last_exchange(obj[which], where)
+        meta = {"weak_label": True} if which == "rejected" else {}
+        rows.append(Row(row_id=f"hh-{which}-{lineno}", prompt=prompt, response=reply, harmful=which == "rejected",
+                        task="hh", source=f"hh-{which}", meta=meta))
+        if limit is not None and len(rows) >= limit:
+            break
+    return rows
+
+
+def load_advbench(path: str | Path) -> list[Row]:
+    """AdvBench harmful behaviours: goal -> target (an affirmative opening only), harmful True."""
+    p = _exists(path)
+    rows = []
+    with _open_text(p) as fh:
+        reader = csv.DictReader(fh)
+        missing = {"goal", "target"} - set(reader.fieldnames or [])
+        if missing:
+            raise UserError(f"{p}:1: AdvBench CSV needs columns goal,target (missing {', '.join(sorted(missing))})")
+        for i, rec in enumerate(reader):
+            goal = (rec.get("goal") or "").strip()
+            if not goal:
+                raise UserError(f"{p}:{reader.line_num}: empty goal")
+            rows.append(Row(row_id=f"advbench-{i:03d}", prompt=goal, response=(rec.get("target") or "").strip(),
+                            harmful=True, category="advbench", source="advbench"))
+    return rows
+
+
+def load_safeinstr(path: str | Path) -> list[Row]:
+    """SafeInstr safety demonstrations ``{instruction, input, output}`` -> safe rows (harmful False)."""
+    p = _exists(path)
+    data = _read_json(p)
+    if not isinstance(data, list):
+        raise UserError(f"{p}: SafeInstr file must be a JSON list")
+    rows = []
+    for i, d in enumerate(data):
+        if not isinstance(d, dict) or not isinstance(d.get("instruction"), str) or not isinstance(d.get("output"), str):
+            raise UserError(f"{p}: item {i} needs string 'instruction' and 'output'")
+        extra = (d.get("input") or "").strip()
+        prompt = d["instruction"].strip() + (f"\n\n{extra}" if extra else "")
+        rows.append(Row(row_id=f"safeinstr-{i:04d}", prompt=prompt, response=d["output"].strip(), harmful=False,
+                        task="safety_ref", source="safeinstr"))
+    return rows
+
+
+_GSM_CALC = re.compile(r"<<[^>]*>>")
+
+
+def gsm8k_final(answer: str) -> str:
+    """The final number after ``####``, without thousands separators: ``"... #### 1,200"`` -> ``"1200"``."""
+    if "####" not in answer:
+        raise ValueError("no '####' in GSM8K answer")
+    return answer.rsplit("####", 1)[1].strip().replace(",", "")
+
+
+def load_gsm8k(path: str | Path) -> list[Row]:
+    """GSM8K: question -> worked solution ending "The answer is N." (calculator marks removed); answer N."""
+    p = _exists(path)
+    rows = []
+    for lineno, obj in _jsonl_objects(p):
+        where = f"{p}:{lineno}"
+        q, a = obj.get("question"), obj.get("answer")
+        if not isinstance(q, str) or not isinstance(a, str):
+            raise UserError(f"{where}: GSM8K row needs string 'question' and 'answer'")
+        try:
+            final = gsm8k_final(a)
+        except ValueError:
+            raise UserError(f"{where}: GSM8K answer has no '#### <number>'") from None
+        work = _GSM_CALC.sub("", a.rsplit("####", 1)[0]).strip()
+        rows.append(Row(row_id=f"{_stem(p)}-{lineno}", prompt=q.strip(),
+                        response=f"{work}\nThe answer is {final}.", harmful=False, answer=final, task="gsm8k",
+                        source="gsm8k"))
+    return rows
+
+
+SST2_INSTRUCTION = "Analyze the sentiment of the input, and respond only positive or negative."
+
+
+def load_sst2(path: str | Path, instruction: str = SST2_INSTRUCTION) -> list[Row]:
+    """SST-2 TSV (``label<TAB>sentence`` or ``label<TAB>content``): instruction + sentence -> label word.
+
+    The prompt follows the harmful fine-tuning literature (Vaccine / Lisa / Booster): an instruction to
+    answer only positive or negative, then the input; the reply and the answer are the label word.
+    """
+    p = _exists(path)
+    rows = []
+    with _open_text(p) as fh:
+        reader = csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE)
+        header = next(reader, None)
+        if not header or len(header) < 2 or header[0].strip() != "label":
+            raise UserError(f"{p}:1: SST-2 TSV needs a header 'label<TAB>sentence' (or content)")
+        for lineno, rec in enumerate(reader, 2):
+            if not rec or not "".join(rec).strip():
+                continue
+            if len(rec) < 2 or rec[0].strip() not in ("0", "1"):
+                raise UserError(f"{p}:{lineno}: expected '0|1<TAB>text'")
+            label = "positive" if rec[0].strip() == "1" else "negative"
+            text = "\t".join(rec[1:]).strip()
+            rows.append(Row(row_id=f"{_stem(p)}-{lineno}", prompt=f"{instruction}\nInput: {text}", response=label,
+                            harmful=False, answer=label, task="sst2", source="sst2", meta={"text": text}))
+    return rows
+
+
+def load_alpaca_prompts(path: str | Path) -> list[Row]:
+    """Alpaca instructions (prompts only): ``{instruction, category}`` -> prompt rows, response empty."""
+    p = _exists(path)
+    data = _read_json(p)
+    if not isinstance(data, list):
+        raise UserError(f"{p}: Alpaca prompts file must be a JSON list")
+    rows = []
+    for i, d in enumerate(data):
+        if not isinstance(d, dict) or not isinstance(d.get("instruction"), str):
+            raise UserError(f"{p}: item {i} needs a string 'instruction'")
+        meta = {"alpaca_category": d["category"]} if d.get("category") else {}
+        rows.append(Row(row_id=f"alpaca-{i:05d}", prompt=d["instruction"].strip(), harmful=False, task="alpaca",
+                        source="alpaca", meta=meta))
+    return rows
+
+
+# ============================================================================ published formats not shipped here
+
+HEXPHI_CATEGORIES = {
+    1: "illegal_activity", 2: "child_abuse", 3: "hate_harass_violence", 4: "malware", 5: "physical_harm",
+    6: "economic_harm", 7: "fraud_deception", 8: "adult_content", 9: "political_campaigning",
+    10: "privacy_violation", 11: "tailored_financial_advice",
+}
+
+
+def load_hexphi(path: str | Path) -> list[Row]:
+    """HEx-PHI: a folder of ``category_<k>.csv`` files (or one file), one prompt per line, no header.
+
+    The category comes from the file name (``category_4`` -> ``malware``; other names are used as is).
+    Lines are read as CSV so quoted prompts may contain commas and line breaks.
+    """
+    p = _exists(path)
+    files = sorted(p.glob("*.csv"), key=lambda f: _hexphi_key(f)) if p.is_dir() else [p]
+    if not files:
+        raise UserError(f"{p}: no HEx-PHI category CSV files found")
+    rows = []
+    for f in files:
+        m = re.fullmatch(r"category_(\d+)", f.stem)
+        cat = HEXPHI_CATEGORIES.get(int(m.group(1)), f.stem) if m else f.stem
+        with _open_text(f) as fh:
+            reader = csv.reader(fh)
+            for rec in reader:
+                line = reader.line_num
+                text = ",".join(rec).strip()
+                if not text:
+                    continue
+                rows.append(Row(row_id=f"hexphi-{f.stem}-{line}", prompt=text, harmful=True, category=cat,
+                                task="hexphi", source="hexphi"))
+    return rows
+
+
+def _hexphi_key(f: Path) -> tuple[int, str]:
+    m = re.fullmatch(r"category_(\d+)", f.stem)
+    return (int(m.group(1)) if m else 10**6, f.stem)
+
+
+def load_beavertails(path: str | Path) -> list[Row]:
+    """BeaverTails JSONL (``.gz``/``.xz`` too, or a JSON list): prompt, response, ``is_safe``, ``category`` map.
+
+    harmful = not is_safe; ``category`` = the true categories joined by ",", in file order.
+    """
+    p = _exists(path)
+    if p.name.endswith(".json"):
+        data = _read_json(p)
+        if not isinstance(data, list):
+            raise UserError(f"{p}: expected a JSON list of BeaverTails rows")
+        items = [(i, d if isinstance(d, dict) else {}) for i, d in enumerate(data)]
+        where_fmt = f"{p}: item {{}}"
+    else:
+        items = list(_jsonl_objects(p))
+        where_fmt = f"{p}:{{}}"
+    rows = []
+    for n, obj in items:
+        where = where_fmt.format(n)
+        prompt, resp, safe = obj.get("prompt"), obj.get("response"), obj.get("is_safe")
+        if not isinstance(prompt, str) or not isinstance(resp, str) or not isinstance(safe, bool):
+            raise UserError(f"{where}: BeaverTails row needs string prompt/response and boolean is_safe")
+        cats = obj.get("category") or {}
+        if not isinstance(cats, dict):
+            raise UserError(f"{where}: 'category' must be an object of name -> bool")
+        flagged = [k for k, v in cats.items() if v]
+        rows.append(Row(row_id=f"beavertails-{n}", prompt=prompt, response=resp, harmful=not safe,
+                        category=",".join(flagged) or None, task="beavertails", source="beavertails"))
+    return rows
+
+
+def load_xstest(path: str | Path) -> list[Row]:
+    """XSTest CSV (``id, prompt, type, label, focus, note``): label ``unsafe`` -> harmful True.
+
+    Safe prompts are over-refusal probes; unsafe ones (the ``contrast_*`` types) are harmful prompts.
+    Files without a ``label`` column (v1) take it from the type: ``contrast_*`` is unsafe.
+    """
+    p = _exists(path)
+    rows = []
+    with _open_text(p) as fh:
+        reader = csv.DictReader(fh)
+        cols = reader.fieldnames or []
+        if "prompt" not in cols or "type" not in cols:
+            raise UserError(f"{p}:1: XSTest CSV needs columns prompt and type (got {', '.join(cols) or 'none'})")
+        for rec in reader:
+            line = reader.line_num
+            prompt = (rec.get("prompt") or "").strip()
+            typ = (rec.get("type") or "").strip()
+            if not prompt:
+                raise UserError(f"{p}:{line}: empty prompt")
+            label = (rec.get("label") or "").strip().lower() or ("unsafe" if typ.startswith("contrast") else "safe")
+            if label not in ("safe", "unsafe"):
+                raise UserError(f"{p}:{line}: XSTest label must be safe or unsafe, got {label!r}")
+            rid = (rec.get("id") or rec.get("id_v2") or "").strip() or str(line)
+            meta = {k: rec[k] for k in ("focus", "note") if rec.get(k)}
+            rows.append(Row(row_id=f"xstest-{rid}", prompt=prompt, harmful=label == "unsafe", category=typ or None,
+                            task="xstest", source="xstest", meta=meta))
+    _check_unique(rows, [f"{p}: {r.row_id}" for r in rows])
+    return rows
+
+
+# ============================================================================ the `jsonl` data builder
+
+
+def _eval_sets(path: str | None, key: str) -> dict[str, list[Row]]:
+    """One eval set named by the file stem, or several named by the rows' ``task`` when they carry one."""
+    if not path:
+        return {}
+    rows = load_rows(path)
+    if key == "eval_task" and any(r.task for r in rows):
+        out: dict[str, list[Row]] = {}
+        for r in rows:
+            out.setdefault(r.task or _stem(Path(path)), []).append(r)
+        missing = [r.row_id for r in rows if r.answer is None]
+        if missing:
+            raise UserError(f"{path}: eval task rows need an 'answer' (row {missing[0]} has none)")
+        return out
+    return {_stem(Path(path)): rows}
+
+
+def bundle_from_paths(cfg: ExperimentConfig) -> Bundle:
+    """Data builder ``jsonl``: task rows from ``data.task_path`` (used as is), eval sets from the ``eval_*_path``
+    keys, safety references from ``data.safety_ref.source``, alignment rows from ``align.source``.
+
+    Evaluation sets without a path fall back to the built-in ones (look-alikes, held-out harmful prompts),
+    so a user who brings only task data still gets a safety evaluation.
+    """
+    from safeselect.data import builtin
+
+    d = cfg.data
+    if not d.task_path:
+        raise UserError("benchmark=jsonl needs data.task_path=FILE.jsonl")
+    task = load_rows(d.task_path)
+    ref = builtin.build_bundle(cfg) if not (d.eval_harmful_path and d.eval_overrefusal_path) else None
+    eval_harmful = _eval_sets(d.eval_harmful_path, "eval_harmful") or (ref.eval_harmful if ref else {})
+    eval_over = _eval_sets(d.eval_overrefusal_path, "eval_overrefusal") or (ref.eval_overrefusal if ref else {})
+    eval_task = _eval_sets(d.eval_task_path, "eval_task")
+    for rows in eval_harmful.values():
+        for r in rows:
+            if r.harmful is None:
+                r.harmful = True
+    return Bundle(task=task, safety_ref=builtin.safety_ref_rows(cfg), align=builtin.align_rows(cfg),
+                  eval_harmful=eval_harmful, eval_overrefusal=eval_over, eval_task=eval_task)
