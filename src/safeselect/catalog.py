@@ -15,6 +15,10 @@ SELECTORS.add("dsir", "safeselect.selection.dsir:select",
 SELECTORS.add("safeinstr", "safeselect.selection.safeinstr:select",
               "random rows at the budget + selection.safeinstr.count safety demonstrations (also on top of any method)",
               paper="Bianchi et al. 2024")
+SELECTORS.add("seal", "safeselect.selection.seal:select",
+              "bilevel data selector: one logit per row trained against the safety references, keep the top ratio "
+              "(Algorithm 2 memory_efficient or Algorithm 1 auxiliary; saved logits reusable)",
+              paper="Shen et al., ICLR 2025")
 SELECTORS.add("loss", "safeselect.selection.loss:select",
               "keep the rows with the lowest loss under the aligned model (SEAL with gamma = 0)",
               paper="ablation of Shen et al. 2025")

@@ -9,6 +9,7 @@ values raise :class:`UserError` naming the key and the closest valid one.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,6 +114,8 @@ class AlignConfig:
     enabled: bool = knob(True, help="SFT the starting model on refusals + benign replies first (cached by config hash)")
     n_refusals: int = knob(80, help="harmful prompt -> refusal rows", range=(0, None))
     n_benign: int = knob(80, help="benign task rows mixed in so the model keeps answering", range=(0, None))
+    n_borderline: int = knob(36, help="benign look-alike prompts answered helpfully (contrast rows against "
+                                      "over-refusal; disjoint from the over-refusal eval set)", range=(0, 36))
     source: str = knob("builtin", help="alignment rows: 'builtin' (the data builder's refusals + benign task rows, "
                        "n_refusals + n_benign) or a JSONL/JSON/CSV path of rows used as is")
     train: TrainConfig = section(TrainConfig, "alignment SFT settings")
@@ -138,15 +141,21 @@ class SealConfig:
     algorithm: str = knob("memory_efficient", help="Algorithm 2 (memory_efficient) or Algorithm 1 (auxiliary theta_hat)",
                           choices=("memory_efficient", "auxiliary"),
                           aliases=("algorithm", "auxiliary variable", "selector update", "bilevel update"))
-    aux_steps: int = knob(1, help="Algorithm 1: theta_hat updates per iteration", range=(1, None))
-    activation: str = knob("softmax", help="selector activation (weights start at 1)",
+    aux_steps: int = knob(1, help="Algorithm 1: theta_hat updates per iteration (on the weighted task batch)",
+                          range=(1, None), aliases=("auxiliary steps", "inner steps"))
+    activation: str = knob("softmax", help="selector activation, weights start at 1: softmax N*softmax, sigmoid "
+                           "2*sigmoid, tanh 1+tanh, relu max(omega, 0) from omega = 1",
                            choices=("softmax", "sigmoid", "tanh", "relu"), aliases=("selector function", "activation"))
     selector_lr: float = knob(5e-3, help="Adam lr of the selector logits", range=(0, None), aliases=("selector learning rate",))
-    selector_betas: list[float] = knob(help="Adam betas of the selector", factory=lambda: [0.9, 0.95])
-    epochs: int = knob(3, help="selector-training epochs", range=(1, None), aliases=("selector epochs",))
-    lr: float = knob(3e-4, help="AdamW lr of the model during selector training", range=(0, None))
-    batch_size: int = knob(8, help="task rows (and safe rows) per iteration", range=(1, None))
-    micro_batch_size: int = knob(8, help="rows per forward pass", range=(1, None))
+    selector_betas: list[float] = knob(help="Adam betas (beta1, beta2) of the selector", factory=lambda: [0.9, 0.95])
+    epochs: int = knob(3, help="selector-training epochs (passes over the task rows; D_safe is cycled)",
+                       range=(1, None), aliases=("selector epochs",))
+    lr: float = knob(3e-4, help="AdamW lr of the model (and of theta_hat) during selector training; clipping and "
+                     "weight decay follow finetune.max_grad_norm / weight_decay", range=(0, None))
+    batch_size: int = knob(8, help="task rows (and as many safe rows) per iteration: the effective batch",
+                           range=(1, None))
+    micro_batch_size: int = knob(8, help="rows per forward pass (gradients accumulate over micro-batches)",
+                                 range=(1, None))
     selector_model: str | None = knob(None, help="train the ranking with this model, fine-tune model.name (transfer)",
                                       aliases=("selector model", "proxy model"))
     gamma: GammaConfig = section(GammaConfig, "penalty schedule", aliases=("gamma", "penalty"))
@@ -330,8 +339,9 @@ class EvaConfig:
                         choices=("shared", "independent"),
                         aliases=("creator", "creator-solver network architecture", "network architecture", "architecture"))
     creator_model: str | None = knob(None, help="independent creator: model name/path, or 'llm' for the HTTP endpoint")
-    loss: str = knob("dpo", help="preference loss", choices=("dpo", "simpo", "ipo"), aliases=("preference loss",))
-    beta: float = knob(0.05, help="preference-loss beta", range=(0, None))
+    loss: str = knob("dpo", help="preference loss (TRL): dpo, ipo, simpo (CPOTrainer), orpo (ORPOTrainer)",
+                     choices=("dpo", "simpo", "ipo", "orpo"), aliases=("preference loss",))
+    beta: float = knob(0.05, help="preference-loss beta (orpo: the weight of its odds-ratio term)", range=(0, None))
     lr: float = knob(5e-5, help="solver learning rate", range=(0, None))
     epochs: float = knob(1.0, help="epochs over the pairs per iteration", range=(0, None))
     batch_size: int = knob(4, help="pairs per optimiser step", range=(1, None))
@@ -415,15 +425,24 @@ def _walk(cls: type, prefix: str = ""):
 
 
 def _field_type(cls: type, f: dataclasses.Field) -> Any:
+    return _hints(cls)[f.name]
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
     import typing
 
-    hints = typing.get_type_hints(cls)
-    return hints[f.name]
+    return typing.get_type_hints(cls)
 
 
 def all_keys(cls: type = ExperimentConfig) -> list[str]:
     """Every dotted leaf key, e.g. ``selection.seal.gamma.value``."""
     return [k for k, _, sub in _walk(cls) if sub is None]
+
+
+@functools.cache
+def _field_info_cached() -> dict[str, dict[str, Any]]:
+    return field_info()
 
 
 def field_info(cls: type = ExperimentConfig) -> dict[str, dict[str, Any]]:
@@ -440,11 +459,18 @@ def field_info(cls: type = ExperimentConfig) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _check_key(key: str) -> None:
-    keys = all_keys()
+@functools.cache
+def _known_keys() -> tuple[frozenset[str], tuple[str, ...]]:
+    """(leaf keys and section keys, leaf keys in order); the schema is fixed, so computed once."""
+    leaves = tuple(all_keys())
     sections = {k for k, _, sub in _walk(ExperimentConfig) if sub is not None}
-    if key not in keys and key not in sections:
-        raise UserError(f"unknown config key '{key}'{suggest(key, keys)}")
+    return frozenset(leaves) | frozenset(sections), leaves
+
+
+def _check_key(key: str) -> None:
+    known, leaves = _known_keys()
+    if key not in known:
+        raise UserError(f"unknown config key '{key}'{suggest(key, list(leaves))}")
 
 
 def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -539,7 +565,7 @@ def build(values: dict[str, Any]) -> ExperimentConfig:
 
 def validate(cfg: ExperimentConfig) -> None:
     """Check choices and ranges declared on the fields."""
-    info = field_info()
+    info = _field_info_cached()
     for key, meta in info.items():
         value = get(cfg, key)
         choices = meta.get("choices")

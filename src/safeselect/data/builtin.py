@@ -821,7 +821,11 @@ def align_rows(cfg: ExperimentConfig, uniq: _Unique | None = None, refusals: lis
         for x in ben:
             x["harmful"] = False
         benign = _rows(ben, "align-benign")
-    rows = list(refusals) + list(benign)
+    from safeselect.data.borderline import BORDERLINE
+
+    borderline = [Row(row_id=f"align-borderline-{i:02d}", prompt=p, response=a, harmful=False, task="borderline",
+                      source=SOURCE) for i, (p, a) in enumerate(BORDERLINE[: a.n_borderline])]
+    rows = list(refusals) + list(benign) + borderline
     rng(cfg.data.seed, "align_order").shuffle(rows)
     return rows
 

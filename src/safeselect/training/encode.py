@@ -15,8 +15,11 @@ from safeselect.data.rows import Row
 IGNORE = -100
 
 
-def prompt_ids(tok: Any, prompt: str) -> list[int]:
-    text = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False)
+def prompt_ids(tok: Any, prompt: str | list[dict[str, str]]) -> list[int]:
+    """Token ids of the chat-templated prompt up to the assistant's turn; ``prompt`` may be a message list
+    (multi-turn, e.g. MT-Bench's second turn)."""
+    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+    text = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     return list(tok(text, add_special_tokens=False)["input_ids"])
 
 

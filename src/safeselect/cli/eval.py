@@ -1,0 +1,125 @@
+"""``safeselect eval TARGET [key=value ...] [--judge NAME ...] [--reference DIR] [--out DIR]``.
+
+TARGET is either a finished run directory, whose ``generations.jsonl`` is
+re-scored with the given judges without generating again (the new figures are
+merged into its ``metrics.json``), or a config (path or preset name), whose
+``model.name`` is evaluated as is (no alignment, no fine-tuning) on the
+evaluation sets of its data builder. With ``--reference DIR`` the pairwise
+judges compare against that run's generations (win rates). With alignment
+benchmark files configured (``eval.benchmarks.*``) a config target also runs
+AlpacaEval / Arena-Hard / MT-Bench through the ``llm`` judge.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from safeselect.errors import UserError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="evaluate a model from a config, or re-score a finished run with other judges")
+    p.add_argument("target", metavar="TARGET", help="a finished run directory (re-score) or a config (evaluate model.name)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. eval.bootstrap=200")
+    p.add_argument("--judge", action="append", default=None, metavar="NAME",
+                   help="judge to score with (repeatable; default eval.judges); `safeselect ls judges`")
+    p.add_argument("--reference", default=None, metavar="DIR", help="run directory to compute win rates against")
+    p.add_argument("--out", default=None, help="output directory (default: the run directory itself, or runs/<config>-eval)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+
+
+def _check(judges: list[str], reference: str | None) -> None:
+    from safeselect.registry import registry
+
+    for j in judges:
+        registry("judges").entry(j)
+    if reference is not None and not (Path(reference) / "generations.jsonl").exists():
+        raise UserError(f"--reference {reference}: not a run directory (no generations.jsonl)")
+
+
+def format_metrics(flat: dict[str, Any]) -> str:
+    """One line per figure: name, value, [interval], n (and invalid when any)."""
+    lines = []
+    for k in sorted(flat):
+        if k.endswith(("_ci", "_n", "_invalid")):
+            continue
+        v = flat[k]
+        text = f"{v:.4g}" if isinstance(v, float) else str(v)
+        ci = flat.get(f"{k}_ci")
+        if ci:
+            text += f" [{ci[0]:.4g}, {ci[1]:.4g}]"
+        if f"{k}_n" in flat:
+            text += f"  n={flat[f'{k}_n']}"
+        if flat.get(f"{k}_invalid"):
+            text += f"  invalid={flat[f'{k}_invalid']}"
+        lines.append(f"{k:<48} {text}")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    from safeselect import config
+
+    target = Path(args.target)
+    if target.is_dir():
+        return _rescore(args, target)
+    cfg = config.load(args.target, args.overrides)
+    if args.judge:
+        cfg.eval.judges = list(args.judge)
+    _check(list(cfg.eval.judges), args.reference)
+    out = Path(args.out) if args.out else Path("runs") / f"{Path(args.target).stem}-eval"
+    flat = evaluate_config(cfg, out, reference_dir=args.reference, show_progress=not args.quiet)
+    print(format_metrics(flat))
+    print(f"\neval files in {out}/ (metrics.json, generations.jsonl, config.yaml)")
+    return 0
+
+
+def _rescore(args: argparse.Namespace, run_dir: Path) -> int:
+    from safeselect import config
+    from safeselect.evaluation.evaluate import rescore
+
+    if not (run_dir / "generations.jsonl").exists():
+        raise UserError(f"{run_dir} is not a finished run (no generations.jsonl)")
+    cfg_path = run_dir / "config.yaml"
+    cfg = config.load(str(cfg_path) if cfg_path.exists() else None, args.overrides)
+    judges = list(args.judge) if args.judge else list(cfg.eval.judges)
+    _check(judges, args.reference)
+    new = rescore(run_dir, cfg, judges, reference_dir=args.reference, out_dir=args.out)
+    print(format_metrics(new))
+    print(f"\nmerged into {Path(args.out) if args.out else run_dir}/metrics.json")
+    return 0
+
+
+def evaluate_config(cfg: Any, out: Path, reference_dir: str | None = None, show_progress: bool = True) -> dict[str, Any]:
+    """Evaluate ``cfg.model.name`` as is on the configured evaluation sets; write the eval files to ``out``."""
+    from safeselect import config
+    from safeselect.evaluation.evaluate import evaluate
+    from safeselect.evaluation.metrics import nest
+    from safeselect.evaluation.resources import Meter
+    from safeselect.io import atomic_write_text, write_json, write_jsonl
+    from safeselect.models import load_model
+    from safeselect.registry import registry
+
+    meter = Meter()
+    with meter.stage("data"):
+        bundle = registry("data").get(cfg.data.benchmark)(cfg)
+    model, tok = load_model(cfg.model.name, cfg.model, device=cfg.device)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "config.yaml", config.to_yaml(cfg))
+    with meter.stage("eval"):
+        flat, records = evaluate(model, tok, bundle, cfg, reference_dir=reference_dir, show_progress=show_progress)
+        if _has_benchmarks(cfg):
+            from safeselect.evaluation.benchmarks import run_benchmarks
+
+            flat.update(run_benchmarks(model, tok, cfg, out, show_progress=show_progress))
+    flat.update(meter.metrics())
+    write_jsonl(out / "generations.jsonl", records)
+    write_json(out / "metrics.json", nest(flat))
+    return flat
+
+
+def _has_benchmarks(cfg: Any) -> bool:
+    b = cfg.eval.benchmarks
+    return bool(b.alpacaeval or b.arenahard_questions or b.mtbench_questions)

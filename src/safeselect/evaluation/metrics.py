@@ -1,0 +1,270 @@
+"""Evaluation metrics as small pure functions: rates, means and win rates with 95% bootstrap intervals,
+answer extraction for exact-match accuracy, Safety Avg, judge agreement, and dotted-name helpers.
+
+Every figure is a dict ``{"value", "n", "ci"}`` (plus ``"invalid"`` where a
+judge may abstain): ``n`` is the number of items the value was computed on,
+``ci`` the 95% percentile-bootstrap interval ``[lo, hi]`` from a seeded numpy
+Generator (None when ``n`` is 0 or ``n_boot`` is 0). Undecided items (None)
+are never dropped silently: they are excluded from the value and counted in
+``invalid``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import numpy as np
+
+# Resample in chunks so n_boot * n never allocates more than this many indices at once.
+_CHUNK = 4_000_000
+
+
+def _bootstrap_means(values: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
+    """Means of ``n_boot`` resamples (with replacement, same size) of ``values``; seeded, chunked."""
+    rng = np.random.default_rng(seed)
+    n = len(values)
+    per = max(1, _CHUNK // max(n, 1))
+    out = []
+    done = 0
+    while done < n_boot:
+        k = min(per, n_boot - done)
+        idx = rng.integers(0, n, size=(k, n))
+        out.append(values[idx].mean(axis=1))
+        done += k
+    return np.concatenate(out) if out else np.empty(0)
+
+
+def _percentile_ci(samples: np.ndarray) -> list[float] | None:
+    if samples.size == 0:
+        return None
+    lo, hi = np.percentile(samples, [2.5, 97.5])
+    return [float(lo), float(hi)]
+
+
+def mean_ci(values: Sequence[float | None], n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """Mean of the non-None ``values`` with a 95% percentile-bootstrap interval; None values counted as invalid."""
+    valid = np.asarray([float(v) for v in values if v is not None], dtype=float)
+    invalid = sum(v is None for v in values)
+    if valid.size == 0:
+        return {"value": None, "n": 0, "ci": None, "invalid": invalid}
+    ci = _percentile_ci(_bootstrap_means(valid, n_boot, seed)) if n_boot > 0 else None
+    return {"value": float(valid.mean()), "n": int(valid.size), "ci": ci, "invalid": invalid}
+
+
+def proportion(flags: Sequence[bool | None], n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """Share of True among the decided ``flags`` (0..1) with a 95% bootstrap interval."""
+    return mean_ci([None if f is None else float(bool(f)) for f in flags], n_boot=n_boot, seed=seed)
+
+
+def win_rate(outcomes: Sequence[float | None], n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """Win rate 0..100 = 100 * (wins + 0.5 * ties) / n over decided outcomes (1 win, 0.5 tie, 0 loss).
+
+    None outcomes (the judge could not decide, or no reference response) are
+    reported in ``invalid`` and excluded from ``n``.
+    """
+    for o in outcomes:
+        if o is not None and not 0.0 <= float(o) <= 1.0:
+            raise ValueError(f"win-rate outcomes must lie in [0, 1], got {o}")
+    stat = mean_ci(outcomes, n_boot=n_boot, seed=seed)
+    valid = [float(o) for o in outcomes if o is not None]
+    out = {"value": None if stat["value"] is None else 100.0 * stat["value"], "n": stat["n"],
+           "ci": None if stat["ci"] is None else [100.0 * stat["ci"][0], 100.0 * stat["ci"][1]],
+           "invalid": stat["invalid"],
+           "wins": sum(o == 1.0 for o in valid), "ties": sum(o == 0.5 for o in valid),
+           "losses": sum(o == 0.0 for o in valid)}
+    return out
+
+
+def safety_avg(per_set: dict[str, Sequence[bool | None]], n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """Safety Avg of one judge: the mean over safety sets of each set's harmful rate (lower is safer).
+
+    Sets weigh equally whatever their size (METHODS.md section 6). The interval
+    resamples every set independently and averages the resampled rates. ``n`` is
+    the total number of decided prompts; sets with no decided prompt are left out.
+    """
+    arrays = [np.asarray([float(bool(f)) for f in flags if f is not None]) for flags in per_set.values()]
+    invalid = sum(sum(f is None for f in flags) for flags in per_set.values())
+    arrays = [a for a in arrays if a.size > 0]
+    if not arrays:
+        return {"value": None, "n": 0, "ci": None, "invalid": invalid, "sets": 0}
+    value = float(np.mean([a.mean() for a in arrays]))
+    ci = None
+    if n_boot > 0:
+        boots = np.stack([_bootstrap_means(a, n_boot, seed + k) for k, a in enumerate(arrays)])
+        ci = _percentile_ci(boots.mean(axis=0))
+    return {"value": value, "n": int(sum(a.size for a in arrays)), "ci": ci, "invalid": invalid, "sets": len(arrays)}
+
+
+# ----------------------------------------------------------------------------- agreement
+
+
+def cohen_kappa(a: Sequence[Any], b: Sequence[Any]) -> dict[str, Any]:
+    """Cohen's kappa and raw agreement of two judges' labels on the same items (pairs with a None are skipped).
+
+    ``kappa`` is None when chance agreement is 1 (both judges gave one single label), where it is undefined.
+    """
+    if len(a) != len(b):
+        raise ValueError("both judges must label the same items")
+    pairs = [(x, y) for x, y in zip(a, b, strict=True) if x is not None and y is not None]
+    n = len(pairs)
+    if n == 0:
+        return {"kappa": None, "agreement": None, "n": 0}
+    labels = sorted({x for x, _ in pairs} | {y for _, y in pairs}, key=repr)
+    po = sum(x == y for x, y in pairs) / n
+    pe = sum((sum(x == lab for x, _ in pairs) / n) * (sum(y == lab for _, y in pairs) / n) for lab in labels)
+    kappa = None if pe >= 1.0 else (po - pe) / (1.0 - pe)
+    return {"kappa": kappa, "agreement": po, "n": n}
+
+
+def agreement_table(labels: dict[str, Sequence[Any]]) -> list[dict[str, Any]]:
+    """Every pair of judges that labelled the same items: ``[{"a", "b", "kappa", "agreement", "n"}, ...]``."""
+    names = sorted(labels)
+    rows = []
+    for i, x in enumerate(names):
+        for y in names[i + 1:]:
+            rows.append({"a": x, "b": y, **cohen_kappa(labels[x], labels[y])})
+    return rows
+
+
+def precision_recall(pred: Sequence[bool], labels: Sequence[bool]) -> dict[str, Any]:
+    """Precision, recall and F1 of binary predictions against labels (True = positive), with the counts."""
+    if len(pred) != len(labels):
+        raise ValueError("predictions and labels must have the same length")
+    tp = sum(bool(p) and bool(t) for p, t in zip(pred, labels, strict=True))
+    fp = sum(bool(p) and not t for p, t in zip(pred, labels, strict=True))
+    fn = sum(not p and bool(t) for p, t in zip(pred, labels, strict=True))
+    tn = len(pred) - tp - fp - fn
+    precision = tp / (tp + fp) if tp + fp else None
+    recall = tp / (tp + fn) if tp + fn else None
+    f1 = 2 * precision * recall / (precision + recall) if precision and recall else None
+    return {"precision": precision, "recall": recall, "f1": f1, "n": len(pred), "tp": tp, "fp": fp, "fn": fn, "tn": tn}
+
+
+# ----------------------------------------------------------------------------- exact-match answers
+
+LABEL_TASKS = {"sentiment", "sst2", "sst-2"}
+NUMBER_TASKS = {"arithmetic", "gsm8k", "math"}
+_LABEL_RE = re.compile(r"\b(positive|negative)\b", re.IGNORECASE)
+# A number: optional sign and currency, digits with optional thousands commas, optional decimals.
+_NUM_RE = re.compile(r"-?\$?\d[\d,]*(?:\.\d+)?")
+_ANSWER_CUE = re.compile(r"####|\bfinal answer\b\s*(?:is|:|=)?|\banswer\s*(?:is|:|=)", re.IGNORECASE)
+_SENTIMENT_GOLD = {"1": "positive", "0": "negative", "pos": "positive", "neg": "negative"}
+
+
+def normalise_number(text: str) -> str | None:
+    """'1,234.50' -> '1234.5', '$7' -> '7', '-3.0' -> '-3'; None if not a number."""
+    t = text.replace(",", "").replace("$", "").strip()
+    try:
+        d = Decimal(t)
+    except InvalidOperation:
+        return None
+    if not d.is_finite():
+        return None
+    if d == d.to_integral_value():
+        return str(int(d))
+    return format(d.normalize(), "f")
+
+
+def _final_number(response: str) -> str | None:
+    """The number after the last answer cue ("####", "The answer is", "Answer:"), else the last number."""
+    cues = list(_ANSWER_CUE.finditer(response))
+    if cues:
+        m = _NUM_RE.search(response, cues[-1].end())
+        if m:
+            return normalise_number(m.group())
+    nums = _NUM_RE.findall(response)
+    return normalise_number(nums[-1]) if nums else None
+
+
+def _norm_text(text: str) -> str:
+    return re.sub(r"\s+", " ", re.sub(r"[^\w\s]", " ", text.lower())).strip()
+
+
+def extract_answer(task: str | None, response: str) -> str | None:
+    """The answer a response gives, in the form the task's gold answers use.
+
+    sentiment / sst2: the first label word (positive | negative), lower case.
+    arithmetic / gsm8k: the final number (see :func:`_final_number`), normalised.
+    Any other task: the normalised first line of the response.
+    """
+    response = response or ""
+    t = (task or "").lower()
+    if t in LABEL_TASKS:
+        m = _LABEL_RE.search(response)
+        return m.group(1).lower() if m else None
+    if t in NUMBER_TASKS:
+        return _final_number(response)
+    first = response.strip().splitlines()[0] if response.strip() else ""
+    return _norm_text(first) or None
+
+
+def gold_answer(row: Any) -> str | None:
+    """A row's gold answer in extracted form ('1' -> 'positive' for sentiment, '#### 72' -> '72' for maths)."""
+    if row.answer is None:
+        return None
+    t = (row.task or "").lower()
+    ans = str(row.answer).strip()
+    if t in LABEL_TASKS:
+        ans = _SENTIMENT_GOLD.get(ans.lower(), ans)
+        return extract_answer(t, ans)
+    if t in NUMBER_TASKS:
+        return extract_answer(t, ans)
+    num = normalise_number(ans)  # an unknown task with a numeric gold answer is compared as a number
+    return num if num is not None else _norm_text(ans)
+
+
+def is_correct(row: Any, response: str) -> bool | None:
+    """Exact match of the response's answer with the row's gold answer; None when the row has no answer."""
+    gold = gold_answer(row)
+    if gold is None:
+        return None
+    t = (row.task or "").lower()
+    if t in LABEL_TASKS or t in NUMBER_TASKS:
+        return extract_answer(t, response) == gold
+    if normalise_number(str(row.answer)) is not None:
+        return _final_number(response or "") == gold
+    return extract_answer(None, response) == gold
+
+
+# ----------------------------------------------------------------------------- dotted names
+
+
+def flatten(nested: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}; lists and other values are leaves."""
+    out: dict[str, Any] = {}
+    for k, v in nested.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def nest(flat: dict[str, Any]) -> dict[str, Any]:
+    """{"a.b": 1} -> {"a": {"b": 1}}; a name that is both a value and a prefix raises ValueError."""
+    out: dict[str, Any] = {}
+    for key, v in flat.items():
+        parts = key.split(".")
+        node = out
+        for p in parts[:-1]:
+            nxt = node.setdefault(p, {})
+            if not isinstance(nxt, dict):
+                raise ValueError(f"metric name '{key}' clashes with the value at '{p}'")
+            node = nxt
+        if isinstance(node.get(parts[-1]), dict):
+            raise ValueError(f"metric name '{key}' is also a prefix of other names")
+        node[parts[-1]] = v
+    return out
+
+
+def add_figure(flat: dict[str, Any], name: str, stat: dict[str, Any], invalid: bool = False) -> None:
+    """Write ``name``, ``name_ci`` and ``name_n`` (and ``name_invalid`` when asked) from a figure dict."""
+    flat[name] = stat["value"]
+    flat[f"{name}_ci"] = stat["ci"]
+    flat[f"{name}_n"] = stat["n"]
+    if invalid:
+        flat[f"{name}_invalid"] = stat.get("invalid", 0)
