@@ -112,13 +112,14 @@ class TrainConfig:
 @dataclass
 class AlignConfig:
     enabled: bool = knob(True, help="SFT the starting model on refusals + benign replies first (cached by config hash)")
-    n_refusals: int = knob(80, help="harmful prompt -> refusal rows", range=(0, None))
-    n_benign: int = knob(80, help="benign task rows mixed in so the model keeps answering", range=(0, None))
+    n_refusals: int = knob(120, help="harmful prompt -> refusal rows", range=(0, None))
+    n_benign: int = knob(60, help="benign task rows mixed in so the model keeps answering", range=(0, None))
     n_borderline: int = knob(36, help="benign look-alike prompts answered helpfully (contrast rows against "
                                       "over-refusal; disjoint from the over-refusal eval set)", range=(0, 36))
     source: str = knob("builtin", help="alignment rows: 'builtin' (the data builder's refusals + benign task rows, "
                        "n_refusals + n_benign) or a JSONL/JSON/CSV path of rows used as is")
-    train: TrainConfig = section(TrainConfig, "alignment SFT settings")
+    # lr 1e-3: at 3e-4 two epochs left SmolLM2 complying with 45-70% of held-out harmful prompts (docs/results.md).
+    train: TrainConfig = section(lambda: TrainConfig(lr=1e-3), "alignment SFT settings")
 
 
 # ----------------------------------------------------------------------------- selection
