@@ -1,0 +1,75 @@
+"""``safeselect ablate PLAN``: run an ablation plan (YAML or markdown), resumable, locally or on Ray.
+
+    safeselect ablate seal_gamma_value --dry-run                 # list the runs (a shipped plan by name)
+    safeselect ablate ../shared/plans/plan_seal_aux_and_gamma_schedule.md --explain
+    safeselect ablate plan.md model.name=tiny-llama --seeds 0 1 --workers 2 --out runs/abl
+    safeselect ablate plan.yaml --backend ray --ray-address auto --ray-gpus 1   # on a Ray cluster
+
+A killed plan resumes where it stopped: finished runs are skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("ablate", help="run an ablation plan (YAML or markdown)",
+                       description="Expand a plan into runs (ablations x replacements x seeds, plus one shared "
+                                   "reference run), run the unfinished ones, write results.csv, report.md, plots.")
+    p.add_argument("plan", metavar="PLAN", help="a YAML or markdown plan, or the name of a shipped plan "
+                                                "(configs/ablations)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for every run, "
+                                                                     "e.g. model.name=tiny-llama")
+    p.add_argument("--base", default=None, metavar="CONFIG", help="base preset or YAML (replaces the plan's)")
+    p.add_argument("--out", default=None, help="output folder (default runs/ablate/<plan name>)")
+    p.add_argument("--seeds", nargs="+", type=int, default=None, help="seeds (replace the plan's)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="parallel local worker processes (each run in a fresh process; 0 = in this process)")
+    p.add_argument("--backend", choices=("local", "ray"), default="local", help="local processes or Ray tasks")
+    p.add_argument("--ray-address", default=None,
+                   help="Ray cluster to join ('auto', 'ray://head:10001'); default starts a local Ray")
+    p.add_argument("--ray-cpus", type=float, default=1.0, help="CPUs per Ray task")
+    p.add_argument("--ray-gpus", type=float, default=0.0, help="GPUs per Ray task (e.g. 1, or 0.5 to share)")
+    p.add_argument("--dry-run", action="store_true", help="list the runs and whether each is done; run nothing")
+    p.add_argument("--explain", action="store_true",
+                   help="print how every ablated part, replacement and metric was mapped; run nothing")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from safeselect.errors import UserError
+    from safeselect.experiments.grid import describe, expand
+    from safeselect.experiments.plan import explain, load_plan
+    from safeselect.experiments.runner import is_complete, run_dir, run_plan
+
+    if args.workers < 0:
+        raise UserError("--workers must be >= 0")
+    plan = load_plan(args.plan, overrides=args.overrides, base=args.base, seeds=args.seeds)
+    out = Path(args.out) if args.out else Path("runs") / "ablate" / plan.name
+    if args.explain:
+        print(explain(plan))
+    if args.dry_run:
+        grid = expand(plan)
+        done = sum(is_complete(run_dir(out, r.run_id)) for r in grid.runs)
+        print(f"{len(grid.runs)} runs ({len(grid.cells)} table cells), {done} already complete in {out}:")
+        for line, r in zip(describe(grid).splitlines(), grid.runs, strict=True):
+            print(("  done  " if is_complete(run_dir(out, r.run_id)) else "  todo  ") + line)
+    if args.explain or args.dry_run:
+        return 0
+    try:
+        outcomes = run_plan(plan, out, workers=args.workers, backend=args.backend, ray_address=args.ray_address,
+                            ray_num_cpus=args.ray_cpus, ray_num_gpus=args.ray_gpus)
+    except RuntimeError as e:
+        print(f"safeselect: {e}", file=sys.stderr)
+        return 1
+    failed = [o for o in outcomes if o.status == "failed"]
+    done = sum(o.status == "done" for o in outcomes)
+    skipped = sum(o.status == "skipped" for o in outcomes)
+    print(f"{done} run(s) done, {skipped} already complete, {len(failed)} failed; report: {out / 'report.md'}")
+    for o in failed:
+        print(f"failed: {o.run_id}: {o.error} (see {run_dir(out, o.run_id) / 'error.txt'})", file=sys.stderr)
+    return 1 if failed else 0

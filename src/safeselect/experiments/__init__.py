@@ -1,0 +1,1 @@
+"""Experiments: the single-run pipeline, and ablation plans (parse, map, expand, run, report, plot)."""

@@ -1,0 +1,144 @@
+"""Expand a plan into runs: ablations x replacements x seeds, plus the one shared reference run.
+
+A run id is a readable slug and a short hash of everything that decides the run
+(which run function, the base preset and its file content, and the complete set
+of overrides), e.g. ``penalty-strength-0.05-s1-3fa2c91b``. Equal configs get one
+run even when two ablations ask for them (``compare``'s ``full`` *is* the
+reference run), and a changed base gives new ids, so a stale result is never
+reused. A :class:`Cell` is one (ablation, replacement, seed) of the report; it
+points at the run that answers it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from safeselect.experiments.plan import Plan, slugify
+
+REFERENCE_LABEL = "reference"
+
+
+@dataclass
+class RunSpec:
+    """One run: its id, the run function (``pipeline`` or ``eva``), the preset and the flat overrides."""
+
+    run_id: str
+    kind: str
+    preset: str | None
+    overrides: dict[str, Any]
+    seed: int
+    is_reference: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunSpec:
+        return cls(**d)
+
+
+@dataclass
+class Cell:
+    """One (ablation, replacement, seed) of the report and the run that answers it."""
+
+    ablation: str
+    parameter: str
+    label: str
+    value: Any
+    seed: int
+    run_id: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Cell:
+        return cls(**d)
+
+
+@dataclass
+class Grid:
+    """Unique runs (the reference first) and the report cells."""
+
+    runs: list[RunSpec]
+    cells: list[Cell]
+    reference_id: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"runs": [r.to_dict() for r in self.runs], "cells": [c.to_dict() for c in self.cells],
+                "reference_id": self.reference_id}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Grid:
+        return cls([RunSpec.from_dict(r) for r in d["runs"]], [Cell.from_dict(c) for c in d["cells"]],
+                   d.get("reference_id"))
+
+
+def _preset_digest(preset: str | None) -> str | None:
+    """The preset's name and a hash of its file, so editing the preset gives new run ids."""
+    if not preset:
+        return None
+    from safeselect import config as config_mod
+
+    path = config_mod.resolve_preset(preset)
+    return f"{Path(preset).name}:{hashlib.sha256(path.read_bytes()).hexdigest()[:12]}"
+
+
+def config_hash(kind: str, preset: str | None, overrides: dict[str, Any]) -> str:
+    """Short, stable hash of what decides a run (JSON with sorted keys)."""
+    payload = json.dumps({"kind": kind, "preset": _preset_digest(preset), "overrides": overrides},
+                         sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:8]
+
+
+def make_run_id(parts: list[str], kind: str, preset: str | None, overrides: dict[str, Any]) -> str:
+    slug = "-".join(slugify(p, 24) for p in parts if p)
+    return f"{slug}-{config_hash(kind, preset, overrides)}"
+
+
+def expand(plan: Plan, seeds: list[int] | None = None) -> Grid:
+    """Every run of the plan, deduplicated by config; the reference (if any) first."""
+    seeds = list(seeds) if seeds else list(plan.seeds)
+    runs: list[RunSpec] = []
+    by_hash: dict[str, str] = {}
+    reference_id = None
+
+    def add(parts: list[str], kind: str, overrides: dict[str, Any], seed: int, is_reference: bool) -> str:
+        h = config_hash(kind, plan.preset, overrides)
+        if h in by_hash:
+            return by_hash[h]
+        rid = make_run_id(parts, kind, plan.preset, overrides)
+        runs.append(RunSpec(rid, kind, plan.preset, overrides, seed, is_reference))
+        by_hash[h] = rid
+        return rid
+
+    if plan.reference is not None:
+        seed = seeds[0]
+        ov = {**plan.base, **plan.reference, **{k: seed for k in plan.seed_keys}}
+        reference_id = add([REFERENCE_LABEL, f"s{seed}"], "pipeline", ov, seed, True)
+    cells: list[Cell] = []
+    for a in plan.ablations:
+        for r in a.replacements:
+            for seed in seeds:
+                ov = {**plan.base, **r.overrides, **{k: seed for k in plan.seed_keys}}
+                rid = add([a.slug, r.label, f"s{seed}"], a.runner, ov, seed, False)
+                cells.append(Cell(a.name, a.parameter, r.label, r.value, seed, rid))
+    return Grid(runs, cells, reference_id)
+
+
+def describe(grid: Grid) -> str:
+    """The ``--dry-run`` listing: one line per run with what it varies."""
+    lines = []
+    for run in grid.runs:
+        cells = [c for c in grid.cells if c.run_id == run.run_id]
+        what = "; ".join(sorted({f"{c.ablation}: {c.parameter}={c.value!r}" for c in cells}))
+        role = "reference" if run.is_reference else run.kind
+        if run.is_reference and cells:
+            role += " (also " + ", ".join(sorted({f"{c.ablation}: {c.label}" for c in cells})) + ")"
+            what = ""
+        lines.append(f"{run.run_id}  [{role}] seed {run.seed}" + (f"  {what}" if what else ""))
+    return "\n".join(lines)

@@ -1,0 +1,297 @@
+"""Tables from an ablation's output folder: ``results.csv``, ``report.md`` and the plots.
+
+Everything is rebuilt from files (``OUT/plan.json`` and ``OUT/runs/*/metrics.json``),
+so ``safeselect report OUT`` works after a partial, resumed or copied run. Only
+runs whose metrics.json says ``"complete": true`` are counted; the others are
+listed as missing, incomplete or failed.
+
+Each table cell is the mean over seeds with a 95% Student-t interval
+(mean +- t_{0.975, n-1} * sd / sqrt(n)); with one seed there is no interval. The
+best replacement of each metric is in bold (higher is better, except rates of
+harm or refusal, Safety Avg and resources, marked "lower is better").
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from safeselect.errors import UserError
+from safeselect.experiments.aliases import MetricSpec, lower_is_better, map_metric
+from safeselect.experiments.grid import REFERENCE_LABEL, Grid
+from safeselect.experiments.plan import slugify
+from safeselect.experiments.runner import is_complete, run_dir
+from safeselect.io import atomic_write_text
+
+DEFAULT_METRICS = ["harmful rate", "win rate", "accuracy", "over refusal"]
+_BASE_COLUMNS = ["run_id", "ablation", "parameter", "replacement", "value", "seed", "status", "run.wall_s"]
+_NEEDS = {
+    "win_rate.arenahard": "needs the llm judge and benchmarks.arenahard_questions/arenahard_baseline",
+    "win_rate.alpacaeval": "needs the llm judge and benchmarks.alpacaeval",
+    "mtbench": "needs the llm judge and benchmarks.mtbench_questions",
+    "win_rate.*": "needs a reference run (win rates compare against it)",
+}
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def read_plan_file(out_dir: Path) -> tuple[dict[str, Any], Grid]:
+    path = out_dir / "plan.json"
+    if not path.exists():
+        raise UserError(f"{out_dir} has no plan.json: not the output folder of `safeselect ablate`")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return data["plan"], Grid.from_dict(data["grid"])
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise UserError(f"{path}: malformed plan file ({e})") from None
+
+
+def run_status(path: Path) -> str:
+    if is_complete(path):
+        return "complete"
+    if (path / "error.txt").exists():
+        return "failed"
+    if path.exists():
+        return "incomplete"
+    return "missing"
+
+
+def read_run(path: Path) -> tuple[str, dict[str, Any]]:
+    """(status, flat metrics); metrics only for complete runs, so a half-written result is never counted."""
+    status = run_status(path)
+    if status != "complete":
+        return status, {}
+    metrics = _flatten(json.loads((path / "metrics.json").read_text(encoding="utf-8")))
+    metrics.pop("complete", None)
+    try:
+        runner = json.loads((path / "runner.json").read_text(encoding="utf-8"))
+        metrics["run.wall_s"] = runner.get("wall_s")
+    except (OSError, json.JSONDecodeError):
+        pass
+    return status, metrics
+
+
+def collect(out_dir: str | Path) -> tuple[dict[str, Any], Grid, list[dict[str, Any]]]:
+    """The plan, its grid, and one row per cell (plus the reference row) with status and metrics."""
+    out = Path(out_dir)
+    plan, grid = read_plan_file(out)
+    cache: dict[str, tuple[str, dict[str, Any]]] = {}
+
+    def get(run_id: str) -> tuple[str, dict[str, Any]]:
+        if run_id not in cache:
+            cache[run_id] = read_run(run_dir(out, run_id))
+        return cache[run_id]
+
+    rows: list[dict[str, Any]] = []
+    if grid.reference_id:
+        ref = next(r for r in grid.runs if r.run_id == grid.reference_id)
+        status, metrics = get(ref.run_id)
+        rows.append({"run_id": ref.run_id, "ablation": REFERENCE_LABEL, "parameter": "", "replacement":
+                     REFERENCE_LABEL, "value": "", "seed": ref.seed, "status": status, **metrics})
+    for c in grid.cells:
+        status, metrics = get(c.run_id)
+        rows.append({"run_id": c.run_id, "ablation": c.ablation, "parameter": c.parameter, "replacement": c.label,
+                     "value": c.value, "seed": c.seed, "status": status, **metrics})
+    return plan, grid, rows
+
+
+# ----------------------------------------------------------------------------- statistics
+
+
+def t_interval(values: list[float]) -> tuple[float, float | None, float | None]:
+    """(mean, lo, hi): a 95% Student-t interval over seeds; no interval for fewer than two values."""
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, None, None
+    from scipy import stats
+
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    half = float(stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
+    return mean, mean - half, mean + half
+
+
+def _num(v: Any) -> float | None:
+    if isinstance(v, bool) or v is None:
+        return None
+    if isinstance(v, (int, float)) and math.isfinite(v):
+        return float(v)
+    return None
+
+
+def fmt(v: float | None) -> str:
+    if v is None:
+        return "-"
+    a = abs(v)
+    if a >= 1000:
+        return f"{v:.0f}"
+    if a >= 10:
+        return f"{v:.1f}"
+    if a >= 1:
+        return f"{v:.2f}"
+    return f"{v:.3f}"
+
+
+# ----------------------------------------------------------------------------- results.csv
+
+
+def write_results_csv(out_dir: Path, rows: list[dict[str, Any]]) -> Path:
+    metric_cols = sorted({k for r in rows for k in r if k not in _BASE_COLUMNS})
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=_BASE_COLUMNS + metric_cols, extrasaction="ignore")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: (json.dumps(v) if isinstance(v, (list, dict)) else v) for k, v in r.items()})
+    path = out_dir / "results.csv"
+    atomic_write_text(path, buf.getvalue())
+    return path
+
+
+# ----------------------------------------------------------------------------- report.md
+
+
+def _metric_columns(specs: list[MetricSpec], names: set[str]) -> tuple[list[tuple[MetricSpec, str]], list[str]]:
+    """(spec, metric) columns found in the runs, and lines for the metrics that were asked for but not computed."""
+    cols: list[tuple[MetricSpec, str]] = []
+    missing: list[str] = []
+    for spec in specs:
+        found = sorted(n for n in names if spec.matches(n))
+        if not spec.patterns:
+            missing.append(f"- {spec.name!r}: not computed: {spec.note or 'no safeselect metric matches this name'}")
+            continue
+        if not found:
+            why = next((msg for prefix, msg in _NEEDS.items()
+                        if any(p.startswith(prefix) for p in spec.patterns)), "no run produced it")
+            missing.append(f"- {spec.name!r} ({', '.join(spec.patterns)}): not computed by these runs ({why})")
+            continue
+        for n in found:
+            if n not in [c[1] for c in cols]:
+                cols.append((spec, n))
+    return cols, missing
+
+
+def ablation_table(ablation: dict[str, Any], rows: list[dict[str, Any]], ref_row: dict[str, Any] | None
+                   ) -> tuple[str, list[tuple[str, str]], dict[str, Any]]:
+    """Markdown for one ablation, the (metric, png name) plots to draw, and the per-replacement values."""
+    specs = [MetricSpec.from_dict(m) for m in ablation["metrics"]] or [map_metric(m) for m in DEFAULT_METRICS]
+    mine = [r for r in rows if r["ablation"] == ablation["name"]]
+    names = {k for r in mine + ([ref_row] if ref_row else []) if r["status"] == "complete" for k in r}
+    cols, missing = _metric_columns(specs, names)
+    labels = [rep["label"] for rep in ablation["replacements"]]
+    values: dict[str, dict[str, list[float]]] = {
+        m: {lab: [v for r in mine if r["replacement"] == lab and r["status"] == "complete"
+                  for v in [_num(r.get(m))] if v is not None] for lab in labels} for _, m in cols}
+    stats = {m: {lab: t_interval(vs) if vs else None for lab, vs in per.items()} for m, per in values.items()}
+    best: dict[str, set[str]] = {}
+    for m, per in stats.items():
+        means = {lab: s[0] for lab, s in per.items() if s is not None}
+        if len(set(means.values())) > 1:  # when all replacements tie there is no best one to mark
+            target = min(means.values()) if lower_is_better(m) else max(means.values())
+            best[m] = {lab for lab, v in means.items() if v == target}
+    n_seeds = len({r["seed"] for r in mine})
+    head = ["replacement", "value", "runs"] + [f"`{m}`" + (" ↓" if lower_is_better(m) else "") for _, m in cols]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    if ref_row is not None:
+        done = ref_row["status"] == "complete"
+        cells = [fmt(_num(ref_row.get(m))) if done else "-" for _, m in cols]
+        lines.append(f"| {REFERENCE_LABEL} (shared run) | - | {int(done)}/1 | " + " | ".join(cells) + " |")
+    for rep in ablation["replacements"]:
+        lab = rep["label"]
+        n_done = sum(1 for r in mine if r["replacement"] == lab and r["status"] == "complete")
+        cells = []
+        for _, m in cols:
+            s = stats[m][lab]
+            if s is None:
+                cells.append("-")
+                continue
+            mean, lo, hi = s
+            text = fmt(mean) if lo is None else f"{fmt(mean)} [{fmt(lo)}, {fmt(hi)}]"
+            cells.append(f"**{text}**" if lab in best.get(m, set()) else text)
+        lines.append(f"| {lab} | {rep['value']!r} | {n_done}/{n_seeds} | " + " | ".join(cells) + " |")
+    source = "" if ablation["part"] == ablation["parameter"] else f" <- \"{ablation['part']}\" ({ablation['how']})"
+    parts = [
+        f"## {ablation['name']}", "",
+        f"`{ablation['parameter']}`{source}; runner: {ablation['runner']}.", "",
+        "\n".join(lines), "",
+    ]
+    notes = [f"- `{m}`: {spec.label}" + (f"; {spec.note}" if spec.note else "")
+             for spec, m in cols if spec.label or spec.note]
+    if notes:
+        parts += ["Metrics:", *notes, ""]
+    if missing:
+        parts += ["Asked for by the plan but not computed:", *missing, ""]
+    plots = [(m, f"{ablation['slug']}__{slugify(m, 60)}.png") for _, m in cols]
+    per_label = {"labels": labels, "values": values, "stats": stats,
+                 "reference": {m: _num(ref_row.get(m)) for _, m in cols} if ref_row and
+                 ref_row["status"] == "complete" else {}}
+    return "\n".join(parts), plots, per_label
+
+
+def build_report(out_dir: str | Path, plots: bool = True) -> Path:
+    """Write results.csv, report.md and plots/*.png for an ablation folder; returns the report path."""
+    out = Path(out_dir)
+    plan, grid, rows = collect(out)
+    write_results_csv(out, rows)
+    ref_row = rows[0] if grid.reference_id else None
+    n_runs = len(grid.runs)
+    statuses: dict[str, str] = {}
+    for r in rows:
+        statuses[r["run_id"]] = r["status"]
+    complete = sum(1 for s in statuses.values() if s == "complete")
+    base = plan.get("preset") or "defaults"
+    if plan.get("base"):
+        base += " + " + " ".join(f"{k}={v!r}" for k, v in plan["base"].items())
+    seeds = sorted({c.seed for c in grid.cells})
+    md = [
+        f"# Ablation report: {plan['name']}", "",
+        f"Plan `{plan['source']}`. Base: {base}. Seeds: {', '.join(map(str, seeds))}. "
+        f"Runs: {complete} of {n_runs} complete.", "",
+        "Each cell is the mean over seeds with a 95% Student-t interval over seeds in brackets "
+        "(mean +- t(0.975, n-1) sd / sqrt(n); one seed gives no interval). The best replacement per metric is "
+        "in **bold**; ↓ marks metrics where lower is better. `runs` counts complete runs of the replacement. Figures from inside a run (win rates, "
+        "harmful rates) carry their own bootstrap intervals in results.csv (`*_ci`).",
+        "",
+    ]
+    if grid.reference_id:
+        md += [f"Reference: `{grid.reference_id}`, the shared run that win rates compare against (it scores 50 "
+               "against itself, so its own win rates are not reported).", ""]
+    for n in plan.get("notes", []):
+        md += [f"Note: {n}.", ""]
+    not_done = sorted((rid, s) for rid, s in statuses.items() if s != "complete")
+    if not_done:
+        md += ["Not counted (not complete):", *[f"- `{rid}`: {s}" for rid, s in not_done], ""]
+    plot_jobs = []
+    for a in plan["ablations"]:
+        text, pl, data = ablation_table(a, rows, ref_row)
+        md.append(text)
+        if plots and pl:
+            md += [f"![{a['name']}: {m}](plots/{png})" for m, png in pl] + [""]
+            plot_jobs.append((a, pl, data))
+    md += ["All runs, every metric: [results.csv](results.csv).", ""]
+    if plots:
+        from safeselect.experiments.plots import plot_metric
+
+        for a, pl, data in plot_jobs:
+            for m, png in pl:
+                plot_metric(out / "plots" / png, title=f"{a['name']}: {m}", xlabel=a["parameter"],
+                            labels=data["labels"], values=data["values"][m], reference=data["reference"].get(m),
+                            lower_is_better=lower_is_better(m))
+    path = out / "report.md"
+    atomic_write_text(path, "\n".join(md))
+    return path

@@ -1,0 +1,117 @@
+"""Ablation reports from fabricated results: results.csv, report.md (means, t-intervals, best marked, metrics we
+cannot compute listed), plots, and ``safeselect report DIR``."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from safeselect.cli.main import main
+from safeselect.experiments.grid import expand
+from safeselect.experiments.plan import load_plan
+from safeselect.experiments.report import build_report, t_interval
+from safeselect.experiments.runner import run_dir, run_plan
+
+PLAN = """
+name: fab
+base: {selection.method: seal}
+seeds: [0, 1, 2]
+ablations:
+  - name: gamma value
+    parameter: selection.seal.gamma.value
+    replacements: [0.1, 0.5]
+    metrics: [win rate, safety alignment score, Arena-Hard WR, vibes]
+  - name: percentage
+    parameter: selection.ratio
+    replacements: ["10%", "90%"]
+    metrics: [training time]
+"""
+
+
+def fabricated(kind: str, cfg: Any, out_dir: Path, reference_dir: Path | None, show_progress: bool) -> None:
+    """Known numbers: win rate = 50 + 100 * gamma + seed (seeds 0, 1, 2 -> mean 51 + 100 gamma, sd 1)."""
+    g, s = cfg.selection.seal.gamma.value, cfg.seed
+    metrics: dict[str, Any] = {"safety_avg": {"refusal": 0.5 - g / 2}, "resources": {"train_s": 10 * cfg.selection.ratio},
+                               "complete": True}
+    if reference_dir is not None:
+        metrics["win_rate"] = {"builtin": {"rule": 50 + 100 * g + s, "rule_ci": [1.0, 2.0], "rule_n": 9}}
+    (out_dir / "metrics.json").write_text(json.dumps(metrics))
+
+
+@pytest.fixture(scope="module")
+def done(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("report")
+    (tmp / "fab.yaml").write_text(PLAN)
+    out = tmp / "out"
+    plan = load_plan(tmp / "fab.yaml")
+    run_plan(plan, out, workers=0, run_fn=fabricated, show_progress=False, report=False)
+    # one run killed half-way: its metrics.json is there but not complete, and must not be counted
+    grid = expand(plan)
+    victim = next(c.run_id for c in grid.cells if c.label == "0.5" and c.seed == 2)
+    (run_dir(out, victim) / "metrics.json").write_text(json.dumps({"complete": False, "win_rate": {"builtin": {
+        "rule": 0.0}}}))
+    build_report(out)
+    return out
+
+
+def test_t_interval_exact() -> None:
+    mean, lo, hi = t_interval([1.0, 2.0, 3.0])
+    half = 4.302652729749464 * 1.0 / 3 ** 0.5  # t(0.975, 2) * sd / sqrt(n)
+    assert mean == 2.0 and lo == pytest.approx(2.0 - half, abs=1e-9) and hi == pytest.approx(2.0 + half, abs=1e-9)
+    assert t_interval([4.0]) == (4.0, None, None)
+
+
+def test_results_csv_has_one_row_per_cell_and_only_complete_metrics(done: Path) -> None:
+    rows = list(csv.DictReader((done / "results.csv").open()))
+    assert len(rows) == 1 + 2 * 3 + 2 * 3  # reference + cells
+    assert rows[0]["ablation"] == "reference" and rows[0]["status"] == "complete"
+    assert {"run_id", "ablation", "parameter", "replacement", "value", "seed", "status",
+            "win_rate.builtin.rule", "win_rate.builtin.rule_ci", "safety_avg.refusal"} <= set(rows[0])
+    r = next(r for r in rows if r["replacement"] == "0.1" and r["seed"] == "1")
+    assert float(r["win_rate.builtin.rule"]) == 61.0 and json.loads(r["win_rate.builtin.rule_ci"]) == [1.0, 2.0]
+    killed = next(r for r in rows if r["replacement"] == "0.5" and r["seed"] == "2")
+    assert killed["status"] == "incomplete" and killed["win_rate.builtin.rule"] == ""
+
+
+def test_report_table_mean_interval_best_reference_and_missing_metrics(done: Path) -> None:
+    md = (done / "report.md").read_text()
+    # gamma 0.1: win rates 60, 61, 62 -> 61 +- t(0.975, 2) * 1 / sqrt(3) = 61.0 [58.5, 63.5]
+    assert "| 0.1 | 0.1 | 3/3 | 61.0 [58.5, 63.5] | 0.450 [0.450, 0.450] |" in md
+    # gamma 0.5: 100, 101 (the killed seed 2 is excluded) -> 100.5 +- t(0.975, 1) * 0.707 / sqrt(2), the best
+    assert "| 0.5 | 0.5 | 2/3 | **100.5 [94.1, 106.9]** |" in md
+    assert "| reference (shared run) | - | 1/1 |" in md
+    assert "95% Student-t interval" in md
+    # lower Safety Avg is better: 0.5 (0.25) beats 0.1 (0.45), bold
+    assert "| **100.5 [94.1, 106.9]** | **0.250 [0.250, 0.250]** |" in md and "**0.450" not in md
+    assert "'Arena-Hard WR' (win_rate.arenahard.*): not computed by these runs" in md
+    assert "'vibes': not computed: no safeselect metric matches this name" in md
+    assert "Not counted (not complete):" in md
+    # the percentage ablation: training time only
+    assert "`resources.train_s` ↓" in md
+
+
+def test_plots_are_written_per_ablation_and_metric(done: Path) -> None:
+    pngs = sorted(p.name for p in (done / "plots").glob("*.png"))
+    assert pngs == ["gamma-value__safety-avg-refusal.png", "gamma-value__win-rate-builtin-rule.png",
+                    "percentage__resources-train-s.png"]
+    for p in (done / "plots").glob("*.png"):
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 2000
+    md = (done / "report.md").read_text()
+    assert "](plots/gamma-value__win-rate-builtin-rule.png)" in md
+
+
+def test_cli_report_rebuilds_from_files(done: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (done / "report.md").unlink()
+    (done / "results.csv").unlink()
+    assert main(["report", str(done)]) == 0
+    assert "12 of 13 runs complete" in capsys.readouterr().out
+    assert (done / "report.md").exists() and (done / "results.csv").exists()
+
+
+def test_cli_report_on_a_folder_that_is_not_an_ablation(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["report", str(tmp_path)]) == 2
+    assert "no plan.json" in capsys.readouterr().err
