@@ -28,6 +28,10 @@ def run(args: argparse.Namespace) -> int:
                 first = (PRESET_DIR / f"{name}.yaml").read_text().splitlines()[:1]
                 desc = first[0].lstrip("# ").strip() if first and first[0].startswith("#") else ""
                 print(f"  {name:<18} {desc}")
+            for plan in sorted((PRESET_DIR / "ablations").glob("*.yaml")):
+                first = plan.read_text().splitlines()[:1]
+                desc = first[0].lstrip("# ").strip() if first and first[0].startswith("#") else ""
+                print(f"  {plan.stem:<18} ablation plan (safeselect ablate {plan.stem}) {desc}")
             continue
         for e in registry(kind).entries():
             status = "" if e.status == "faithful" else f"  [{e.status}]"
