@@ -70,7 +70,7 @@ def test_tiny_quickstart_writes_every_run_file(capsys, tmp_path):
         m = json.loads((run / "metrics.json").read_text())
         assert m["complete"] is True
         assert 0 <= m["safety"]["builtin"]["refusal"]["harmful_rate"] <= 1
-        assert "refusal_rate" in m["overrefusal"]["builtin"]
+        assert "refusal_rate" in m["overrefusal"]["lookalike"]
         assert "accuracy" in m["task"]["sentiment"] and "accuracy" in m["task"]["arithmetic"]
         assert m["selection"]["kept"] == (24 if method == "full" else round(0.8 * 24))
         assert {"selection_s", "train_s", "eval_s", "peak_memory_mb"} <= set(m["resources"])
@@ -78,7 +78,8 @@ def test_tiny_quickstart_writes_every_run_file(capsys, tmp_path):
         assert {"row_id", "score", "kept", "weight", "harmful"} <= set(sel[0])
     # random is compared against full: win rates exist (0..100)
     m = json.loads((out / "random" / "metrics.json").read_text())
-    assert all(0 <= v <= 100 for v in [m["win_rate"]["builtin"]["rule"]])
+    assert 0 <= m["win_rate"]["builtin"]["rule"] <= 100 and m["win_rate"]["lookalike"]["rule"] >= 0
+    assert m["win_rate"]["builtin"]["rule"] == m["safety"]["builtin"]["rule"]["win_rate"]
     # a rerun skips complete runs and gives the same table
     assert main(["run", "quickstart", *TINY, "--out", str(out), "--quiet"]) == 0
     assert capsys.readouterr().out == table

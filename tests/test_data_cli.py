@@ -18,7 +18,7 @@ def test_build_writes_every_split(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert rc == 0
     files = {p.name for p in out.iterdir()}
     assert files == {"task.jsonl", "safety_ref.jsonl", "align.jsonl", "eval_harmful.builtin.jsonl",
-                     "eval_overrefusal.builtin.jsonl", "eval_task.sentiment.jsonl", "eval_task.arithmetic.jsonl",
+                     "eval_overrefusal.lookalike.jsonl", "eval_task.sentiment.jsonl", "eval_task.arithmetic.jsonl",
                      "manifest.json"}
     task = read_jsonl(out / "task.jsonl")
     assert len(task) == 30 and sum(r["harmful"] for r in task) == 6

@@ -253,7 +253,7 @@ def test_jsonl_builder(tmp_path: Path) -> None:
     assert [r.row_id for r in b.task] == [f"task-{i}" for i in range(1, 6)]
     assert set(b.eval_task) == {"arith", "senti"}
     assert list(b.eval_harmful) == ["harm"] and b.eval_harmful["harm"][0].harmful is True
-    assert len(b.eval_overrefusal["builtin"]) == 5  # falls back to the built-in look-alikes
+    assert len(b.eval_overrefusal["lookalike"]) == 5  # falls back to the built-in look-alikes
     assert len(b.safety_ref) == cfg.data.safety_ref.n and b.align
     with pytest.raises(UserError, match="needs data.task_path"):
         registry("data").get("jsonl")(config.load(None, ["data.benchmark=jsonl"]))

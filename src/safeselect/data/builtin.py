@@ -840,7 +840,7 @@ def build_bundle(cfg: ExperimentConfig) -> Bundle:
         for fam in TASK_FAMILIES
     }
     eval_harmful = {"builtin": _eval_harmful(cfg, uniq)}
-    eval_over = {"builtin": overrefusal_rows(cfg, uniq)}
+    eval_over = {"lookalike": overrefusal_rows(cfg, uniq)}
     # 2. alignment rows: refusals on train topics + clean benign rows.
     align = align_rows(cfg, uniq)
     # 3. safety references.

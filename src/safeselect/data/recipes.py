@@ -83,7 +83,7 @@ def _bundle(cfg: ExperimentConfig, task_pool: list[Row], eval_task: dict[str, li
     for r in adv_eval:
         r.response = ""  # the eval set is prompts only; the affirmative target is a training signal
     return Bundle(task=task, safety_ref=safety_ref, align=align, eval_harmful={"advbench": adv_eval},
-                  eval_overrefusal={"builtin": builtin.overrefusal_rows(cfg)}, eval_task=eval_task)
+                  eval_overrefusal={"lookalike": builtin.overrefusal_rows(cfg)}, eval_task=eval_task)
 
 
 def _eval_sample(cfg: ExperimentConfig, rows: list[Row], name: str) -> list[Row]:

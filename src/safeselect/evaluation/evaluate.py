@@ -165,6 +165,12 @@ def score(records: list[dict[str, Any]], safety_judges: list[str], pairwise: lis
     harmful_sets = _by_set(records, "harmful")
     for name in harmful_sets:
         _check_set_name(name)
+    # win_rate.<set>.<judge> is keyed by set name alone: the same name for two kinds would overwrite.
+    seen: dict[str, str] = {}
+    for kind in KINDS:
+        for name in _by_set(records, kind):
+            if seen.setdefault(name, kind) != kind:
+                raise UserError(f"evaluation set name '{name}' is used for both {seen[name]} and {kind} prompts")
     for j in safety_judges:
         per_set: dict[str, list[bool | None]] = {}
         for s, recs in harmful_sets.items():
