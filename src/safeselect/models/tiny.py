@@ -18,7 +18,7 @@ CHAT_TEMPLATE = (
 )
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
-_WORDS = (
+_WORDS = (  # noqa: SIM905 - a readable word list
     "the a an and or but to of in on for with how what why when where who which do does did can could would should "
     "i you he she it we they my your our their this that these those is are was were be been have has had not no yes "
     "sorry cannot help with request illegal harmful unsafe instead here steps step first then finally answer sentiment "
