@@ -123,6 +123,8 @@ def budget_mask(scores: np.ndarray | list[float], ratio: float, budget: str = "r
     t = np.asarray(tokens, dtype=np.int64)
     if t.shape != (n,):
         raise ValueError(f"{t.shape} token counts for {n} scores")
+    if (t < 0).any():
+        raise ValueError("token counts must be >= 0")
     cap = ratio * float(t.sum())
     # Fast path: the longest prefix of the ranking that fits is taken at once (vectorised);
     # only the remainder needs the sequential skip-and-continue fill.
