@@ -83,3 +83,11 @@ def test_tiny_quickstart_writes_every_run_file(capsys, tmp_path):
     # a rerun skips complete runs and gives the same table
     assert main(["run", "quickstart", *TINY, "--out", str(out), "--quiet"]) == 0
     assert capsys.readouterr().out == table
+
+
+def test_docs_config_reference_is_current(capsys):
+    from pathlib import Path
+
+    assert main(["ls", "keys"]) == 0
+    doc = Path(__file__).resolve().parents[1] / "docs" / "config.md"
+    assert capsys.readouterr().out.strip() in doc.read_text(), "regenerate docs/config.md with `safeselect ls keys`"
