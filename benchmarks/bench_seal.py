@@ -18,7 +18,9 @@ theta_hat's forward + backward and one forward).
 Every mode runs in its own subprocess (so peak RSS is that mode's alone), each time as one
 untimed warm-up step followed by one timed epoch (setup included: encoding, adapters,
 optimisers); the three subprocesses are interleaved ``--repeats`` times and the median is
-reported, so that load drift on a shared machine hits all modes alike. On a GPU the peak is
+reported, so that load drift on a shared machine hits all modes alike. CPU time (user + system,
+one torch thread by default) is the primary figure on a shared CPU: wall time there depends
+on the other jobs. On a GPU the peak is
 ``torch.cuda.max_memory_allocated`` of the timed epoch.
 
     flock /tmp/heavy.lock python benchmarks/bench_seal.py [--write docs/results_seal.md]
@@ -47,6 +49,12 @@ def rss_mb() -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def cpu_s() -> float:
+    """CPU time (user + system) of this process so far: less sensitive than wall time to other jobs."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 
 
 def worker(args: argparse.Namespace) -> dict[str, Any]:
@@ -80,7 +88,7 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
         if device.startswith("cuda"):
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), cpu_s()
         if args.mode == "sft":
             model = add_lora(model, cfg.model.lora)
             res = train_sft(model, tok, rows, sft_cfg, cfg.model.max_length, seed=0, show_progress=False,
@@ -93,7 +101,7 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
             loop_s = run.epoch_s[0]
         if device.startswith("cuda"):
             torch.cuda.synchronize()
-        out = {"epoch_s": time.perf_counter() - t0, "steps": steps}
+        out = {"epoch_s": time.perf_counter() - t0, "cpu_s": cpu_s() - c0, "steps": steps}
         if args.mode != "sft":
             out["loop_s"] = loop_s
         if device.startswith("cuda"):
@@ -133,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--difficulty", default="easy")
     ap.add_argument("--gamma", type=float, default=0.1)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch CPU threads (0 = torch default); 1 keeps CPU time a clean measure of work")
     ap.add_argument("--write", default=None, help="write the results as a markdown fragment here")
     ap.add_argument("--worker", choices=MODES, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -149,15 +158,15 @@ def main(argv: list[str] | None = None) -> int:
         for mode in MODES:  # interleaved: drift in machine load hits every mode alike
             r = run_mode(mode, args)
             results[mode].append(r)
-            print(f"[{rep + 1}/{args.repeats}] {mode}: epoch {r['epoch_s']:.1f} s, peak RSS {r['peak_rss_mb']:.0f} MB",
-                  file=sys.stderr)
+            print(f"[{rep + 1}/{args.repeats}] {mode}: epoch {r['epoch_s']:.1f} s wall, {r['cpu_s']:.1f} s CPU, "
+                  f"peak RSS {r['peak_rss_mb']:.0f} MB", file=sys.stderr)
     wall = time.perf_counter() - t0
 
     def med(mode: str, key: str) -> float | None:
         vals = [r[key] for r in results[mode] if r.get(key) is not None]
         return statistics.median(vals) if vals else None
 
-    sft_s, sft_rss = med("sft", "epoch_s"), med("sft", "peak_rss_mb")
+    sft_s, sft_cpu, sft_rss = med("sft", "epoch_s"), med("sft", "cpu_s"), med("sft", "peak_rss_mb")
     sft_over = sft_rss - med("sft", "rss_before_mb")
     first = results["sft"][0]
     lines = [
@@ -165,18 +174,22 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"Model {args.model}, LoRA r16 on q/k/v/o, float32, device {first['device']}; built-in benchmark "
         f"({args.difficulty}), {first['n_task']} task rows, {first['n_safe']} safety references, batch {args.batch}, "
-        f"max_length {args.max_length}; SEAL at constant gamma {args.gamma} (full work every iteration). "
+        f"max_length {args.max_length}, {args.threads or 'default'} torch thread(s); SEAL at constant gamma "
+        f"{args.gamma} (full work every iteration). "
         f"One epoch per subprocess after a one-step warm-up, median of {args.repeats} interleaved repeats.",
         "",
-        "| mode | epoch (s) | x plain SFT | SEAL loop only (s) | peak RSS (MB) | x plain SFT | "
+        "| mode | epoch CPU (s) | x plain SFT | epoch wall (s) | x plain SFT | SEAL loop wall (s) | "
+        "peak RSS (MB) | x plain SFT | "
         "RSS above start (MB) | x plain SFT |" + (" peak GPU (MB) | x plain SFT |" if med("sft", "peak_gpu_mb") else ""),
-        "|---|---|---|---|---|---|---|---|" + ("---|---|" if med("sft", "peak_gpu_mb") else ""),
+        "|---|---|---|---|---|---|---|---|---|---|" + ("---|---|" if med("sft", "peak_gpu_mb") else ""),
     ]
     for mode in MODES:
         e, rss = med(mode, "epoch_s"), med(mode, "peak_rss_mb")
         over = rss - med(mode, "rss_before_mb")
         loop = med(mode, "loop_s")
-        row = (f"| {mode} | {e:.1f} | {e / sft_s:.2f} | {'-' if loop is None else f'{loop:.1f}'} | {rss:.0f} | "
+        c = med(mode, "cpu_s")
+        row = (f"| {mode} | {c:.1f} | {c / sft_cpu:.2f} | {e:.1f} | {e / sft_s:.2f} | "
+               f"{'-' if loop is None else f'{loop:.1f}'} | {rss:.0f} | "
                f"{rss / sft_rss:.2f} | {over:.0f} | {over / sft_over:.2f} |")
         gpu = med(mode, "peak_gpu_mb")
         if gpu:
@@ -192,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"Command: `flock /tmp/heavy.lock python benchmarks/bench_seal.py --model {args.model} "
         f"--n-task {args.n_task} --n-safe {args.n_safe} --batch {args.batch} --max-length {args.max_length} "
-        f"--gamma {args.gamma} --repeats {args.repeats}`",
+        f"--gamma {args.gamma} --repeats {args.repeats} --threads {args.threads}`",
         "",
     ]
     text = "\n".join(lines)
