@@ -474,15 +474,16 @@ def _check_key(key: str) -> None:
         raise UserError(f"unknown config key '{key}'{suggest(key, list(leaves))}")
 
 
-def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}: nested mapping to dotted keys (lists, empty mappings are leaves)."""
     out: dict[str, Any] = {}
     if isinstance(d, dict):
         for k, v in d.items():
-            kk = f"{prefix}{k}"
+            key = f"{prefix}{k}"
             if isinstance(v, dict) and v:
-                out.update(_flatten(v, kk + "."))
+                out.update(flatten(v, key + "."))
             else:
-                out[kk] = v
+                out[key] = v
     return out
 
 
@@ -599,8 +600,8 @@ def load(config: str | None, overrides: list[str] | tuple[str, ...] = ()) -> Exp
         data = _read_yaml(path)
         inherit = data.pop("defaults", None)
         if inherit:
-            flat.update(_flatten(_read_yaml(resolve_preset(str(inherit)))))
-        flat.update(_flatten(data))
+            flat.update(flatten(_read_yaml(resolve_preset(str(inherit)))))
+        flat.update(flatten(data))
     for text in overrides:
         key, value = parse_override(text)
         flat[key] = value

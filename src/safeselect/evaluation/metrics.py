@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from safeselect.config import flatten  # noqa: F401 - re-exported: metrics.flatten is the public name
+
 # Resample in chunks so n_boot * n never allocates more than this many indices at once.
 _CHUNK = 4_000_000
 
@@ -230,18 +232,6 @@ def is_correct(row: Any, response: str) -> bool | None:
 
 
 # ----------------------------------------------------------------------------- dotted names
-
-
-def flatten(nested: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{"a": {"b": 1}} -> {"a.b": 1}; lists and other values are leaves."""
-    out: dict[str, Any] = {}
-    for k, v in nested.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict) and v:
-            out.update(flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
 
 
 def nest(flat: dict[str, Any]) -> dict[str, Any]:

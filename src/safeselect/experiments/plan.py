@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from safeselect.config import flatten
 from safeselect.errors import UserError
 from safeselect.experiments.aliases import (
     MetricSpec,
@@ -130,18 +131,6 @@ def slugify(text: str, limit: int = 28) -> str:
     return s.strip("-") or "x"
 
 
-def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
-    """Nested or dotted mapping -> flat dotted keys (an empty mapping is a value)."""
-    out: dict[str, Any] = {}
-    for k, v in (d or {}).items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict) and v:
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
 def override_text(key: str, value: Any) -> str:
     """``key=value`` as `safeselect run` reads it (the value as YAML: 1e-05, lists and quoted strings survive)."""
     import yaml
@@ -210,7 +199,7 @@ def build_ablation(raw: dict[str, Any], base_keys: set[str], where: str,
             if "value" not in r:
                 raise UserError(f"{where}: a replacement mapping needs 'value' (and optionally label, overrides)")
             label, value_raw = r.get("label"), r["value"]
-            extra = _flatten(r.get("overrides") or {})
+            extra = flatten(r.get("overrides") or {})
         else:
             value_raw = r
         vm = map_value(key, value_raw, percent=percent, where=where)
@@ -307,7 +296,7 @@ def _yaml_plan(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     if preset and not Path(str(preset)).is_absolute() and (path.parent / str(preset)).exists():
         preset = str((path.parent / str(preset)).resolve())
     header["preset"] = preset
-    header["base"] = _flatten(base)
+    header["base"] = flatten(base)
     if "seeds" in data:
         header["seeds"] = _parse_seeds(data["seeds"], str(path))
     if "seed_keys" in data:
@@ -317,7 +306,7 @@ def _yaml_plan(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         if ref in (False, None, "none"):
             header["reference"] = None
         elif isinstance(ref, dict):
-            header["reference"] = _flatten(ref)
+            header["reference"] = flatten(ref)
         else:
             raise UserError(f"{path}: 'reference' must be a mapping of overrides or false")
     for i, a in enumerate(data["ablations"]):

@@ -20,6 +20,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from safeselect.config import flatten
 from safeselect.errors import UserError
 from safeselect.experiments.aliases import MetricSpec, lower_is_better, map_metric
 from safeselect.experiments.grid import REFERENCE_LABEL, Grid
@@ -38,17 +39,6 @@ _NEEDS = {
 
 
 # ----------------------------------------------------------------------------- reading
-
-
-def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict) and v:
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
 
 
 def read_plan_file(out_dir: Path) -> tuple[dict[str, Any], Grid]:
@@ -77,7 +67,7 @@ def read_run(path: Path) -> tuple[str, dict[str, Any]]:
     status = run_status(path)
     if status != "complete":
         return status, {}
-    metrics = _flatten(json.loads((path / "metrics.json").read_text(encoding="utf-8")))
+    metrics = flatten(json.loads((path / "metrics.json").read_text(encoding="utf-8")))
     metrics.pop("complete", None)
     try:
         runner = json.loads((path / "runner.json").read_text(encoding="utf-8"))
