@@ -278,7 +278,7 @@ def main() -> None:
         worker(args)
         return
     if args.baselines:
-        text = baselines() + f"\nCommand: `{' '.join(sys.argv)}`\n"
+        text = baselines() + f"\nCommand: `python {' '.join(sys.argv)}`\n"
         print(text)
         if args.write:
             from safeselect.io import atomic_write_text
@@ -340,7 +340,7 @@ def main() -> None:
     if args.write:
         from safeselect.io import atomic_write_text
 
-        atomic_write_text(args.write, to_markdown(res, " ".join(sys.argv)))
+        atomic_write_text(args.write, to_markdown(res, "python " + " ".join(sys.argv)))
 
 
 def to_markdown(r: dict, command: str) -> str:
@@ -365,7 +365,7 @@ Overlap of the two selections ({r['k']:,} rows each):
 - top-k, our default add-1 smoothing vs the official `log(p + 1e-8)`: **{r['overlap_topk_default']:.1%}**;
 - top-k, the official smoothing applied to our features: **{r['overlap_topk_matched_smoothing']:.1%}**
   (log importance weights: median absolute difference {r['median_abs_logw_diff_matched']:.1e}, largest
-  {r['max_abs_logw_diff_matched']:.2g});
+  {r['max_abs_logw_diff_matched']:.3g});
 - Gumbel top-k (both seeded, but from different generators): {r['overlap_gumbel']:.1%}.
 
 Why they differ:

@@ -138,7 +138,7 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, reference_dir: st
     from safeselect.evaluation.evaluate import evaluate
     from safeselect.evaluation.metrics import nest
     from safeselect.evaluation.resources import Meter
-    from safeselect.models import add_lora
+    from safeselect.models import add_lora, load_tokenizer
     from safeselect.selection.base import budget_stats
     from safeselect.training.sft import train_sft
 
@@ -173,7 +173,7 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, reference_dir: st
         if selection.trained_model is not None:
             # The selector trained while it selected (DualSelect): that model is the result.
             model = selection.trained_model
-            _, tok = load_aligned(cfg, bundle)
+            tok = load_tokenizer(cfg.model.name)
         else:
             with meter.stage("train"):
                 model, tok = load_aligned(cfg, bundle)
