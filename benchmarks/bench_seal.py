@@ -15,7 +15,8 @@ no backward pass and the epoch is cheaper). Expected from the operation counts: 
 about 2x plain SFT (two batches through forward + backward), Algorithm 1 about 3.3x (plus
 theta_hat's forward + backward and one forward).
 
-Every mode runs in its own subprocess (so peak RSS is that mode's alone), each time as one
+Every mode runs in its own subprocess (its peak RSS is that mode's alone: VmHWM reset after the
+model is loaded, so the figure is the epoch's peak), each time as one
 untimed warm-up step followed by one timed epoch (setup included: encoding, adapters,
 optimisers); the three subprocesses are interleaved ``--repeats`` times and the median is
 reported, so that load drift on a shared machine hits all modes alike. CPU time (user + system,
@@ -49,6 +50,25 @@ def rss_mb() -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def peak_rss_mb() -> float:
+    """High-water RSS since the last :func:`reset_peak_rss` (Linux VmHWM)."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def reset_peak_rss() -> bool:
+    """Reset VmHWM to the current RSS (Linux >= 4.0), so the peak is the epoch's, not the model load's."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
 
 
 def cpu_s() -> float:
@@ -85,6 +105,9 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
 
     def once(rows: list) -> dict[str, Any]:
         model, tok = load_model(args.model, cfg.model, device=device)
+        gc.collect()
+        start_rss = rss_mb()
+        reset = reset_peak_rss()
         if device.startswith("cuda"):
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
@@ -101,7 +124,8 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
             loop_s = run.epoch_s[0]
         if device.startswith("cuda"):
             torch.cuda.synchronize()
-        out = {"epoch_s": time.perf_counter() - t0, "cpu_s": cpu_s() - c0, "steps": steps}
+        out = {"epoch_s": time.perf_counter() - t0, "cpu_s": cpu_s() - c0, "steps": steps,
+               "rss_start_mb": start_rss, "epoch_peak_rss_mb": peak_rss_mb() if reset else float("nan")}
         if args.mode != "sft":
             out["loop_s"] = loop_s
         if device.startswith("cuda"):
@@ -110,11 +134,9 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
         gc.collect()
         return out
 
-    base = rss_mb()
     once(task[: args.batch])  # warm-up: one step (lazy inits, allocator, thread pools)
     timed = once(task)
-    timed.update({"mode": args.mode, "rss_before_mb": base,
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    timed.update({"mode": args.mode, "process_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                   "n_task": len(task), "n_safe": len(safe), "device": device})
     return timed
 
@@ -159,15 +181,15 @@ def main(argv: list[str] | None = None) -> int:
             r = run_mode(mode, args)
             results[mode].append(r)
             print(f"[{rep + 1}/{args.repeats}] {mode}: epoch {r['epoch_s']:.1f} s wall, {r['cpu_s']:.1f} s CPU, "
-                  f"peak RSS {r['peak_rss_mb']:.0f} MB", file=sys.stderr)
+                  f"epoch peak RSS {r['epoch_peak_rss_mb']:.0f} MB", file=sys.stderr)
     wall = time.perf_counter() - t0
 
     def med(mode: str, key: str) -> float | None:
         vals = [r[key] for r in results[mode] if r.get(key) is not None]
         return statistics.median(vals) if vals else None
 
-    sft_s, sft_cpu, sft_rss = med("sft", "epoch_s"), med("sft", "cpu_s"), med("sft", "peak_rss_mb")
-    sft_over = sft_rss - med("sft", "rss_before_mb")
+    sft_s, sft_cpu, sft_rss = med("sft", "epoch_s"), med("sft", "cpu_s"), med("sft", "epoch_peak_rss_mb")
+    sft_over = sft_rss - med("sft", "rss_start_mb")
     first = results["sft"][0]
     lines = [
         "## SEAL: selector cost next to plain SFT (benchmarks/bench_seal.py)",
@@ -179,13 +201,13 @@ def main(argv: list[str] | None = None) -> int:
         f"One epoch per subprocess after a one-step warm-up, median of {args.repeats} interleaved repeats.",
         "",
         "| mode | epoch CPU (s) | x plain SFT | epoch wall (s) | x plain SFT | SEAL loop wall (s) | "
-        "peak RSS (MB) | x plain SFT | "
-        "RSS above start (MB) | x plain SFT |" + (" peak GPU (MB) | x plain SFT |" if med("sft", "peak_gpu_mb") else ""),
+        "epoch peak RSS (MB) | x plain SFT | "
+        "above the loaded model (MB) | x plain SFT |" + (" peak GPU (MB) | x plain SFT |" if med("sft", "peak_gpu_mb") else ""),
         "|---|---|---|---|---|---|---|---|---|---|" + ("---|---|" if med("sft", "peak_gpu_mb") else ""),
     ]
     for mode in MODES:
-        e, rss = med(mode, "epoch_s"), med(mode, "peak_rss_mb")
-        over = rss - med(mode, "rss_before_mb")
+        e, rss = med(mode, "epoch_s"), med(mode, "epoch_peak_rss_mb")
+        over = rss - med(mode, "rss_start_mb")
         loop = med(mode, "loop_s")
         c = med(mode, "cpu_s")
         row = (f"| {mode} | {c:.1f} | {c / sft_cpu:.2f} | {e:.1f} | {e / sft_s:.2f} | "

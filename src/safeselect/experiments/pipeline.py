@@ -95,9 +95,10 @@ def select(cfg: ExperimentConfig, bundle: Bundle, out_dir: Path, show_progress: 
     selector = registry("selectors").get(cfg.selection.method)
     tok = load_tokenizer(cfg.model.name)
 
-    def _judge(rows: list[Row], responses: list[str]) -> list[bool]:
+    def _judge(rows: list[Row], responses: list[str]) -> list[bool | None]:
         j = make_judge(cfg.selection.judge_filter.judge, cfg)
-        return [bool(x) for x in j.harmful([r.prompt for r in rows], responses)]
+        # None (the judge could not decide) passes through: judge-filter counts and reports those rows.
+        return [None if x is None else bool(x) for x in j.harmful([r.prompt for r in rows], responses)]
 
     ctx = SelectionContext(
         cfg=cfg, task=bundle.task, safety_ref=bundle.safety_ref, out_dir=out_dir,
