@@ -83,8 +83,6 @@ def test_errors(tmp_path: Path) -> None:
     rows = task(4)
     with pytest.raises(UserError, match="has only 3 rows"):
         safeinstr.augment(full_selection(rows), make_ctx(tmp_path, rows, refs(3), **{"selection.safeinstr.count": 4}))
-    with pytest.raises(UserError, match="count > 0"):
-        safeinstr.select(make_ctx(tmp_path, rows, refs(3)))
     with pytest.raises(UserError, match="nor an existing file"):
         safeinstr.augment(full_selection(rows), make_ctx(tmp_path, rows, refs(3), **{
             "selection.safeinstr.count": 1, "selection.safeinstr.source": str(tmp_path / "missing.jsonl")}))
@@ -92,6 +90,13 @@ def test_errors(tmp_path: Path) -> None:
     trained.trained_model = object()
     with pytest.raises(UserError, match="trains while it selects"):
         safeinstr.augment(trained, make_ctx(tmp_path, rows, refs(3), **{"selection.safeinstr.count": 1}))
+
+
+def test_default_count_is_three_percent_of_the_task_rows(tmp_path: Path) -> None:
+    assert [safeinstr.default_count(n) for n in (1, 10, 50, 200, 1000)] == [1, 1, 2, 6, 30]
+    rows = task(200)
+    out = safeinstr.select(make_ctx(tmp_path, rows, refs(10)))  # selection.safeinstr.count = 0
+    assert len(out.added) == 6 and out.info["safeinstr"]["count"] == 6
 
 
 def test_selector_alone_is_random_at_the_budget_plus_demonstrations(tmp_path: Path) -> None:

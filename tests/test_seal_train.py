@@ -186,6 +186,14 @@ def test_row_ids_survive_shuffle_and_filter(tmp_path, monkeypatch):
     with pytest.raises(UserError, match="no SEAL selector"):
         seal.load_selection(tmp_path / "nowhere", 0.5)
 
+    # `selection.seal.logits_from`: the selector step reuses the saved logits (no model is even offered).
+    reuse = config.build({"selection.method": "seal", "selection.ratio": 0.5, "selection.seal.logits_from": str(tmp_path)})
+    shuffled = task[::-1]
+    out = seal.select(SelectionContext(reuse, shuffled, safe, tmp_path / "reuse", load_model=None, show_progress=False))
+    assert out.row_ids == [r.row_id for r in shuffled]
+    assert out.kept == budget_mask([by_id[r.row_id] for r in shuffled], 0.5, "rows", None).tolist()
+    assert out.info["logits_from"] == str(tmp_path)
+
 
 def test_empty_safe_set_is_a_user_error():
     task, _ = make_rows(4, 0, 2)

@@ -159,6 +159,10 @@ class SealConfig:
                                  range=(1, None))
     selector_model: str | None = knob(None, help="train the ranking with this model, fine-tune model.name (transfer)",
                                       aliases=("selector model", "proxy model"))
+    logits_from: str | None = knob(None, help="a finished run (or select) folder holding selector.safetensors: reuse "
+                                   "its trained logits (matched by row id) instead of training the selector again, "
+                                   "e.g. to re-cut at another selection.ratio or budget",
+                                   aliases=("saved selector", "selector logits"))
     gamma: GammaConfig = section(GammaConfig, "penalty schedule", aliases=("gamma", "penalty"))
 
 
@@ -221,7 +225,8 @@ class DsirConfig:
 
 @dataclass
 class SafeInstrConfig:
-    count: int = knob(0, help="safety demonstrations added on top of the kept rows, after any selector (0 = off)",
+    count: int = knob(0, help="safety demonstrations added on top of the kept rows, after any selector (0 = off; with "
+                      "method safeinstr, 0 means 3% of the task rows, Bianchi et al.)",
                       range=(0, None), aliases=("safety demonstrations", "safeinstr count", "number of safety examples"))
     source: str = knob("safety_ref", help="where they come from: safety_ref pool, 'safeinstr' (the real file in "
                        "data_dir) or a JSON/JSONL path", aliases=("safeinstr source", "demonstration source"))

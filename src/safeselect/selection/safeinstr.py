@@ -62,28 +62,40 @@ def fresh_ids(count: int, taken: set[str], prefix: str = "safeinstr") -> list[st
         j += 1
 
 
-def augment(selection: Selection, ctx: SelectionContext) -> Selection:
-    """Add ``selection.safeinstr.count`` demonstrations to ``selection.added`` (no-op when the count is 0)."""
+def default_count(n_task: int) -> int:
+    """Demonstrations for ``method: safeinstr`` when no count is set: 3% of the task rows (at least 1).
+
+    Bianchi et al. (2024) found that safety examples making up about 3% of the fine-tuning data already
+    restore most of the safety, and many more cause over-refusal. A default lets the `safeinstr` row sit
+    in a `compare` run or plan, where a global ``selection.safeinstr.count`` would add demonstrations to
+    every other selector too.
+    """
+    return max(1, round(0.03 * n_task))
+
+
+def augment(selection: Selection, ctx: SelectionContext, count: int | None = None) -> Selection:
+    """Add ``count`` (default ``selection.safeinstr.count``) demonstrations to ``selection.added`` (0 = no-op)."""
     si = ctx.cfg.selection.safeinstr
-    if si.count == 0 or "safeinstr" in selection.info:  # off, or already added (the `safeinstr` selector)
+    count = si.count if count is None else count
+    if count == 0 or "safeinstr" in selection.info:  # off, or already added (the `safeinstr` selector)
         return selection
     if selection.trained_model is not None:
         raise UserError("selection.safeinstr.count > 0 cannot be combined with a selector that trains while it "
                         "selects (its model is already fine-tuned); set selection.safeinstr.count=0")
     pool = load_pool(si.source, ctx)
-    if si.count > len(pool):
-        raise UserError(f"selection.safeinstr.count={si.count} but source '{si.source}' has only {len(pool)} rows")
+    if count > len(pool):
+        raise UserError(f"selection.safeinstr.count={count} but source '{si.source}' has only {len(pool)} rows")
     rng = np.random.default_rng([ctx.cfg.selection.seed, _STREAM])
-    picks = np.sort(rng.choice(len(pool), size=si.count, replace=False))
+    picks = np.sort(rng.choice(len(pool), size=count, replace=False))
     taken = set(selection.row_ids) | {r.row_id for r in selection.added}
-    ids = fresh_ids(si.count, taken)
+    ids = fresh_ids(count, taken)
     added = []
     for rid, i in zip(ids, picks.tolist(), strict=True):
         src = pool[i]
         added.append(Row(row_id=rid, prompt=src.prompt, response=src.response, harmful=False, task="safety",
                          category=src.category, source=src.source or "safeinstr", meta={"from_row_id": src.row_id}))
     info = dict(selection.info)
-    info["safeinstr"] = {"count": si.count, "source": si.source, "pool": len(pool)}
+    info["safeinstr"] = {"count": count, "source": si.source, "pool": len(pool)}
     if ctx.out_dir is not None:  # which demonstrations were added, for the audit trail
         from safeselect.io import write_jsonl
 
@@ -92,13 +104,14 @@ def augment(selection: Selection, ctx: SelectionContext) -> Selection:
 
 
 def select(ctx: SelectionContext) -> Selection:
-    """SafeInstr alone: the `random` selection at the budget, plus the demonstrations."""
+    """SafeInstr alone: the `random` selection at the budget, plus the demonstrations.
+
+    With ``selection.safeinstr.count`` 0 the count is :func:`default_count` of the task rows.
+    """
     from safeselect.selection import random as random_selector
 
-    if ctx.cfg.selection.safeinstr.count == 0:
-        raise UserError("selection.method=safeinstr needs selection.safeinstr.count > 0 "
-                        "(the paper found a few hundred demonstrations, about 3% of the data, already help)")
+    count = ctx.cfg.selection.safeinstr.count or default_count(len(ctx.task))
     base = random_selector.select(ctx)
     base.info = {**base.info, "method": "safeinstr", "base": "random"}
-    return augment(base, ctx)
+    return augment(base, ctx, count)
 

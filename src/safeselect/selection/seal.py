@@ -481,11 +481,19 @@ def train_selector(model: Any, tok: Any, task: list[Row], safe: list[Row], seal:
 
 
 def select(ctx: SelectionContext) -> Selection:
-    """Train the selector (with ``selection.seal.selector_model`` if set), save it, keep the top ratio."""
+    """Train the selector (with ``selection.seal.selector_model`` if set), save it, keep the top ratio.
+
+    With ``selection.seal.logits_from`` the logits saved by an earlier run are reused instead.
+    """
     from safeselect.training.sft import make_accelerator
 
     cfg = ctx.cfg
     seal = cfg.selection.seal
+    if seal.logits_from:  # the final SFT from a selector trained earlier: no selector training here
+        sel = load_selection(seal.logits_from, cfg.selection.ratio, cfg.selection.budget, ctx.response_tokens,
+                             row_ids=[r.row_id for r in ctx.task])
+        sel.info["logits_from"] = str(seal.logits_from)
+        return sel
     if ctx.load_model is None:
         raise UserError("seal needs a model to train its selector: run it through the pipeline")
     model, tok = ctx.load_model(seal.selector_model)
