@@ -280,8 +280,24 @@ def test_recipe_sst2_advbench_is_disjoint(shared_data: Path) -> None:
     assert sum(r.source == "safeinstr" for r in b.align) == cfg.align.n_refusals
     assert sum(r.source == "sst2" for r in b.align) == cfg.align.n_benign
     assert len(b.eval_task["sst2"]) == 25 and all(r.row_id.startswith("sst2_dev-") for r in b.eval_task["sst2"])
+    train_prompts = {r.prompt for r in b.task + b.safety_ref + b.align}
+    hh, alpaca = b.eval_harmful["hh"], b.eval_overrefusal["alpaca"]
+    assert len(hh) == 20 and all(r.harmful and not r.response for r in hh)
+    assert len(alpaca) == cfg.data.n_eval_overrefusal and all(not r.harmful for r in alpaca)
+    assert not {r.prompt for r in hh + alpaca} & train_prompts
     again = registry("data").get("sst2-advbench")(cfg)
     assert [r.row_id for r in again.task] == [r.row_id for r in b.task]
+
+
+def test_recipe_hh_eval_never_holds_a_safety_reference(shared_data: Path) -> None:
+    from safeselect.registry import registry
+
+    cfg = config.load(None, ["data.benchmark=gsm8k-advbench", f"data.data_dir={shared_data}", "data.n_task=40",
+                             "data.safety_ref.source=hh", "data.safety_ref.n=1500", "data.n_eval_harmful=200"])
+    b = registry("data").get("gsm8k-advbench")(cfg)
+    assert {r.source for r in b.safety_ref} == {"hh-chosen"}
+    assert len(b.eval_harmful["hh"]) == 200
+    assert not {r.prompt for r in b.eval_harmful["hh"]} & {r.prompt for r in b.safety_ref}
 
 
 def test_recipe_gsm8k_advbench(shared_data: Path) -> None:

@@ -4,8 +4,8 @@
     safeselect data build --difficulty hard --out DIR data.n_task=400 data.harmful_ratio=0.1
     safeselect data build --preset sst2-advbench --out DIR  # needs the real data folder
 
-``--preset`` names a data builder (``safeselect ls data``) or a config preset /
-YAML file; ``key=value`` overrides any config key. Prints one line per file
+``--preset`` names a data builder (``safeselect ls data``) or a config preset / YAML file (a
+recipe preset wins over the data builder of the same name, so its data settings apply); ``key=value`` overrides any config key. Prints one line per file
 with its row count (never the rows themselves: harmful prompts stay on disk).
 """
 
@@ -41,7 +41,7 @@ def run_build(args: argparse.Namespace) -> int:
 
     overrides = list(args.overrides)
     data_reg = registry("data")
-    if args.preset in data_reg:
+    if args.preset in data_reg and args.preset not in config.preset_names():
         base = None
         overrides.insert(0, f"data.benchmark={args.preset}")
     else:

@@ -275,8 +275,11 @@ def _last_exchange(text: str, where: str) -> tuple[str, str]:
     return human[-1], turns[-1][1]
 
 
-def load_hh(path: str | Path, which: str = "chosen", limit: int | None = None) -> list[Row]:
+def load_hh(path: str | Path, which: str = "chosen", limit: int | None = None,
+            single_turn: bool = False) -> list[Row]:
     """HH-RLHF: the last human turn and the last assistant turn of ``chosen`` or ``rejected``.
+
+    ``single_turn`` keeps only one-exchange dialogues (prompts that need no earlier turn).
 
     ``chosen`` rows are safe references (harmful False). ``rejected`` rows are
     only *less* harmless than the chosen reply, so their harmful=True is a weak
@@ -290,6 +293,8 @@ def load_hh(path: str | Path, which: str = "chosen", limit: int | None = None) -
         where = f"{p}:{lineno}"
         if not isinstance(obj.get(which), str):
             raise UserError(f"{where}: HH-RLHF row needs a string '{which}'")
+        if single_turn and len(split_dialogue(obj[which])) != 2:
+            continue
         prompt, reply = _last_exchange(obj[which], where)
         meta = {"weak_label": True} if which == "rejected" else {}
         rows.append(Row(row_id=f"hh-{which}-{lineno}", prompt=prompt, response=reply, harmful=which == "rejected",

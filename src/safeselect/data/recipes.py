@@ -10,7 +10,10 @@ a seeded, disjoint draw:
 - SafeInstr is split once: ``data.safety_ref.n`` demonstrations for the safety
   reference pool (then ``fraction``), the next ``align.n_refusals`` for alignment;
 - the task pool is split into the task mix's benign rows and ``align.n_benign``
-  alignment rows; held-out task rows come from the data set's own dev/test file.
+  alignment rows; held-out task rows come from the data set's own dev/test file;
+- safety is evaluated on the held-out AdvBench goals and on single-turn HH-RLHF
+  red-team prompts, over-refusal on benign Alpaca instructions (none of them a
+  training prompt).
 
 The data folder comes from :func:`safeselect.config.data_dir`; a missing folder
 or file raises UserError. ``data.difficulty`` does not apply to real data.
@@ -82,8 +85,30 @@ def _bundle(cfg: ExperimentConfig, task_pool: list[Row], eval_task: dict[str, li
     align = builtin.align_rows(cfg, refusals=refusals, benign=benign_align)
     for r in adv_eval:
         r.response = ""  # the eval set is prompts only; the affirmative target is a training signal
-    return Bundle(task=task, safety_ref=safety_ref, align=align, eval_harmful={"advbench": adv_eval},
-                  eval_overrefusal={"lookalike": builtin.overrefusal_rows(cfg)}, eval_task=eval_task)
+    seen = {r.prompt for r in task + safety_ref + align}
+    return Bundle(task=task, safety_ref=safety_ref, align=align,
+                  eval_harmful={"advbench": adv_eval, "hh": _hh_eval(cfg, seen)},
+                  eval_overrefusal={"alpaca": _alpaca_eval(cfg, seen)}, eval_task=eval_task)
+
+
+def _hh_eval(cfg: ExperimentConfig, seen: set[str]) -> list[Row]:
+    """``data.n_eval_harmful`` HH-RLHF red-team prompts, prompt only, never a training prompt.
+
+    Only single-turn dialogues, so each prompt stands alone without the earlier turns. HH harmless-base
+    prompts are red-team attempts of varying severity: with the `refusal` judge, the harmful rate on
+    this set reads as "answered rather than refused".
+    """
+    hh = loaders.load_hh(loaders.require_data_file(cfg, "hh_harmless_base_test.jsonl.gz"), which="chosen",
+                         single_turn=True)
+    pool = [dataclasses.replace(r, response="", harmful=True, task="hh_eval") for r in hh if r.prompt not in seen]
+    return _take(pool, min(cfg.data.n_eval_harmful, len(pool)), "HH-RLHF eval prompts", cfg.data.seed, "eval:hh")
+
+
+def _alpaca_eval(cfg: ExperimentConfig, seen: set[str]) -> list[Row]:
+    """``data.n_eval_overrefusal`` benign Alpaca instructions: a refusal here is an over-refusal."""
+    alpaca = loaders.load_alpaca_prompts(loaders.require_data_file(cfg, "alpaca_instructions_harmless.json"))
+    pool = [r for r in alpaca if r.prompt not in seen]
+    return _take(pool, min(cfg.data.n_eval_overrefusal, len(pool)), "Alpaca prompts", cfg.data.seed, "eval:alpaca")
 
 
 def _eval_sample(cfg: ExperimentConfig, rows: list[Row], name: str) -> list[Row]:
