@@ -83,6 +83,11 @@ def test_tiny_quickstart_writes_every_run_file(capsys, tmp_path):
     # a rerun skips complete runs and gives the same table
     assert main(["run", "quickstart", *TINY, "--out", str(out), "--quiet"]) == 0
     assert capsys.readouterr().out == table
+    # settings of a selector the runs do not use do not matter; a changed setting that does is an error
+    assert main(["run", "quickstart", *TINY, "selection.seal.epochs=9", "--out", str(out), "--quiet"]) == 0
+    assert capsys.readouterr().out == table
+    err = _one_line_error(capsys, ["run", "quickstart", *TINY, "finetune.lr=0.5", "--out", str(out), "--quiet"])
+    assert "holds a finished run of another config (finetune.lr: 0.0003 -> 0.5)" in err
 
 
 def test_docs_config_reference_is_current(capsys):

@@ -17,6 +17,7 @@ from typing import Any
 from safeselect import config as config_mod
 from safeselect.config import ExperimentConfig
 from safeselect.data.rows import Bundle, Row
+from safeselect.errors import UserError
 from safeselect.io import atomic_write_text, read_json, write_json, write_jsonl
 
 log = logging.getLogger(__name__)
@@ -127,6 +128,32 @@ def is_complete(out_dir: str | Path) -> bool:
         return False
 
 
+# Labels, not settings: a finished run is reused whatever they say.
+_DRIFT_IGNORED = ("name", "compare")
+# selector -> its own settings section; other selectors' sections cannot change its result
+# (selection.safeinstr is not here: its count adds demonstrations on top of every selector).
+_SELECTOR_SECTIONS = {"seal": "seal", "dualselect": "dualselect", "dsir": "dsir", "judge-filter": "judge_filter"}
+
+
+def config_drift(out_dir: str | Path, cfg: ExperimentConfig) -> list[str]:
+    """``key: saved -> now`` for each setting where ``out_dir/config.yaml`` differs from ``cfg``.
+
+    Keys only one side has (a config written before a key existed) are not compared, so a
+    finished run stays reusable across versions that only add knobs.
+    """
+    import yaml
+
+    p = Path(out_dir) / "config.yaml"
+    if not p.exists():
+        return []
+    saved = config_mod.flatten(yaml.safe_load(p.read_text()) or {})
+    now = config_mod.flatten(config_mod.to_dict(cfg))
+    own = _SELECTOR_SECTIONS.get(cfg.selection.method)
+    unused = tuple(f"selection.{sec}." for sec in _SELECTOR_SECTIONS.values() if sec != own)
+    return [f"{k}: {saved[k]!r} -> {now[k]!r}" for k in sorted(saved.keys() & now.keys())
+            if k not in _DRIFT_IGNORED and not k.startswith(unused) and saved[k] != now[k]]
+
+
 def read_metrics(out_dir: str | Path) -> dict[str, Any]:
     from safeselect.evaluation.metrics import flatten
 
@@ -145,6 +172,10 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, reference_dir: st
 
     out = Path(out_dir)
     if is_complete(out):
+        drift = config_drift(out, cfg)
+        if drift:
+            raise UserError(f"{out} holds a finished run of another config ({'; '.join(drift[:3])}"
+                            f"{'; ...' if len(drift) > 3 else ''}): choose another --out or delete it")
         log.info("skipping %s: already complete", out)
         return read_metrics(out)
     out.mkdir(parents=True, exist_ok=True)
