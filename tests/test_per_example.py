@@ -49,16 +49,18 @@ def test_vectorised_equals_per_example_loop(lora_batch, method):
     assert (loss - loss_ref).abs().max().item() < 1e-5
 
 
-def test_vmap_loss_equals_per_row_loss(lora_batch):
+def test_per_row_loss_with_precomputed_positions_is_the_same_loss(lora_batch):
     import torch
 
-    from safeselect.training.losses import per_row_loss
-    from safeselect.training.per_example import _learned_positions, _row_loss_at_positions
+    from safeselect.training.losses import learned_positions, per_row_loss
 
     model, batch = lora_batch
+    pos = learned_positions(batch["labels"])
+    assert pos.tolist() == [t for t in range(batch["labels"].shape[1] - 1)
+                            if (batch["labels"][:, t + 1] != -100).any()]
     with torch.no_grad():
         a = per_row_loss(model, batch)
-        b = _row_loss_at_positions(model, {**batch, "positions": _learned_positions(batch["labels"])})
+        b = per_row_loss(model, {**batch, "positions": pos})
     assert torch.allclose(a, b, atol=1e-6)
 
 

@@ -20,26 +20,32 @@ def token_nll(logits: Any, labels: Any) -> tuple[Any, Any]:
     return nll * mask, mask
 
 
+def learned_positions(labels: Any) -> Any:
+    """Positions t whose next token is learned in at least one row (at least one position)."""
+    import torch
+
+    keep = (labels[:, 1:] != -100).any(dim=0).nonzero().squeeze(1)
+    return keep if keep.numel() else torch.zeros(1, dtype=torch.long, device=labels.device)
+
+
 def per_row_loss(model: Any, batch: dict[str, Any]) -> Any:
     """Differentiable ``Tensor[B]``: each row's mean response-token NLL.
 
     The LM head runs only at positions that predict a response token in some row
     (``logits_to_keep`` with indices): with a 49k vocabulary the head is a large
     share of a small model's compute, and prompt positions are most of a chat row.
+    ``batch["positions"]`` gives those positions precomputed (:func:`learned_positions`):
+    finding them uses ``nonzero()``, a dynamic shape that ``torch.func.vmap`` cannot trace.
     """
-    import torch
     import torch.nn.functional as F
 
     labels = batch["labels"]
-    targets_all = labels[:, 1:]
-    keep = (targets_all != -100).any(dim=0).nonzero().squeeze(1)
-    if keep.numel() == 0:
-        keep = torch.zeros(1, dtype=torch.long, device=labels.device)
+    keep = batch["positions"] if "positions" in batch else learned_positions(labels)
     out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=keep)
     logits = out.logits
     if logits.shape[1] != keep.numel():  # a model without index support returned every position
         logits = logits[:, keep]
-    targets = targets_all[:, keep]
+    targets = labels[:, 1:][:, keep]
     mask = targets != -100
     nll = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.clamp(min=0).reshape(-1),
                           reduction="none").view(targets.shape) * mask

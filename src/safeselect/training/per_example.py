@@ -272,10 +272,11 @@ def _grads_vmap(model: Any, batch: dict[str, Any], loss_fn: LossFn, chunk_size: 
     params = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
     static: dict[str, Any] = {}
     if loss_fn is _default_loss():
-        # per_row_loss finds the learned positions with nonzero(), a dynamic shape vmap cannot batch:
-        # find them once for the whole batch here and run the same loss at those positions.
-        loss_fn = _row_loss_at_positions
-        static["positions"] = _learned_positions(batch["labels"])
+        # per_row_loss would find the learned positions with nonzero(), a dynamic shape vmap cannot
+        # batch: find them once for the whole batch here and hand them over.
+        from safeselect.training.losses import learned_positions
+
+        static["positions"] = learned_positions(batch["labels"])
 
     def one_row(theta: dict[str, Any], row: dict[str, Any]) -> Any:
         def call(**kwargs: Any) -> Any:
@@ -320,34 +321,6 @@ def _row_slice(v: Any, b: int, seq: int, length: int) -> Any:
     if row.dim() >= 2 and row.shape[1] == seq:
         row = row[:, :length]
     return row
-
-
-def _learned_positions(labels: Any) -> Any:
-    """Positions t whose next token is learned in at least one row (at least one position)."""
-    import torch
-
-    keep = (labels[:, 1:] != -100).any(dim=0).nonzero().squeeze(1)
-    return keep if keep.numel() else torch.zeros(1, dtype=torch.long, device=labels.device)
-
-
-def _row_loss_at_positions(model: Any, batch: dict[str, Any]) -> Any:
-    """:func:`per_row_loss` with the LM-head positions given in ``batch["positions"]`` (vmap-safe).
-
-    Same maths (mean response-token NLL per row, head only where some row learns);
-    a test checks the two agree.
-    """
-    import torch.nn.functional as F
-
-    keep = batch["positions"]
-    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=keep)
-    logits = out.logits
-    if logits.shape[1] != keep.numel():  # a model without index support returned every position
-        logits = logits[:, keep]
-    targets = batch["labels"][:, 1:][:, keep]
-    mask = targets != -100
-    nll = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.clamp(min=0).reshape(-1),
-                          reduction="none").view(targets.shape) * mask
-    return nll.sum(dim=1) / mask.sum(dim=1).clamp(min=1)
 
 
 def _default_loss() -> LossFn:
