@@ -59,13 +59,16 @@ class Transient(Exception):
 class ChatClient:
     """Chat-completions client with retries, a concurrency limit and a verdict cache.
 
-    ``cfg`` is a :class:`safeselect.config.LlmJudgeConfig` (or anything with the same attributes).
+    ``cfg`` is a :class:`safeselect.config.LlmJudgeConfig` (or anything with the same attributes);
+    ``sampling`` replaces its request settings (e.g. eva's creator samples at its own temperature,
+    ``max_tokens`` and ``top_p``). Those settings are part of the request body, so of the cache key.
     """
 
-    def __init__(self, cfg: Any, cache_dir: str | Path | None = None) -> None:
-        if not cfg.base_url:
+    def __init__(self, cfg: Any, cache_dir: str | Path | None = None, sampling: dict[str, Any] | None = None) -> None:
+        if cfg is None or not cfg.base_url:
             raise UserError("judges.llm.base_url is not set (an OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1)")
         self.cfg = cfg
+        self.sampling = {k: v for k, v in (sampling or {}).items() if v is not None}
         self.url = cfg.base_url.rstrip("/") + "/chat/completions"
         if cache_dir is None:
             cache_dir = cfg.cache_dir
@@ -86,7 +89,7 @@ class ChatClient:
 
     def payload(self, messages: Messages) -> dict[str, Any]:
         return {"model": self.cfg.model, "messages": messages, "temperature": self.cfg.temperature,
-                "max_tokens": self.cfg.max_tokens}
+                "max_tokens": self.cfg.max_tokens, **self.sampling}
 
     def cache_key(self, messages: Messages, tag: str = "") -> str:
         """sha256 of the endpoint and the request body (judge config minus secrets, prompt, responses)."""

@@ -197,15 +197,18 @@ class LlmReward:
     name = "llm"
 
     def __init__(self, cfg: Any = None) -> None:
-        from safeselect.selfplay.http import chat_client
+        from safeselect.judges.http import ChatClient
 
-        self.chat = chat_client(cfg)
+        # retries, backoff, concurrency and the reply cache of the LLM judge; a reply with no score
+        # line is retried, then counted (client.stats()) and scored NaN
+        self.client = ChatClient(getattr(getattr(cfg, "judges", None), "llm", None))
 
     def __call__(self, entries: list[PromptEntry], responses: list[str]) -> np.ndarray:
         _same_length(entries, responses)
-        msgs = [RATING_PROMPT.format(prompt=e.text, response=r) for e, r in zip(entries, responses, strict=True)]
-        replies = self.chat(msgs)
-        return np.array([np.nan if (s := parse_rating(t)) is None else s for t in replies], dtype=np.float64)
+        msgs = [[{"role": "user", "content": RATING_PROMPT.format(prompt=e.text, response=r)}]
+                for e, r in zip(entries, responses, strict=True)]
+        out = self.client.run(msgs, parse_rating, tag="eva-rating", desc="llm reward", show_progress=False)
+        return np.array([np.nan if s is None else s for s, _ in out], dtype=np.float64)
 
 
 # ----------------------------------------------------------------------------- by name

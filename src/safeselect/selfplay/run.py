@@ -130,11 +130,19 @@ def independent_creator(cfg: ExperimentConfig, device: str, seed: int, show_prog
         raise UserError("eva.creator=independent needs eva.creator_model: a model name/path, or 'llm' for the "
                         "OpenAI-compatible endpoint of judges.llm")
     if name == "llm":
-        from safeselect.selfplay.http import chat_client
+        from safeselect.judges.http import ChatClient
 
-        send = chat_client(cfg, temperature=cfg.eva.creator_temperature, max_tokens=cfg.eva.creator_max_new_tokens,
-                           top_p=cfg.eva.creator_top_p)
-        return (lambda reqs: [r or "" for r in send(reqs)]), f"llm:{cfg.judges.llm.model}"
+        client = ChatClient(cfg.judges.llm, sampling={"temperature": cfg.eva.creator_temperature,
+                                                      "max_tokens": cfg.eva.creator_max_new_tokens,
+                                                      "top_p": cfg.eva.creator_top_p})
+
+        def create(requests: list[str]) -> list[str]:
+            msgs = [[{"role": "user", "content": m}] for m in requests]
+            out = client.run(msgs, lambda reply: reply or None, tag="eva-creator", desc="creator",
+                             show_progress=show_progress)
+            return [text or "" for text, _ in out]
+
+        return create, f"llm:{cfg.judges.llm.model}"
     from safeselect.models import load_model
 
     model, tok = load_model(name, cfg.model, device)
