@@ -115,3 +115,14 @@ def test_cli_report_rebuilds_from_files(done: Path, capsys: pytest.CaptureFixtur
 def test_cli_report_on_a_folder_that_is_not_an_ablation(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["report", str(tmp_path)]) == 2
     assert "no plan.json" in capsys.readouterr().err
+
+
+def test_run_table_adds_safety_avg_only_with_two_safety_sets() -> None:
+    from safeselect.experiments.pipeline import headline_columns
+
+    one = {"safety.builtin.refusal.harmful_rate": 0.5, "safety_avg.refusal": 0.5, "safety_avg.refusal_n": 40}
+    two = {**one, "safety.hh.refusal.harmful_rate": 0.3, "safety_avg.refusal": 0.4}
+    assert [label for label, _ in headline_columns(one)] == ["harmful rate (builtin, refusal)"]
+    assert headline_columns(two) == [("harmful rate (builtin, refusal)", "safety.builtin.refusal.harmful_rate"),
+                                     ("harmful rate (hh, refusal)", "safety.hh.refusal.harmful_rate"),
+                                     ("Safety Avg (refusal, mean harmful rate)", "safety_avg.refusal")]

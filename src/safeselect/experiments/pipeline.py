@@ -264,6 +264,11 @@ def headline_columns(metrics: dict[str, Any]) -> list[tuple[str, str]]:
     for k in sorted(metrics):
         if k.startswith("safety.") and k.endswith(".harmful_rate"):
             cols.append((f"harmful rate ({k.split('.')[1]}, {k.split('.')[2]})", k))
+    n_sets = len({k.split(".")[1] for k in metrics if k.startswith("safety.") and k.endswith(".harmful_rate")})
+    if n_sets > 1:  # with one safety set the average is that set's harmful rate
+        for k in sorted(metrics):
+            if k.startswith("safety_avg.") and k.count(".") == 1 and not k.endswith(("_ci", "_n")):
+                cols.append((f"Safety Avg ({k.split('.')[1]}, mean harmful rate)", k))
     for k in sorted(metrics):
         if k.startswith("overrefusal.") and k.endswith(".refusal_rate"):
             cols.append((f"over-refusal ({k.split('.')[1]})", k))
