@@ -126,3 +126,33 @@ def test_run_table_adds_safety_avg_only_with_two_safety_sets() -> None:
     assert headline_columns(two) == [("harmful rate (builtin, refusal)", "safety.builtin.refusal.harmful_rate"),
                                      ("harmful rate (hh, refusal)", "safety.hh.refusal.harmful_rate"),
                                      ("Safety Avg (refusal, mean harmful rate)", "safety_avg.refusal")]
+
+
+def test_cli_report_on_a_folder_of_runs_orders_rows_and_flags_unlike_runs(tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    from safeselect import config
+    from safeselect.evaluation.metrics import nest
+
+    def fake_run(name: str, harmful: float, **overrides: Any) -> None:
+        d = tmp_path / name
+        d.mkdir()
+        cfg = config.build({"selection.method": name, **overrides})
+        (d / "config.yaml").write_text(config.to_yaml(cfg))
+        m = {"safety.builtin.refusal.harmful_rate": harmful, "win_rate.builtin.rule": 60.0, "complete": True}
+        (d / "metrics.json").write_text(json.dumps(nest(m)))
+
+    fake_run("seal", 0.25)
+    fake_run("full", 0.9)
+    fake_run("aligned", 0.05)
+    (tmp_path / "unfinished").mkdir()
+    assert main(["report", str(tmp_path), "--no-win-rates"]) == 0
+    text = (tmp_path / "report.md").read_text()
+    assert capsys.readouterr().out.strip() == text.strip()
+    rows = [line.split(" | ")[0] for line in text.splitlines() if line.startswith("| ") and "---" not in line]
+    assert rows == ["| run", "| aligned", "| full", "| seal"]
+    assert "| seal | 0.25 |" in text and "win rate" not in text and "Not like-for-like" not in text
+    fake_run("random", 0.8, **{"finetune.lr": 0.1})
+    assert main(["report", str(tmp_path)]) == 0
+    text = (tmp_path / "report.md").read_text()
+    assert "win rate (builtin.rule)" in text
+    assert "Not like-for-like" in text and "`finetune.lr`" in text and "random=0.1" in text

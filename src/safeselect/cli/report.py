@@ -1,4 +1,9 @@
-"""``safeselect report DIR``: rebuild results.csv, report.md and plots/*.png of an ablation folder from its files."""
+"""``safeselect report DIR``: rebuild the tables of a results folder from its files.
+
+An ablation folder (``safeselect ablate --out``): results.csv, report.md and plots/*.png.
+A folder of runs (``safeselect run`` with ``compare``, plus any run later written into it with
+``--out DIR/<name>``): report.md with one row per finished run.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +11,10 @@ import argparse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("report", help="rebuild the tables and plots of an ablation folder")
-    p.add_argument("dir", metavar="DIR", help="the --out folder of `safeselect ablate`")
+    p = sub.add_parser("report", help="rebuild the tables and plots of an ablation folder or a folder of runs")
+    p.add_argument("dir", metavar="DIR", help="the --out folder of `safeselect ablate`, or of `safeselect run`")
     p.add_argument("--no-plots", action="store_true", help="tables only")
+    p.add_argument("--no-win-rates", action="store_true", help="folder of runs: leave out the win-rate columns")
     p.set_defaults(func=run)
 
 
@@ -21,6 +27,14 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.dir)
     if not out.is_dir():
         raise UserError(f"not a folder: {out}")
+    if not (out / "plan.json").exists():
+        from safeselect.experiments.pipeline import runs_report
+        from safeselect.io import atomic_write_text
+
+        text = runs_report(out, win_rates=not args.no_win_rates)
+        atomic_write_text(out / "report.md", text)
+        print(text)
+        return 0
     path = build_report(out, plots=not args.no_plots)
     _, grid, rows = collect(out)
     status = {r["run_id"]: r["status"] for r in rows}

@@ -296,14 +296,14 @@ def fmt(metrics: dict[str, Any], key: str) -> str:
     return str(v)
 
 
-def table(rows: dict[str, dict[str, Any]]) -> str:
-    """Markdown table, one row per run, the headline columns of the first run."""
+def table(rows: dict[str, dict[str, Any]], win_rates: bool = True) -> str:
+    """Markdown table, one row per run, the headline columns of every run (win rates optional)."""
     if not rows:
         return ""
     cols: list[tuple[str, str]] = []
     for m in rows.values():
         for c in headline_columns(m):
-            if c not in cols:
+            if c not in cols and (win_rates or not c[1].startswith("win_rate.")):
                 cols.append(c)
     head = "| run | " + " | ".join(c[0] for c in cols) + " |"
     sep = "|---|" + "---|" * len(cols)
@@ -327,14 +327,43 @@ def run_report(cfg: ExperimentConfig, metrics: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def compare_report(cfg: ExperimentConfig, results: dict[str, dict[str, Any]]) -> str:
+def compare_report(cfg: ExperimentConfig, results: dict[str, dict[str, Any]], win_rates: bool = True) -> str:
     return "\n".join([
         f"# {cfg.name}: {', '.join(results)}", "",
         f"Model `{cfg.model.name}`, data `{cfg.data.benchmark}` ({cfg.data.difficulty}, harmful ratio "
         f"{cfg.data.harmful_ratio}), judges {', '.join(cfg.eval.judges)}. 95% bootstrap intervals in brackets; "
         "`aligned` is the starting model before fine-tuning.", "",
-        table(results), "",
+        table(results, win_rates), "",
     ])
+
+
+# Settings that make two runs comparable in one table: same data, model, alignment, training and judging.
+_SHARED_SECTIONS = ("seed", "data.", "model.", "align.", "finetune.", "eval.")
+
+
+def runs_report(out_dir: str | Path, win_rates: bool = True) -> str:
+    """report.md for a folder of finished runs (a `compare` run, plus any run written into it later).
+
+    Rows: ``aligned`` and ``full`` first, then the rest by name. Settings that differ between the runs
+    outside ``selection`` are listed under the table: those rows are not like-for-like.
+    """
+    import yaml
+
+    out = Path(out_dir)
+    names = sorted((p.name for p in out.iterdir() if p.is_dir() and is_complete(p)),
+                   key=lambda n: (n not in ("aligned", "full"), n != "aligned", n))
+    if not names:
+        raise UserError(f"{out}: no plan.json (not an ablation folder) and no finished run in its subfolders")
+    flat = {n: config_mod.flatten(yaml.safe_load((out / n / "config.yaml").read_text()) or {}) for n in names}
+    first = flat[names[0]]
+    differ = sorted({k for f in flat.values() for k in f.keys() & first.keys()
+                     if k.startswith(_SHARED_SECTIONS) and f[k] != first[k]})
+    cfg = config_mod.build({k: v for k, v in first.items() if k in config_mod.all_keys()})
+    lines = [compare_report(cfg, {n: read_metrics(out / n) for n in names}, win_rates).rstrip(), ""]
+    if differ:
+        lines += ["Not like-for-like: these settings differ between the runs: "
+                  + "; ".join(f"`{k}` ({', '.join(f'{n}={flat[n].get(k)!r}' for n in names)})" for k in differ), ""]
+    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------- helpers
