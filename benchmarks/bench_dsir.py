@@ -17,7 +17,7 @@ with our defaults (add-1 smoothing) and with the official smoothing
 up to ties).
 
     pip install -c <(echo torch==2.13.0) data-selection     # benchmark-only dependency
-    flock /tmp/heavy.lock python benchmarks/bench_dsir.py [--write docs/results_dsir.md]
+    flock /tmp/heavy.lock python benchmarks/bench_dsir.py [--write FRAGMENT.md]   # a markdown section for docs/results.md
 """
 
 from __future__ import annotations

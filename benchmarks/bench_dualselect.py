@@ -24,7 +24,7 @@ hits them alike:
 
 Targets from the issue: (2) at most 1.25x a plain step, (3) at most 2.5x.
 
-    flock /tmp/heavy.lock python benchmarks/bench_dualselect.py [--write docs/results_dualselect.md]
+    flock /tmp/heavy.lock python benchmarks/bench_dualselect.py [--write FRAGMENT.md]   # a markdown section for docs/results.md
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ one torch thread by default) is the primary figure on a shared CPU: wall time th
 on the other jobs. On a GPU the peak is
 ``torch.cuda.max_memory_allocated`` of the timed epoch.
 
-    flock /tmp/heavy.lock python benchmarks/bench_seal.py [--write docs/results_seal.md]
+    flock /tmp/heavy.lock python benchmarks/bench_seal.py [--write FRAGMENT.md]   # a markdown section for docs/results.md
 """
 
 from __future__ import annotations

@@ -108,7 +108,7 @@ def test_registered_judges_follow_the_contract():
 
 
 def test_refusal_judge_on_real_labelled_data():
-    """Guards the measured agreement (docs/results_judges.md) against regressions; needs ../shared/data."""
+    """Guards the measured agreement (docs/results.md) against regressions; needs ../shared/data."""
     from safeselect.config import data_dir
     from safeselect.judges.refusal import measure
 

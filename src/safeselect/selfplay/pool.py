@@ -5,7 +5,7 @@ its row (``harmful``, ``answer``, ``task``). An evolved prompt records its
 ``parent`` id, its ``depth`` (parent depth + 1; a chain of 4 rewrites reaches
 depth 4), the ``mutation`` that made it and the ``iteration``. It inherits the
 parent's ``harmful`` flag (a rewrite of a harmful request is taken to stay
-harmful, and a benign one benign: an assumption, stated in docs/results_eva.md)
+harmful, and a benign one benign: an assumption, stated in docs/results.md)
 but never the ``answer``, which a rewrite invalidates.
 """
 
