@@ -5,10 +5,11 @@
   answer against the reference (helpfulness, both orders; disagreement = tie)
   -> ``win_rate.alpacaeval.<judge>``. Length-controlled variant
   ``win_rate.alpacaeval_lc.<judge>``: a logistic regression of the preference
-  on the normalised length difference (characters, divided by its standard
-  deviation over the set), reported as the win rate at zero length difference.
-  This is the core of AlpacaEval 2.0's length control; its full GLM also has
-  per-instruction difficulty terms, which are left out here.
+  on tanh of the length difference in characters over its standard deviation
+  on the set (AlpacaEval 2.0's length feature), reported as the win rate at
+  zero length difference. AlpacaEval 2.0's GLM also has an instruction
+  difficulty term fitted across its leaderboard's models, which one model's
+  annotations cannot estimate: it is left out, so this is the length control alone.
 - Arena-Hard: questions JSONL (v0.1 ``{question_id, turns: [{content}]}`` or
   v2 ``{uid, prompt}``) and the baseline model's answers JSONL (v0.1
   ``{question_id, choices: [{turns: [{content}]}]}`` or v2 ``{uid, messages}``).
@@ -164,7 +165,8 @@ def length_controlled_win_rate(outcomes: list[float | None], len_a: list[int], l
                                n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
     """Win rate 0..100 of A at zero length difference: 100 * sigmoid(b0) of a logistic fit y ~ b0 + b1 * d.
 
-    ``d`` = (len_a - len_b) / std(len_a - len_b) (0 when all differences are equal); ``y`` = outcome
+    ``d`` = tanh((len_a - len_b) / std(len_a - len_b)) (0 when all differences are equal: the tanh
+    bounds the pull of a few very long answers, as in AlpacaEval 2.0); ``y`` = outcome
     (1, 0.5, 0). None outcomes are excluded and counted in ``invalid``. The interval refits on bootstrap
     resamples of the items.
     """
@@ -175,7 +177,7 @@ def length_controlled_win_rate(outcomes: list[float | None], len_a: list[int], l
     y = np.asarray([float(outcomes[i]) for i in keep])
     diff = np.asarray([len_a[i] - len_b[i] for i in keep], dtype=float)
     sd = diff.std()
-    d = diff / sd if sd > 0 else np.zeros_like(diff)
+    d = np.tanh(diff / sd) if sd > 0 else np.zeros_like(diff)
     b0, b1 = _fit_logistic(y, d)
     ci = None
     if n_boot > 0:
