@@ -1,4 +1,4 @@
-"""The six shipped ablation plans end to end on tiny-llama at smoke scale: real runs (pipeline and eva), one seed,
+"""The six shipped ablation plans and `compare` (every selector) end to end on tiny-llama at smoke scale: real runs (pipeline and eva), one seed,
 then report.md, results.csv and plots. Slow-ish (every run trains and evaluates a tiny model)."""
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ TINY = {
     "eval.max_new_tokens": 4, "eval.bootstrap": 20, "selection.seal.epochs": 1,
     "eva.iterations": 1, "eva.n_prompts": 4, "eva.responses_per_prompt": 2, "eva.evolutions": 1,
     "eva.max_new_tokens": 4, "eva.creator_max_new_tokens": 8, "eva.n_heldout": 2, "eva.min_prompt_chars": 1,
+    "selection.dualselect.warmup_steps": 1,
 }
 SIX = {  # plan -> (rows in its table, a metric column its report must show)
     "seal_algorithm": (2, "resources.peak_memory_mb"),
@@ -28,11 +29,12 @@ SIX = {  # plan -> (rows in its table, a metric column its report must show)
     "seal_selection_ratio": (5, "selection.harmful_kept_fraction"),
     "eva_creator": (2, "eva.win_rate.rule"),
     "eva_sample_ratio": (3, "eva.reward.delta"),
+    "compare": (8, "selection.harmful_kept_fraction"),  # safeinstr with its default count beside the rest
 }
 
 
 @pytest.mark.slow
-def test_six_shipped_plans_run_on_tiny_llama(tmp_path: Path) -> None:
+def test_shipped_plans_run_on_tiny_llama(tmp_path: Path) -> None:
     for name, (n_rows, metric) in SIX.items():
         out = tmp_path / name
         plan = load_plan(name, overrides=TINY, seeds=[0])
