@@ -73,7 +73,7 @@ def _row(name: str, k: int | None, flat: dict, seconds: float) -> dict:
     return {"name": name, "k": k,
             "harmful_rate": flat["safety.builtin.refusal.harmful_rate"],
             "ci": flat["safety.builtin.refusal.harmful_rate_ci"],
-            "overrefusal": flat.get("overrefusal.builtin.refusal_rate", float("nan")),
+            "overrefusal": flat.get("overrefusal.lookalike.refusal_rate", float("nan")),
             "sentiment": flat.get("task.sentiment.accuracy", float("nan")),
             "arithmetic": flat.get("task.arithmetic.accuracy", float("nan")),
             "seconds": round(seconds, 1)}
