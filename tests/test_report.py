@@ -92,6 +92,7 @@ def test_report_table_mean_interval_best_reference_and_missing_metrics(done: Pat
     assert "Not counted (not complete):" in md
     # the percentage ablation: training time only
     assert "`resources.train_s` ↓" in md
+    assert "- `resources.train_s`: wall time of the final fine-tune on the kept rows (s)" in md
 
 
 def test_plots_are_written_per_ablation_and_metric(done: Path) -> None:

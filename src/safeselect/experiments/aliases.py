@@ -427,7 +427,7 @@ METRIC_RULES: tuple[MetricRule, ...] = (
                "peak memory in MB (accelerator where there is one, else process memory)", True),
     MetricRule(("training time", "training_time", "train time", "time", "wall time", "compute time", "runtime"),
                ("resources.train_s", "resources.selection_s"),
-               "wall time of selector training and fine-tuning (s)", True),
+               "wall time of selector training and of the final fine-tune (s)", True),
     MetricRule(("selection time",), ("resources.selection_s",), "wall time of selection (s)", True),
     MetricRule(("evaluation time", "eval time"), ("resources.eval_s",), "wall time of evaluation (s)", True),
     MetricRule(("harmful kept", "harmful kept fraction"), ("selection.harmful_kept_fraction",),
@@ -435,6 +435,19 @@ METRIC_RULES: tuple[MetricRule, ...] = (
 )
 
 SIBLING_SUFFIXES = ("_ci", "_n", "_invalid")
+
+# Metrics a family covers but whose meaning is narrower than the family's label.
+METRIC_LABELS = {
+    "resources.selection_s": "wall time of selection, i.e. selector training (s)",
+    "resources.train_s": "wall time of the final fine-tune on the kept rows (s)",
+    "resources.peak_gpu_memory_mb": "peak accelerator memory (MB)",
+    "resources.peak_memory_mb": "peak memory in MB (accelerator where there is one, else this run's process)",
+}
+
+
+def metric_label(metric: str, family_label: str) -> str:
+    """What one concrete metric means: its own label where it has one, else its family's."""
+    return METRIC_LABELS.get(metric, family_label)
 
 
 @dataclass

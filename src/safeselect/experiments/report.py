@@ -22,7 +22,7 @@ from typing import Any
 
 from safeselect.config import flatten
 from safeselect.errors import UserError
-from safeselect.experiments.aliases import MetricSpec, lower_is_better, map_metric
+from safeselect.experiments.aliases import MetricSpec, lower_is_better, map_metric, metric_label
 from safeselect.experiments.grid import REFERENCE_LABEL, Grid
 from safeselect.experiments.plan import slugify
 from safeselect.experiments.runner import is_complete, run_dir
@@ -220,7 +220,7 @@ def ablation_table(ablation: dict[str, Any], rows: list[dict[str, Any]], ref_row
         f"`{ablation['parameter']}`{source}; runner: {ablation['runner']}.", "",
         "\n".join(lines), "",
     ]
-    notes = [f"- `{m}`: {spec.label}" + (f"; {spec.note}" if spec.note else "")
+    notes = [f"- `{m}`: {metric_label(m, spec.label)}" + (f"; {spec.note}" if spec.note else "")
              for spec, m in cols if spec.label or spec.note]
     if notes:
         parts += ["Metrics:", *notes, ""]
