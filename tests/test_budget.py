@@ -67,6 +67,20 @@ def test_budget_stats_exact() -> None:
     assert "harmful_kept_fraction" not in budget_stats([True, False], unlabelled, None)
 
 
+def test_ranking_auc_exact() -> None:
+    from safeselect.selection.base import ranking_auc
+
+    # harmful rows scored 1 and 3, benign rows 2, 3, 5; over the 6 (benign, harmful) pairs: 2 beats 1 (1),
+    # 3 beats 1 and ties 3 (1.5), 5 beats both (2) -> 4.5 / 6
+    assert ranking_auc([1, 3, 2, 3, 5], [True, True, False, False, False]) == pytest.approx(0.75)
+    assert ranking_auc([0, 0, 0], [True, False, False]) == 0.5
+    assert ranking_auc([9, 1], [True, False]) == 0.0
+    assert ranking_auc([1, 2], [False, False]) is None and ranking_auc([np.nan, 1], [True, False]) is None
+    task = [Row(f"r{i}", "p", "r", harmful=i < 2) for i in range(5)]
+    st = budget_stats([False, False, True, True, True], task, None, scores=[1, 3, 2, 3, 5])
+    assert st["ranking_auc"] == pytest.approx(0.75)
+
+
 def _task(n: int) -> list[Row]:
     rng = np.random.default_rng(1)
     out = []

@@ -143,6 +143,9 @@ def test_cli_report_on_a_folder_of_runs_orders_rows_and_flags_unlike_runs(tmp_pa
         (d / "metrics.json").write_text(json.dumps(nest(m)))
 
     fake_run("seal", 0.25)
+    recs = [{"row_id": "a", "score": 2.0, "harmful": False}, {"row_id": "b", "score": 1.0, "harmful": True},
+            {"row_id": "c", "score": 0.5, "harmful": False}, {"row_id": "s", "score": None, "added": True}]
+    (tmp_path / "seal" / "selection.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
     fake_run("full", 0.9)
     fake_run("aligned", 0.05)
     (tmp_path / "unfinished").mkdir()
@@ -151,7 +154,8 @@ def test_cli_report_on_a_folder_of_runs_orders_rows_and_flags_unlike_runs(tmp_pa
     assert capsys.readouterr().out.strip() == text.strip()
     rows = [line.split(" | ")[0] for line in text.splitlines() if line.startswith("| ") and "---" not in line]
     assert rows == ["| run", "| aligned", "| full", "| seal"]
-    assert "| seal | 0.25 |" in text and "win rate" not in text and "Not like-for-like" not in text
+    assert "| seal | 0.25 | 0.50 |" in text and "ranking AUC" in text  # derived from selection.jsonl: 1 of 2 pairs
+    assert "win rate" not in text and "Not like-for-like" not in text
     fake_run("random", 0.8, **{"finetune.lr": 0.1})
     assert main(["report", str(tmp_path)]) == 0
     text = (tmp_path / "report.md").read_text()

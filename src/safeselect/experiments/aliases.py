@@ -432,6 +432,8 @@ METRIC_RULES: tuple[MetricRule, ...] = (
     MetricRule(("evaluation time", "eval time"), ("resources.eval_s",), "wall time of evaluation (s)", True),
     MetricRule(("harmful kept", "harmful kept fraction"), ("selection.harmful_kept_fraction",),
                "share of the harmful task rows that were kept (lower is better)", True),
+    MetricRule(("ranking auc", "auc", "separability"), ("selection.ranking_auc",),
+               "P(the selector scores a benign row above a harmful one); 0.5 = chance"),
 )
 
 SIBLING_SUFFIXES = ("_ci", "_n", "_invalid")

@@ -197,7 +197,7 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, reference_dir: st
         with meter.stage("selection"):
             selection, ctx = select(cfg, bundle, out, show_progress)
         write_jsonl(out / "selection.jsonl", selection.records(bundle.task))
-        stats = budget_stats(selection.kept, bundle.task, ctx.response_tokens)
+        stats = budget_stats(selection.kept, bundle.task, ctx.response_tokens, selection.scores)
         metrics.update({f"selection.{k}": v for k, v in stats.items()})
         metrics["selection.added"] = len(selection.added)
         metrics.update({f"selection.info.{k}": v for k, v in selection.info.items()
@@ -280,6 +280,8 @@ def headline_columns(metrics: dict[str, Any]) -> list[tuple[str, str]]:
             cols.append((f"win rate ({'.'.join(k.split('.')[1:])})", k))
     if "selection.harmful_kept_fraction" in metrics:
         cols.append(("harmful kept", "selection.harmful_kept_fraction"))
+    if "selection.ranking_auc" in metrics:
+        cols.append(("ranking AUC", "selection.ranking_auc"))
     return cols
 
 
@@ -359,11 +361,29 @@ def runs_report(out_dir: str | Path, win_rates: bool = True) -> str:
     differ = sorted({k for f in flat.values() for k in f.keys() & first.keys()
                      if k.startswith(_SHARED_SECTIONS) and f[k] != first[k]})
     cfg = config_mod.build({k: v for k, v in first.items() if k in config_mod.all_keys()})
-    lines = [compare_report(cfg, {n: read_metrics(out / n) for n in names}, win_rates).rstrip(), ""]
+    lines = [compare_report(cfg, {n: _with_ranking_auc(out / n) for n in names}, win_rates).rstrip(), ""]
     if differ:
         lines += ["Not like-for-like: these settings differ between the runs: "
                   + "; ".join(f"`{k}` ({', '.join(f'{n}={flat[n].get(k)!r}' for n in names)})" for k in differ), ""]
     return "\n".join(lines)
+
+
+def _with_ranking_auc(run: Path) -> dict[str, Any]:
+    """A run's metrics, with ``selection.ranking_auc`` derived from its selection.jsonl when a run made
+    before that metric existed lacks it (same computation, same files)."""
+    import numpy as np
+
+    from safeselect.selection.base import ranking_auc
+
+    m = read_metrics(run)
+    sel = run / "selection.jsonl"
+    if "selection.ranking_auc" not in m and sel.exists():
+        recs = [json.loads(line) for line in sel.read_text().splitlines() if line.strip()]
+        recs = [r for r in recs if r.get("harmful") is not None and "score" in r and not r.get("added")]
+        auc = ranking_auc([np.nan if r["score"] is None else r["score"] for r in recs], [r["harmful"] for r in recs])
+        if auc is not None:
+            m["selection.ranking_auc"] = auc
+    return m
 
 
 # ----------------------------------------------------------------------------- helpers

@@ -139,8 +139,24 @@ def budget_mask(scores: np.ndarray | list[float], ratio: float, budget: str = "r
     return mask
 
 
-def budget_stats(kept: np.ndarray | list[bool], task: list[Row], tokens: list[int] | None) -> dict[str, Any]:
-    """Rows and response tokens kept (counts and shares), and the harmful kept fraction when labels are known."""
+def ranking_auc(scores: np.ndarray | list[float], harmful: np.ndarray | list[bool]) -> float | None:
+    """P(a random benign row scores above a random harmful row), ties counted half: 1 = every harmful row
+    ranked last, 0.5 = chance. None without both classes or with a NaN score (Mann-Whitney U / (n_b n_h))."""
+    from scipy.stats import rankdata
+
+    s = np.asarray(scores, dtype=np.float64)
+    h = np.asarray(harmful, dtype=bool)
+    n_h, n_b = int(h.sum()), int((~h).sum())
+    if n_h == 0 or n_b == 0 or np.isnan(s).any():
+        return None
+    ranks = rankdata(s)  # average ranks: a tie between a benign and a harmful row counts 1/2
+    return float((ranks[~h].sum() - n_b * (n_b + 1) / 2) / (n_b * n_h))
+
+
+def budget_stats(kept: np.ndarray | list[bool], task: list[Row], tokens: list[int] | None,
+                 scores: list[float] | None = None) -> dict[str, Any]:
+    """Rows and response tokens kept (counts and shares); with harmful labels, the harmful kept fraction
+    and (given the selector's scores) its :func:`ranking_auc`."""
     k = np.asarray(kept, dtype=bool)
     if k.shape != (len(task),):
         raise ValueError(f"{k.shape} kept flags for {len(task)} task rows")
@@ -157,4 +173,7 @@ def budget_stats(kept: np.ndarray | list[bool], task: list[Row], tokens: list[in
         out["harmful_total"] = int(h.sum())
         out["harmful_kept"] = int((h & k).sum())
         out["harmful_kept_fraction"] = float((h & k).sum() / h.sum()) if h.sum() else 0.0
+        auc = ranking_auc([np.nan if x is None else x for x in scores], h) if scores is not None else None
+        if auc is not None:
+            out["ranking_auc"] = auc
     return out
