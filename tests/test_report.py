@@ -161,3 +161,19 @@ def test_cli_report_on_a_folder_of_runs_orders_rows_and_flags_unlike_runs(tmp_pa
     text = (tmp_path / "report.md").read_text()
     assert "win rate (builtin.rule)" in text
     assert "Not like-for-like" in text and "`finetune.lr`" in text and "random=0.1" in text
+
+
+def test_single_seed_runs_carry_their_bootstrap_interval_to_the_plot(tmp_path: Path) -> None:
+    from safeselect.experiments.report import _interval, ablation_table
+
+    assert _interval("[0.1, 0.3]") == (0.1, 0.3) and _interval([1, 2]) == (1.0, 2.0)
+    assert _interval("") is None and _interval(None) is None and _interval("[1]") is None
+    ablation = {"name": "a", "parameter": "selection.ratio", "part": "selection.ratio", "how": "", "runner": "pipeline",
+                "slug": "a", "replacements": [{"label": "x", "value": 0.5}, {"label": "y", "value": 0.9}],
+                "metrics": [{"name": "safety_avg.refusal", "patterns": ["safety_avg.refusal"], "label": "", "note": ""}]}
+    rows = [{"run_id": "1", "ablation": "a", "replacement": "x", "seed": 0, "status": "complete",
+             "safety_avg.refusal": 0.2, "safety_avg.refusal_ci": "[0.1, 0.3]"},
+            {"run_id": "2", "ablation": "a", "replacement": "y", "seed": 0, "status": "complete",
+             "safety_avg.refusal": 0.4}]
+    _, _, data = ablation_table(ablation, rows, None)
+    assert data["run_ci"]["safety_avg.refusal"] == {"x": (0.1, 0.3)}

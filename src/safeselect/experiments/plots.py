@@ -1,5 +1,6 @@
-"""One chart per ablation and metric: each replacement's mean over seeds with its 95% t-interval, the seeds as
-dots, and the reference run as a dashed line. matplotlib (Agg) is imported only when a chart is drawn."""
+"""One chart per ablation and metric: each replacement's mean over seeds with its 95% t-interval (with one seed,
+the run's own bootstrap interval over prompts where it has one), the seeds as dots, and the reference run as a
+dashed line. matplotlib (Agg) is imported only when a chart is drawn."""
 
 from __future__ import annotations
 
@@ -9,8 +10,13 @@ from safeselect.experiments.report import t_interval
 
 
 def plot_metric(path: str | Path, *, title: str, xlabel: str, labels: list[str], values: dict[str, list[float]],
-                reference: float | None = None, lower_is_better: bool = False) -> Path:
-    """Draw ``values`` (replacement label -> per-seed values) in the order of ``labels`` and save a PNG."""
+                reference: float | None = None, lower_is_better: bool = False,
+                run_ci: dict[str, tuple[float, float]] | None = None) -> Path:
+    """Draw ``values`` (replacement label -> per-seed values) in the order of ``labels`` and save a PNG.
+
+    ``run_ci`` (label -> (lo, hi)): the bootstrap interval of a replacement's single run, drawn when it
+    has one seed.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -18,7 +24,7 @@ def plot_metric(path: str | Path, *, title: str, xlabel: str, labels: list[str],
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(labels) + 2), 3.4))
+    fig, ax = plt.subplots(figsize=(max(4.8, 1.3 * len(labels) + 2.4), 4.0))
     xs = list(range(len(labels)))
     legend: set[str] = set()
 
@@ -39,6 +45,10 @@ def plot_metric(path: str | Path, *, title: str, xlabel: str, labels: list[str],
         if lo is not None:
             ax.errorbar([x], [mean], yerr=[[mean - lo], [hi - mean]], fmt="o", color="C0", capsize=5, zorder=3,
                         label=once("mean, 95% t-interval"))
+        elif run_ci and lab in run_ci:
+            blo, bhi = run_ci[lab]
+            ax.errorbar([x], [mean], yerr=[[max(mean - blo, 0.0)], [max(bhi - mean, 0.0)]], fmt="s", color="C1",
+                        capsize=5, zorder=3, label=once("one seed, 95% bootstrap over prompts"))
         else:
             ax.plot([x], [mean], "o", color="C0", zorder=3, label=once("mean (one seed)"))
     if reference is not None:
@@ -53,6 +63,6 @@ def plot_metric(path: str | Path, *, title: str, xlabel: str, labels: list[str],
     if legend or reference is not None:
         ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # long rotated labels stay inside the image
     plt.close(fig)
     return path

@@ -176,6 +176,18 @@ def _metric_columns(specs: list[MetricSpec], names: set[str]) -> tuple[list[tupl
     return cols, missing
 
 
+def _interval(v: Any) -> tuple[float, float] | None:
+    """A ``*_ci`` cell (a list, or its JSON / Python text in results.csv) -> (lo, hi), else None."""
+    if isinstance(v, str):
+        try:
+            v = json.loads(v)
+        except ValueError:
+            return None
+    if isinstance(v, (list, tuple)) and len(v) == 2 and all(isinstance(x, (int, float)) for x in v):
+        return float(v[0]), float(v[1])
+    return None
+
+
 def ablation_table(ablation: dict[str, Any], rows: list[dict[str, Any]], ref_row: dict[str, Any] | None
                    ) -> tuple[str, list[tuple[str, str]], dict[str, Any]]:
     """Markdown for one ablation, the (metric, png name) plots to draw, and the per-replacement values."""
@@ -227,7 +239,12 @@ def ablation_table(ablation: dict[str, Any], rows: list[dict[str, Any]], ref_row
     if missing:
         parts += ["Asked for by the plan but not computed:", *missing, ""]
     plots = [(m, f"{ablation['slug']}__{slugify(m, 60)}.png") for _, m in cols]
-    per_label = {"labels": labels, "values": values, "stats": stats,
+    # With one seed there is no interval over seeds: the run's own bootstrap interval (over prompts) is drawn.
+    run_ci = {m: {lab: ci for lab in labels
+                  for one in [[r for r in mine if r["replacement"] == lab and r["status"] == "complete"]]
+                  if len(one) == 1 for ci in [_interval(one[0].get(f"{m}_ci"))] if ci is not None}
+              for _, m in cols}
+    per_label = {"labels": labels, "values": values, "stats": stats, "run_ci": run_ci,
                  "reference": {m: _num(ref_row.get(m)) for _, m in cols} if ref_row and
                  ref_row["status"] == "complete" else {}}
     return "\n".join(parts), plots, per_label
@@ -281,7 +298,7 @@ def build_report(out_dir: str | Path, plots: bool = True) -> Path:
             for m, png in pl:
                 plot_metric(out / "plots" / png, title=f"{a['name']}: {m}", xlabel=a["parameter"],
                             labels=data["labels"], values=data["values"][m], reference=data["reference"].get(m),
-                            lower_is_better=lower_is_better(m))
+                            lower_is_better=lower_is_better(m), run_ci=data["run_ci"].get(m))
     path = out / "report.md"
     atomic_write_text(path, "\n".join(md))
     return path
