@@ -5,7 +5,8 @@
     safeselect data build --preset sst2-advbench --out DIR  # needs the real data folder
 
 ``--preset`` names a data builder (``safeselect ls data``) or a config preset / YAML file (a
-recipe preset wins over the data builder of the same name, so its data settings apply); ``key=value`` overrides any config key. Prints one line per file
+recipe preset wins over the data builder of the same name, so its data settings apply);
+``key=value`` overrides any config key. Prints one line per file
 with its row count (never the rows themselves: harmful prompts stay on disk).
 """
 
