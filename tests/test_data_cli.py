@@ -79,3 +79,14 @@ def test_missing_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 def test_data_without_action_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["data"]) == 2
     assert "build" in capsys.readouterr().out
+
+
+def test_recipe_preset_wins_over_the_builder_of_the_same_name(shared_data: Path, tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "sst2"
+    assert main(["data", "build", "--preset", "sst2-advbench", f"data.data_dir={shared_data}", "data.n_task=50",
+                 "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "harmful ratio 0.1" in printed  # the preset's p, not the builder's default 0.2
+    assert "eval_harmful.hh.jsonl" in printed and "eval_overrefusal.alpaca.jsonl" in printed
+    assert sum(1 for _ in (out / "eval_task.sst2.jsonl").open()) == 100
