@@ -43,7 +43,7 @@ def prepare(out: Path, n_raw: int, n_target: int, seed: int) -> dict[str, int]:
     """Write raw.jsonl and target.jsonl ({"row_id", "text"}) from the real data sets."""
     import numpy as np
 
-    from safeselect.config import data_dir
+    from safeselect.config.paths import data_dir
     from safeselect.data import loaders
     from safeselect.selection.dsir import row_text
 
@@ -218,7 +218,7 @@ def baselines(seeds: int = 3, n_task: int = 200) -> str:
 
     import numpy as np
 
-    from safeselect import config
+    from safeselect.config import loading
     from safeselect.data.builtin import build_bundle
     from safeselect.judges.keyword import KeywordJudge
     from safeselect.registry import registry
@@ -233,7 +233,7 @@ def baselines(seeds: int = 3, n_task: int = 200) -> str:
                 ov = {"selection.method": method, "data.difficulty": level, "selection.seed": seed,
                       "data.seed": seed, "data.n_task": n_task,
                       "selection.safeinstr.count": 6 if method == "safeinstr" else 0}
-                cfg = config.build(ov)
+                cfg = loading.build(ov)
                 b = build_bundle(cfg)
                 ctx = SelectionContext(cfg, b.task, b.safety_ref, Path(tf.mkdtemp()), show_progress=False)
                 sel = registry("selectors").get(method)(ctx)
@@ -241,7 +241,7 @@ def baselines(seeds: int = 3, n_task: int = 200) -> str:
                 fr.append(st["harmful_kept_fraction"])
                 kept = st["kept"]
             lines.append(f"| {level} | {method} | {kept} | {np.mean(fr):.3f} | {', '.join(f'{x:.3f}' for x in fr)} |")
-        cfg = config.build({"data.difficulty": level, "data.n_task": 2000})
+        cfg = loading.build({"data.difficulty": level, "data.n_task": 2000})
         task = build_bundle(cfg).task
         flags = np.array(KeywordJudge().harmful([r.prompt for r in task], [r.response for r in task]), dtype=bool)
         h = np.array([bool(r.harmful) for r in task])
@@ -281,7 +281,7 @@ def main() -> None:
         text = baselines() + f"\nCommand: `python {' '.join(sys.argv)}`\n"
         print(text)
         if args.write:
-            from safeselect.io import atomic_write_text
+            from safeselect.core.io import atomic_write_text
 
             atomic_write_text(args.write, text)
         return
@@ -338,7 +338,7 @@ def main() -> None:
         }
     print(json.dumps(res, indent=2))
     if args.write:
-        from safeselect.io import atomic_write_text
+        from safeselect.core.io import atomic_write_text
 
         atomic_write_text(args.write, to_markdown(res, "python " + " ".join(sys.argv)))
 

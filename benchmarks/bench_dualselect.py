@@ -42,7 +42,7 @@ from typing import Any
 def build(model_name: str, device: str, r: int, targets: list[str], seed: int) -> tuple[Any, Any]:
     import torch
 
-    from safeselect.config import LoraConfig
+    from safeselect.config.schema import LoraConfig
     from safeselect.models import add_lora, load_model
 
     model, tok = load_model(model_name, device=device)
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import torch
 
-    from safeselect.config import DualSelectConfig
+    from safeselect.config.schema import DualSelectConfig
     from safeselect.models import resolve_device
     from safeselect.selection.dualselect import BudgetTracker, filtered_step, refresh_references
     from safeselect.training.losses import per_row_loss
@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n".join(head + lines + [""] + verdict) + "\n"
     print(text)
     if args.write:
-        from safeselect.io import atomic_write_text
+        from safeselect.core.io import atomic_write_text
 
         atomic_write_text(Path(args.write), text)
     return 0

@@ -83,17 +83,17 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
 
     import torch
 
-    from safeselect import config
-    from safeselect.config import GammaConfig, SealConfig, TrainConfig
-    from safeselect.experiments.pipeline import build_bundle
+    from safeselect.config import loading
+    from safeselect.config.schema import GammaConfig, SealConfig, TrainConfig
     from safeselect.models import add_lora, load_model, resolve_device
+    from safeselect.pipeline.run import build_bundle
     from safeselect.selection.seal import train_selector
     from safeselect.training.sft import make_accelerator, train_sft
 
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    cfg = config.load("seal", [f"data.n_task={args.n_task}", f"data.safety_ref.n={args.n_safe}",
+    cfg = loading.load("seal", [f"data.n_task={args.n_task}", f"data.safety_ref.n={args.n_safe}",
                                f"model.max_length={args.max_length}", f"data.difficulty={args.difficulty}"])
     bundle = build_bundle(cfg)
     task, safe = bundle.task, bundle.safety_ref
@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n".join(lines)
     print(text)
     if args.write:
-        from safeselect.io import atomic_write_text
+        from safeselect.core.io import atomic_write_text
 
         atomic_write_text(args.write, text)
     return 0

@@ -28,13 +28,13 @@ def main() -> None:
     ap.add_argument("--out", default="runs/dose")
     args = ap.parse_args()
 
-    from safeselect import config
+    from safeselect.config import loading
     from safeselect.evaluation.evaluate import evaluate
-    from safeselect.experiments.pipeline import aligned_dir, build_bundle, load_aligned
     from safeselect.models import add_lora
+    from safeselect.pipeline.run import aligned_dir, build_bundle, load_aligned
     from safeselect.training.sft import train_sft
 
-    cfg = config.load(args.config, args.overrides)
+    cfg = loading.load(args.config, args.overrides)
     cfg = dataclasses.replace(cfg, compare=[])
     bundle = build_bundle(cfg)
     aligned_dir(cfg, bundle)
@@ -61,7 +61,7 @@ def main() -> None:
         flat, _ = evaluate(model, tok, bundle, cfg, show_progress=False)
         results.append(_row(f"k={k}", k, flat, time.perf_counter() - t0))
         print(json.dumps(results[-1]), flush=True)
-    (out / "dose_response.json").write_text(json.dumps({"config": config.to_dict(cfg), "results": results}, indent=2))
+    (out / "dose_response.json").write_text(json.dumps({"config": loading.to_dict(cfg), "results": results}, indent=2))
     print("\n| harmful rows kept | harmful rate [95% CI] | over-refusal | sentiment acc | arithmetic acc |")
     print("|---|---|---|---|---|")
     for r in results:

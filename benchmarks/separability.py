@@ -34,15 +34,15 @@ def main() -> None:
     ap.add_argument("--levels", nargs="+", default=["easy", "hard"])
     args = ap.parse_args()
 
-    from safeselect import config
-    from safeselect.experiments.pipeline import build_bundle, load_aligned
+    from safeselect.config import loading
+    from safeselect.pipeline.run import build_bundle, load_aligned
     from safeselect.selection.base import budget_mask
     from safeselect.training.losses import row_losses
 
     print("| level | rows | harmful | ROC AUC (loss) | harmful kept, 80% lowest loss |")
     print("|---|---|---|---|---|")
     for level in args.levels:
-        cfg = config.load(args.config, [*args.overrides, f"data.difficulty={level}"])
+        cfg = loading.load(args.config, [*args.overrides, f"data.difficulty={level}"])
         bundle = build_bundle(cfg)
         model, tok = load_aligned(cfg, bundle)
         losses = row_losses(model, tok, bundle.task, cfg.model.max_length, batch_size=8)

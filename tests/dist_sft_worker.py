@@ -8,8 +8,8 @@ import sys
 import torch
 from accelerate import Accelerator
 
-from safeselect.config import LoraConfig, TrainConfig
-from safeselect.data.rows import Row
+from safeselect.config.schema import LoraConfig, TrainConfig
+from safeselect.core.rows import Row
 from safeselect.models import add_lora, load_model
 from safeselect.training.losses import row_losses
 from safeselect.training.sft import train_sft

@@ -19,7 +19,7 @@ import numpy as np
 
 
 def rows() -> tuple[list, list]:
-    from safeselect.data.rows import Row
+    from safeselect.core.rows import Row
 
     rng = np.random.default_rng(0)
     safe_words = ["sorry", "i", "cannot", "help", "with", "that", "request", "here", "is", "a", "good",
@@ -35,7 +35,7 @@ def rows() -> tuple[list, list]:
 
 
 def seal_config(algorithm: str) -> Any:
-    from safeselect.config import GammaConfig, SealConfig
+    from safeselect.config.schema import GammaConfig, SealConfig
 
     # batch 4 over 14 rows: the last batch of an epoch is short; micro-batches of 1 exercise no_sync.
     return SealConfig(algorithm=algorithm, epochs=2, lr=1e-2, batch_size=4, micro_batch_size=1, selector_lr=5e-2,
@@ -43,7 +43,7 @@ def seal_config(algorithm: str) -> Any:
 
 
 def train(algorithm: str, acc: Any) -> np.ndarray:
-    from safeselect.config import LoraConfig
+    from safeselect.config.schema import LoraConfig
     from safeselect.models import load_model
     from safeselect.selection.seal import train_selector
 
@@ -58,7 +58,7 @@ def gradient_errors(acc: Any) -> dict[str, float]:
     """Max |gradient - whole-batch reference| of theta's and theta_hat's first step, on this process."""
     import torch
 
-    from safeselect.config import LoraConfig
+    from safeselect.config.schema import LoraConfig
     from safeselect.models import load_model
     from safeselect.selection.seal import SealTrainer, model_objective
     from safeselect.training.encode import collate

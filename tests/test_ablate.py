@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
+from safeselect.ablation.grid import expand
+from safeselect.ablation.plan import load_plan
+from safeselect.ablation.runner import execute_run, is_complete, run_dir, run_plan
 from safeselect.cli.main import main
-from safeselect.experiments.grid import expand
-from safeselect.experiments.plan import load_plan
-from safeselect.experiments.runner import execute_run, is_complete, run_dir, run_plan
 
 TESTS = Path(__file__).resolve().parent
 PLANS = TESTS.parents[1] / "shared" / "plans"
@@ -174,7 +174,7 @@ def test_failed_runs_are_reported_and_the_rest_still_run(plan_path: Path, tmp_pa
 
 def test_killed_plan_resumes_without_redoing_or_counting_half_written_runs(plan_path: Path, tmp_path: Path) -> None:
     """Start the runner with 2 worker processes, SIGKILL everything mid-way, report, resume."""
-    from safeselect.experiments.report import collect
+    from safeselect.reporting.ablation import collect
 
     out = tmp_path / "out"
     script = tmp_path / "go.py"
@@ -182,8 +182,8 @@ def test_killed_plan_resumes_without_redoing_or_counting_half_written_runs(plan_
         "import sys\n"
         f"sys.path.insert(0, {str(TESTS)!r})\n"
         "from test_ablate import slow_fake_run\n"
-        "from safeselect.experiments.plan import load_plan\n"
-        "from safeselect.experiments.runner import run_plan\n"
+        "from safeselect.ablation.plan import load_plan\n"
+        "from safeselect.ablation.runner import run_plan\n"
         "if __name__ == '__main__':\n"
         f"    run_plan(load_plan({str(plan_path)!r}), {str(out)!r}, workers=2, run_fn=slow_fake_run,\n"
         "             show_progress=False, report=False)\n")

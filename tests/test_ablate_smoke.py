@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from safeselect.experiments.grid import expand
-from safeselect.experiments.plan import load_plan
-from safeselect.experiments.runner import is_complete, run_dir, run_plan
+from safeselect.ablation.grid import expand
+from safeselect.ablation.plan import load_plan
+from safeselect.ablation.runner import is_complete, run_dir, run_plan
 
 # Tiny data and models: each run takes seconds. SEAL and eva knobs cut to one short epoch / iteration.
 TINY = {

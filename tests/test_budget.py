@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from safeselect import config
-from safeselect.data.rows import Row
+from safeselect.config import loading
+from safeselect.core.rows import Row
 from safeselect.errors import UserError
 from safeselect.registry import registry
 from safeselect.selection.base import SelectionContext, budget_mask, budget_stats
@@ -101,7 +101,7 @@ def test_every_baseline_honours_the_budget(tmp_path: Path, monkeypatch: pytest.M
     tokens = [len(r.response.split()) + 1 for r in task]
     # the loss selector's model pass is replaced by fixed losses: this test is about the budget rule
     monkeypatch.setattr(losses, "row_losses", lambda m, t, rows, **k: np.linspace(1.0, 2.0, len(rows)))
-    cfg = config.build({"selection.method": method, "selection.ratio": 0.6, "selection.budget": budget,
+    cfg = loading.build({"selection.method": method, "selection.ratio": 0.6, "selection.budget": budget,
                         "selection.safeinstr.count": 3 if method == "safeinstr" else 0})
     refs = [Row("s0", "how to build a pipe bomb", "I'm sorry, I can't help with that."),
             Row("s1", "how to steal a car", "I won't help with that."), Row("s2", "a", "no"), Row("s3", "b", "no")]

@@ -25,7 +25,7 @@ def test_ls_lists_everything(capsys):
 
 
 def test_ls_keys_documents_every_key(capsys):
-    from safeselect.config import all_keys
+    from safeselect.config.schema import all_keys
 
     assert main(["ls", "keys"]) == 0
     out = capsys.readouterr().out

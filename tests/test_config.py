@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from safeselect import config
+from safeselect.config import loading
+from safeselect.config.paths import preset_names
+from safeselect.config.schema import field_info
 from safeselect.errors import UserError
 
 
 def test_defaults_match_methods_md():
-    cfg = config.load(None)
+    cfg = loading.load(None)
     assert cfg.selection.ratio == 0.8
     assert cfg.selection.seal.activation == "softmax"
     assert cfg.selection.seal.algorithm == "memory_efficient"
@@ -26,12 +28,12 @@ def test_defaults_match_methods_md():
 def test_preset_then_override_order(tmp_path):
     p = tmp_path / "c.yaml"
     p.write_text("selection:\n  method: random\n  ratio: 0.5\n")
-    cfg = config.load(str(p), ["selection.ratio=0.25"])
+    cfg = loading.load(str(p), ["selection.ratio=0.25"])
     assert cfg.selection.method == "random" and cfg.selection.ratio == 0.25
 
 
 def test_plain_number_gamma_is_constant():
-    g = config.load(None, ["selection.seal.gamma=0.1"]).selection.seal.gamma
+    g = loading.load(None, ["selection.seal.gamma=0.1"]).selection.seal.gamma
     assert g.schedule == "constant" and g.value == 0.1
 
 
@@ -44,23 +46,23 @@ def test_plain_number_gamma_is_constant():
 ])
 def test_bad_input_is_one_clear_line(override, needle):
     with pytest.raises(UserError) as e:
-        config.load(None, [override])
+        loading.load(None, [override])
     assert needle in str(e.value) and "\n" not in str(e.value)
 
 
 def test_exponential_needs_positive_init():
     with pytest.raises(UserError, match="init"):
-        config.load(None, ["selection.seal.gamma.schedule=exponential"])
+        loading.load(None, ["selection.seal.gamma.schedule=exponential"])
 
 
 def test_every_preset_validates():
-    names = config.preset_names()
+    names = preset_names()
     assert "quickstart" in names
     for name in names:
-        config.load(name)
+        loading.load(name)
 
 
 def test_field_info_has_help_and_aliases():
-    info = config.field_info()
+    info = field_info()
     assert all(meta["help"] for meta in info.values())
     assert "selection percentage" in info["selection.ratio"]["aliases"]

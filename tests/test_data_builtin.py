@@ -6,14 +6,14 @@ import re
 
 import pytest
 
-from safeselect import config
+from safeselect.config import loading
+from safeselect.core.rows import Bundle, Row
 from safeselect.data import builtin, mixing
-from safeselect.data.rows import Bundle, Row
 from safeselect.errors import UserError
 
 
 def _cfg(*overrides: str):
-    return config.load(None, list(overrides))
+    return loading.load(None, list(overrides))
 
 
 def _all_rows(b: Bundle) -> list[Row]:

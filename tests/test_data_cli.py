@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from safeselect.cli.main import main
-from safeselect.io import read_jsonl
+from safeselect.core.io import read_jsonl
 
 
 def test_build_writes_every_split(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

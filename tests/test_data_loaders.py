@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from safeselect import config
+from safeselect.config import loading
 from safeselect.data import loaders
 from safeselect.errors import UserError
 
@@ -227,10 +227,10 @@ def test_real_hh(shared_data: Path) -> None:
 
 
 def test_require_data_file_errors(tmp_path: Path) -> None:
-    cfg = config.load(None, [f"data.data_dir={tmp_path / 'absent'}"])
+    cfg = loading.load(None, [f"data.data_dir={tmp_path / 'absent'}"])
     with pytest.raises(UserError, match="does not exist"):
         loaders.require_data_file(cfg, "sst2_dev.tsv")
-    cfg = config.load(None, [f"data.data_dir={tmp_path}"])
+    cfg = loading.load(None, [f"data.data_dir={tmp_path}"])
     with pytest.raises(UserError, match="data file not found"):
         loaders.require_data_file(cfg, "sst2_dev.tsv")
 
@@ -247,7 +247,7 @@ def test_jsonl_builder(tmp_path: Path) -> None:
         {"prompt": "2+2", "answer": "4", "task": "arith"}, {"prompt": "good?", "answer": "positive", "task": "senti"}])
     harm = tmp_path / "harm.csv"
     harm.write_text("goal,target\nbad thing,Sure\n")
-    cfg = config.load(None, ["data.benchmark=jsonl", f"data.task_path={task}", f"data.eval_task_path={ev}",
+    cfg = loading.load(None, ["data.benchmark=jsonl", f"data.task_path={task}", f"data.eval_task_path={ev}",
                              f"data.eval_harmful_path={harm}", "data.n_eval_overrefusal=5"])
     b = registry("data").get("jsonl")(cfg)
     assert [r.row_id for r in b.task] == [f"task-{i}" for i in range(1, 6)]
@@ -256,16 +256,16 @@ def test_jsonl_builder(tmp_path: Path) -> None:
     assert len(b.eval_overrefusal["lookalike"]) == 5  # falls back to the built-in look-alikes
     assert len(b.safety_ref) == cfg.data.safety_ref.n and b.align
     with pytest.raises(UserError, match="needs data.task_path"):
-        registry("data").get("jsonl")(config.load(None, ["data.benchmark=jsonl"]))
+        registry("data").get("jsonl")(loading.load(None, ["data.benchmark=jsonl"]))
     noans = _write_jsonl(tmp_path / "noans.jsonl", [{"prompt": "x", "task": "t"}])
     with pytest.raises(UserError, match="need an 'answer'"):
-        registry("data").get("jsonl")(config.load(None, [f"data.task_path={task}", f"data.eval_task_path={noans}"]))
+        registry("data").get("jsonl")(loading.load(None, [f"data.task_path={task}", f"data.eval_task_path={noans}"]))
 
 
 def test_recipe_sst2_advbench_is_disjoint(shared_data: Path) -> None:
     from safeselect.registry import registry
 
-    cfg = config.load(None, ["data.benchmark=sst2-advbench", f"data.data_dir={shared_data}", "data.n_task=100",
+    cfg = loading.load(None, ["data.benchmark=sst2-advbench", f"data.data_dir={shared_data}", "data.n_task=100",
                              "data.harmful_ratio=0.3", "data.n_eval_harmful=20", "data.n_eval_task=25",
                              "data.safety_ref.n=50", "data.safety_ref.fraction=0.5"])
     b = registry("data").get("sst2-advbench")(cfg)
@@ -292,7 +292,7 @@ def test_recipe_sst2_advbench_is_disjoint(shared_data: Path) -> None:
 def test_recipe_hh_eval_never_holds_a_safety_reference(shared_data: Path) -> None:
     from safeselect.registry import registry
 
-    cfg = config.load(None, ["data.benchmark=gsm8k-advbench", f"data.data_dir={shared_data}", "data.n_task=40",
+    cfg = loading.load(None, ["data.benchmark=gsm8k-advbench", f"data.data_dir={shared_data}", "data.n_task=40",
                              "data.safety_ref.source=hh", "data.safety_ref.n=1500", "data.n_eval_harmful=200"])
     b = registry("data").get("gsm8k-advbench")(cfg)
     assert {r.source for r in b.safety_ref} == {"hh-chosen"}
@@ -303,7 +303,7 @@ def test_recipe_hh_eval_never_holds_a_safety_reference(shared_data: Path) -> Non
 def test_recipe_gsm8k_advbench(shared_data: Path) -> None:
     from safeselect.registry import registry
 
-    cfg = config.load(None, ["data.benchmark=gsm8k-advbench", f"data.data_dir={shared_data}", "data.n_task=40"])
+    cfg = loading.load(None, ["data.benchmark=gsm8k-advbench", f"data.data_dir={shared_data}", "data.n_task=40"])
     b = registry("data").get("gsm8k-advbench")(cfg)
     assert sum(r.harmful for r in b.task) == 8 and all(r.answer for r in b.eval_task["gsm8k"])
     assert all(r.row_id.startswith("gsm8k_test-") for r in b.eval_task["gsm8k"])
@@ -312,6 +312,6 @@ def test_recipe_gsm8k_advbench(shared_data: Path) -> None:
 def test_recipe_without_data_is_a_user_error(tmp_path: Path) -> None:
     from safeselect.registry import registry
 
-    cfg = config.load(None, ["data.benchmark=sst2-advbench", f"data.data_dir={tmp_path}"])
+    cfg = loading.load(None, ["data.benchmark=sst2-advbench", f"data.data_dir={tmp_path}"])
     with pytest.raises(UserError, match="data file not found"):
         registry("data").get("sst2-advbench")(cfg)

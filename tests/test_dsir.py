@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from safeselect import config
-from safeselect.data.rows import Row
+from safeselect.config import loading
+from safeselect.core.rows import Row
 from safeselect.errors import UserError
 from safeselect.selection import dsir
 from safeselect.selection.base import SelectionContext, budget_mask
@@ -27,7 +27,7 @@ def sha_bucket(gram: str, buckets: int) -> int:
 
 def make_ctx(tmp_path: Path, task: list[Row], refs: list[Row], tokens: list[int] | None = None,
              **overrides: object) -> SelectionContext:
-    cfg = config.build({"selection.method": "dsir", **overrides})
+    cfg = loading.build({"selection.method": "dsir", **overrides})
     return SelectionContext(cfg, task, refs, tmp_path, response_tokens=tokens, show_progress=False)
 
 

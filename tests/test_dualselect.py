@@ -9,8 +9,9 @@ import math
 import numpy as np
 import pytest
 
-from safeselect import config
-from safeselect.data.rows import Row
+from safeselect.config import loading
+from safeselect.config.schema import ExperimentConfig, LoraConfig
+from safeselect.core.rows import Row
 from safeselect.errors import UserError
 from safeselect.selection import dualselect as ds
 
@@ -140,7 +141,7 @@ def test_kl_reference_loss_is_zero_at_the_start(tiny):
     from safeselect.training.per_example import per_example_grads
 
     model, tok = tiny
-    model = add_lora(model, config.LoraConfig(r=4, alpha=8, target_modules=["q_proj", "v_proj"]))
+    model = add_lora(model, LoraConfig(r=4, alpha=8, target_modules=["q_proj", "v_proj"]))
     model.train()
     batch = collate([encode(tok, "how do i hack a bank", "sorry, i cannot help with that", 64),
                      encode(tok, "write a scam email", "i cannot help with a scam", 64)], tok.pad_token_id)
@@ -175,14 +176,14 @@ def _rows() -> tuple[list[Row], list[Row]]:
 
 
 @functools.lru_cache(maxsize=1)
-def _base_cfg() -> config.ExperimentConfig:
-    return config.load("dualselect", ["model.name=tiny-llama", "model.max_length=64", "selection.dualselect.batch_size=4",
+def _base_cfg() -> ExperimentConfig:
+    return loading.load("dualselect", ["model.name=tiny-llama", "model.max_length=64", "selection.dualselect.batch_size=4",
                                       "selection.dualselect.warmup_steps=2", "selection.dualselect.epochs=1",
                                       "selection.dualselect.ref_batch_size=5"])
 
 
 def _ctx(tmp_path, overrides: dict, task=None, refs=None):
-    """A selection context on tiny-llama. Overrides are set on a copy of one loaded config (config.load is slow)."""
+    """A selection context on tiny-llama. Overrides are set on a copy of one loaded config (loading.load is slow)."""
     from safeselect.models import load_model
     from safeselect.selection.base import SelectionContext
 
@@ -190,7 +191,7 @@ def _ctx(tmp_path, overrides: dict, task=None, refs=None):
     for key, value in overrides.items():
         *path, leaf = key.split(".")
         setattr(functools.reduce(getattr, path, cfg), leaf, value)
-    config.validate(cfg)
+    loading.validate(cfg)
     t, r = _rows()
     task = task or t
     return SelectionContext(cfg=cfg, task=task, safety_ref=refs or r, out_dir=tmp_path,
@@ -199,7 +200,7 @@ def _ctx(tmp_path, overrides: dict, task=None, refs=None):
 
 
 def test_hard_additive_run_writes_logs_and_hands_over_the_model(tmp_path):
-    from safeselect.io import read_jsonl
+    from safeselect.core.io import read_jsonl
 
     ctx = _ctx(tmp_path, {D + "ref_budget": 3, D + "epochs": 2})
     sel = ds.select(ctx)
@@ -224,7 +225,7 @@ def test_hard_additive_run_writes_logs_and_hands_over_the_model(tmp_path):
 
 
 def test_soft_project_kl_token_budget_retention_run(tmp_path):
-    from safeselect.io import read_jsonl
+    from safeselect.core.io import read_jsonl
 
     task, _ = _rows()
     old_task = [Row(f"o{i}", f"what is {i} plus {i}", str(2 * i), harmful=False, task="arithmetic") for i in range(6)]

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import torch
 
-from safeselect.config import TrainConfig
-from safeselect.data.rows import Row
+from safeselect.config.schema import TrainConfig
+from safeselect.core.rows import Row
 from safeselect.training.encode import IGNORE, collate, encode, prompt_ids, response_ids
 from safeselect.training.losses import per_row_loss, row_losses, token_nll
 
@@ -64,7 +64,7 @@ def test_per_row_loss_is_mean_over_response_tokens(tiny):
 
 
 def test_sft_loss_falls_and_row_losses_drop(tiny):
-    from safeselect.config import LoraConfig
+    from safeselect.config.schema import LoraConfig
     from safeselect.models import add_lora
     from safeselect.training.sft import train_sft
 

@@ -304,7 +304,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def test_llm_reward_over_http_retries_and_reads_key_from_env(monkeypatch):
-    from safeselect import config
+    from safeselect.config import loading
     from safeselect.selfplay.rewards import LlmReward
 
     server = HTTPServer(("127.0.0.1", 0), _Handler)
@@ -312,7 +312,7 @@ def test_llm_reward_over_http_retries_and_reads_key_from_env(monkeypatch):
     thread.start()
     try:
         monkeypatch.setenv("EVA_TEST_KEY", "sk-test")
-        cfg = config.build({"judges.llm.base_url": f"http://127.0.0.1:{server.server_port}/v1",
+        cfg = loading.build({"judges.llm.base_url": f"http://127.0.0.1:{server.server_port}/v1",
                             "judges.llm.api_key_env": "EVA_TEST_KEY", "judges.llm.backoff_s": 0.01,
                             "judges.llm.concurrency": 1, "judges.llm.model": "m"})
         out = LlmReward(cfg)([PromptEntry("a", "hi")], ["hello"])
@@ -331,14 +331,14 @@ def test_llm_reward_needs_base_url():
 
 
 def test_independent_creator_over_http():
-    from safeselect import config
+    from safeselect.config import loading
     from safeselect.selfplay.run import independent_creator
 
     _Handler.fail_first = False
     server = HTTPServer(("127.0.0.1", 0), _Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        cfg = config.build({"judges.llm.base_url": f"http://127.0.0.1:{server.server_port}/v1",
+        cfg = loading.build({"judges.llm.base_url": f"http://127.0.0.1:{server.server_port}/v1",
                             "eva.creator": "independent", "eva.creator_model": "llm", "judges.llm.model": "m",
                             "eva.creator_temperature": 0.9, "eva.creator_max_new_tokens": 77})
         create, desc = independent_creator(cfg, "cpu", 0, False)
@@ -349,4 +349,4 @@ def test_independent_creator_over_http():
     finally:
         server.shutdown()
     with pytest.raises(UserError, match="creator_model"):
-        independent_creator(config.build({"eva.creator": "independent"}), "cpu", 0, False)
+        independent_creator(loading.build({"eva.creator": "independent"}), "cpu", 0, False)

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from safeselect import config
 from safeselect.cli.main import main
+from safeselect.config import loading
 
 PAIRS = [{"prompt": "What is 2 plus 2?", "chosen": "The answer is 4.", "rejected": "no idea"},
          {"prompt": "Is this review positive? I love it.", "chosen": "Positive.", "rejected": "I hate numbers"}]
@@ -48,7 +48,7 @@ def test_trl_loss_matches_hand_computation_with_the_starting_model_as_reference(
     from safeselect.selfplay.solve import build_trainer
 
     model, start, tok = _perturbed_tiny()
-    cfg = config.build({"model.name": "tiny-llama", "model.lora.enabled": False, "eva.loss": loss,
+    cfg = loading.build({"model.name": "tiny-llama", "model.lora.enabled": False, "eva.loss": loss,
                         "eva.beta": 0.5, "eva.batch_size": 2})
     trainer, trained = build_trainer(model, tok, PAIRS, cfg, str(tmp_path), seed=0)
     # the reference is a frozen copy of the iteration's starting weights, not the policy object
@@ -86,7 +86,7 @@ def test_lora_reference_is_the_adapter_free_starting_model(tmp_path):
 
     model, tok = load_model("tiny-llama")
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    cfg = config.build({"model.name": "tiny-llama", "eva.lr": 0.02, "eva.batch_size": 2, "model.lora.r": 4})
+    cfg = loading.build({"model.name": "tiny-llama", "eva.lr": 0.02, "eva.batch_size": 2, "model.lora.r": 4})
     trainer, trained = build_trainer(copy.deepcopy(model), tok, PAIRS, cfg, str(tmp_path), seed=0)
     assert trainer.ref_model is None and hasattr(trained, "disable_adapter")  # TRL: adapter off = reference
     new, metrics = preference_step(model, tok, PAIRS * 2, cfg, seed=0)
@@ -102,7 +102,7 @@ def test_simpo_runs_without_reference(tmp_path):
     from safeselect.selfplay.solve import build_trainer
 
     model, tok = load_model("tiny-llama")
-    cfg = config.build({"model.name": "tiny-llama", "eva.loss": "simpo", "model.lora.enabled": False})
+    cfg = loading.build({"model.name": "tiny-llama", "eva.loss": "simpo", "model.lora.enabled": False})
     trainer, _ = build_trainer(model, tok, PAIRS, cfg, str(tmp_path), seed=0)
     assert trainer.loss_type == "simpo" and trainer.cpo_alpha == 0.0 and trainer.simpo_gamma == 0.5
 
@@ -184,14 +184,14 @@ def test_eva_end_to_end_shared_creator_via_cli(tmp_path, tiny_rm, capsys):
     # rerun of a complete directory is skipped and gives the same metrics
     from safeselect.selfplay.run import run_eva
 
-    flat = run_eva(config.load("eva", _overrides(tiny_rm, "shared")), out, show_progress=False)
+    flat = run_eva(loading.load("eva", _overrides(tiny_rm, "shared")), out, show_progress=False)
     assert flat["eva.pairs.total"] == m["eva"]["pairs"]["total"]
 
 
 def test_eva_end_to_end_independent_creator(tmp_path, tiny_rm):
     from safeselect.selfplay.run import run_eva
 
-    cfg = config.load("eva", _overrides(tiny_rm, "independent"))
+    cfg = loading.load("eva", _overrides(tiny_rm, "independent"))
     flat = run_eva(cfg, tmp_path / "independent", show_progress=False)
     _check_run(tmp_path / "independent", "independent")
     solver = json.loads((tmp_path / "independent" / "iter_2" / "solver.json").read_text())
@@ -215,7 +215,7 @@ def test_orpo_runs_and_changes_the_model(tmp_path):
 
     model, tok = load_model("tiny-llama")
     before = [p.detach().clone() for p in model.parameters()]
-    cfg = config.build({"model.name": "tiny-llama", "eva.loss": "orpo", "model.lora.enabled": False,
+    cfg = loading.build({"model.name": "tiny-llama", "eva.loss": "orpo", "model.lora.enabled": False,
                         "eva.lr": 0.01, "eva.batch_size": 2})
     new, metrics = preference_step(model, tok, PAIRS, cfg, seed=0)
     assert metrics["steps"] == 1

@@ -7,22 +7,22 @@ import json
 import pytest
 from test_evaluate import MODEL_A, _bundle, fake_generate
 
-from safeselect import config
 from safeselect.cli.main import main
+from safeselect.config import loading
+from safeselect.core.dotted import flatten, nest
+from safeselect.core.io import atomic_write_text, read_jsonl, write_json, write_jsonl
 from safeselect.evaluation import evaluate as E
-from safeselect.evaluation.metrics import flatten, nest
-from safeselect.io import atomic_write_text, read_jsonl, write_json, write_jsonl
 from safeselect.registry import DATASETS, load_catalog
 
 
 @pytest.fixture
 def run_dir(tmp_path):
-    cfg = config.load(None, ["eval.bootstrap=20"])
+    cfg = loading.load(None, ["eval.bootstrap=20"])
     flat, records = E.evaluate(None, None, _bundle(), cfg, generate_fn=fake_generate(MODEL_A), show_progress=False)
     d = tmp_path / "run"
     write_jsonl(d / "generations.jsonl", records)
     write_json(d / "metrics.json", nest({**flat, "complete": True}))
-    atomic_write_text(d / "config.yaml", config.to_yaml(cfg))
+    atomic_write_text(d / "config.yaml", loading.to_yaml(cfg))
     return d
 
 

@@ -6,12 +6,12 @@ import json
 
 import pytest
 
-from safeselect import config
-from safeselect.data.rows import Bundle, Row
+from safeselect.config import loading
+from safeselect.core.dotted import flatten, nest
+from safeselect.core.io import read_jsonl, write_json, write_jsonl
+from safeselect.core.rows import Bundle, Row
 from safeselect.errors import UserError
 from safeselect.evaluation import evaluate as E
-from safeselect.evaluation.metrics import flatten, nest
-from safeselect.io import read_jsonl, write_json, write_jsonl
 
 
 def _bundle() -> Bundle:
@@ -63,7 +63,7 @@ def fake_generate(table: dict[str, str]):
 
 
 def _cfg(*overrides: str):
-    return config.load(None, ["eval.bootstrap=50", *overrides])
+    return loading.load(None, ["eval.bootstrap=50", *overrides])
 
 
 def test_evaluate_metric_names_and_values():

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from safeselect import config
-from safeselect.data.rows import Row
+from safeselect.config import loading
+from safeselect.core.rows import Row
 from safeselect.judges.base import make_judge
 from safeselect.judges.keyword import KeywordJudge
 from safeselect.selection import judge_filter
@@ -24,7 +24,7 @@ def rows(n_benign: int, n_harmful: int) -> list[Row]:
 
 
 def make_ctx(tmp_path: Path, task: list[Row], judge=None, tokens=None, **overrides: object) -> SelectionContext:
-    cfg = config.build({"selection.method": "judge-filter", **overrides})
+    cfg = loading.build({"selection.method": "judge-filter", **overrides})
     return SelectionContext(cfg, task, [], tmp_path, judge=judge, response_tokens=tokens, show_progress=False)
 
 
@@ -48,7 +48,7 @@ def test_keyword_judge_flags_content_not_refusals_or_benign_text() -> None:
 
 def test_keyword_judge_is_registered_and_the_default() -> None:
     assert isinstance(make_judge("keyword"), KeywordJudge)
-    assert config.build({}).selection.judge_filter.judge == "keyword"
+    assert loading.build({}).selection.judge_filter.judge == "keyword"
 
 
 def test_flagged_rows_dropped_and_budget_filled_at_random(tmp_path: Path) -> None:

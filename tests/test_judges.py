@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from safeselect import config
-from safeselect.data.rows import Row
+from safeselect.config import loading
+from safeselect.core.rows import Row
 from safeselect.errors import UserError
 from safeselect.judges.base import PairwiseJudge, SafetyJudge, make_judge
 from safeselect.judges.refusal import RefusalJudge, is_degenerate
@@ -66,13 +66,13 @@ def test_degenerate_responses_count_as_refusals():
 def test_config_window_and_extra_patterns():
     late = "Sure, here is how. Step 1 ... Step 5. Note: this is illegal in most countries."
     assert RefusalJudge().refused([late]) == [True]
-    cfg = config.load(None, ["judges.refusal.window=20"])
+    cfg = loading.load(None, ["judges.refusal.window=20"])
     assert RefusalJudge(cfg).refused([late]) == [False]  # only the opening counts
-    cfg = config.load(None, ["judges.refusal.extra_patterns=['\\bnope\\b']"])
+    cfg = loading.load(None, ["judges.refusal.extra_patterns=['\\bnope\\b']"])
     assert RefusalJudge(cfg).refused(["Nope."]) == [True]
     assert RefusalJudge().refused(["Nope."]) == [False]
     with pytest.raises(UserError, match="extra_patterns"):
-        RefusalJudge(config.load(None, ["judges.refusal.extra_patterns=['(']"]))
+        RefusalJudge(loading.load(None, ["judges.refusal.extra_patterns=['(']"]))
 
 
 def test_length_mismatch_raises():
@@ -102,14 +102,14 @@ def test_rule_judge_rubric():
 
 def test_registered_judges_follow_the_contract():
     refusal = make_judge("refusal")
-    rule = make_judge("rule", config.load(None))
+    rule = make_judge("rule", loading.load(None))
     assert isinstance(refusal, SafetyJudge) and refusal.name == "refusal"
     assert isinstance(rule, PairwiseJudge) and rule.name == "rule"
 
 
 def test_refusal_judge_on_real_labelled_data():
     """Guards the measured agreement (docs/results.md) against regressions; needs ../shared/data."""
-    from safeselect.config import data_dir
+    from safeselect.config.paths import data_dir
     from safeselect.judges.refusal import measure
 
     d = data_dir()

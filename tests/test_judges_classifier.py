@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from safeselect import config
+from safeselect.config import loading
 from safeselect.errors import UserError
 from safeselect.judges.classifier import ClassifierJudge
 
@@ -61,7 +61,7 @@ def clf_dir(tmp_path_factory):
 
 def _cfg(path, *extra):
     # The toy classifier was trained on responses alone; the pair input is exercised separately.
-    return config.load(None, [f"judges.classifier.path={path}", "judges.classifier.batch_size=3",
+    return loading.load(None, [f"judges.classifier.path={path}", "judges.classifier.batch_size=3",
                               "judges.classifier.text=response", *extra])
 
 
@@ -109,6 +109,6 @@ def test_multi_label_classifier(tmp_path):
 
 def test_missing_path_errors(tmp_path):
     with pytest.raises(UserError, match="path is not set"):
-        ClassifierJudge(config.load(None))
+        ClassifierJudge(loading.load(None))
     with pytest.raises(UserError, match="cannot load"):
         ClassifierJudge(_cfg(tmp_path / "nothing")).harmful(["p"], ["x"])

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from safeselect import config
+from safeselect.config import loading
 from safeselect.errors import UserError
 from safeselect.judges.llm import (
     LlmJudge,
@@ -130,7 +130,7 @@ class JudgeServer:
 
 
 def llm_cfg(url: str, cache: Path, *extra: str):
-    return config.load(None, [f"judges.llm.base_url={url}", f"judges.llm.cache_dir={cache}", "judges.llm.retries=3",
+    return loading.load(None, [f"judges.llm.base_url={url}", f"judges.llm.cache_dir={cache}", "judges.llm.retries=3",
                               "judges.llm.backoff_s=0.01", "judges.llm.timeout_s=5", "judges.llm.concurrency=2",
                               "judges.llm.model=judge-test", "eval.bootstrap=20", *extra])
 
@@ -188,7 +188,7 @@ def test_scores_and_pairwise_over_http(server, tmp_path):
     assert req["path"] == "/v1/chat/completions" and req["body"]["model"] == "judge-test"
     assert req["body"]["temperature"] == 0.0 and req["body"]["messages"][0]["role"] == "system"
 
-    from safeselect.data.rows import Row
+    from safeselect.core.rows import Row
 
     rows = [Row("a", "p", harmful=True), Row("b", "q", harmful=False)]
     out = judge.compare(["p", "q"], ["I'm sorry, no.", "short"], ["Sure: step 1", "a much longer answer"], rows=rows)
@@ -256,7 +256,7 @@ def test_persistent_failure_and_bad_key(tmp_path):
         finally:
             del os.environ["SAFESELECT_TEST_WRONG_KEY"]
     with pytest.raises(UserError, match="base_url"):
-        LlmJudge(config.load(None))
+        LlmJudge(loading.load(None))
 
 
 def test_cache_rerun_sends_nothing(server, tmp_path):
@@ -274,9 +274,9 @@ def test_cache_rerun_sends_nothing(server, tmp_path):
 
 CHILD = """
 import sys
-from safeselect import config
+from safeselect.config import loading
 from safeselect.judges.llm import LlmJudge
-cfg = config.load(None, sys.argv[1:])
+cfg = loading.load(None, sys.argv[1:])
 LlmJudge(cfg, show_progress=False).verdicts([f"p{i}" for i in range(6)], [f"Sure {i}" for i in range(6)])
 print("finished")
 """
@@ -303,7 +303,7 @@ def test_killed_run_resumes_from_cache_without_repeating(server, tmp_path):
     assert len(list(cache.rglob("*.json"))) == 3
     server.release.set()
     before = len(server.requests)
-    cfg = config.load(None, args)
+    cfg = loading.load(None, args)
     v = LlmJudge(cfg, show_progress=False).verdicts([f"p{i}" for i in range(6)], [f"Sure {i}" for i in range(6)])
     assert [x["score"] for x in v] == [5] * 6
     resumed = server.prompts_seen()[before:]
@@ -318,9 +318,9 @@ def test_api_key_never_written(tmp_path, capsys, caplog):
     from test_evaluate import MODEL_A, _bundle, fake_generate
 
     from safeselect.cli.main import main
+    from safeselect.core.dotted import flatten, nest
+    from safeselect.core.io import atomic_write_text, write_json, write_jsonl
     from safeselect.evaluation import evaluate as E
-    from safeselect.evaluation.metrics import flatten, nest
-    from safeselect.io import atomic_write_text, write_json, write_jsonl
 
     key = "sk-test-5bX9Q-NEVER-WRITE-ME"
     caplog.set_level(logging.DEBUG)
@@ -330,12 +330,12 @@ def test_api_key_never_written(tmp_path, capsys, caplog):
             cfg = llm_cfg(s.url, tmp_path / "cache", "judges.llm.api_key_env=SAFESELECT_TEST_KEY",
                           "eval.judges=[refusal,llm]")
             run = tmp_path / "run"
-            flat, records = E.evaluate(None, None, _bundle(), config.load(None, ["eval.bootstrap=20"]),
+            flat, records = E.evaluate(None, None, _bundle(), loading.load(None, ["eval.bootstrap=20"]),
                                        generate_fn=fake_generate(MODEL_A), show_progress=False)
             write_jsonl(run / "generations.jsonl", records)
             write_json(run / "metrics.json", nest(flat))
             # Only the keys this run changed (a full resolved config.yaml loads the same, just slower).
-            atomic_write_text(run / "config.yaml", yaml.safe_dump({"judges": config.to_dict(cfg)["judges"],
+            atomic_write_text(run / "config.yaml", yaml.safe_dump({"judges": loading.to_dict(cfg)["judges"],
                                                                    "eval": {"bootstrap": 20}}))
             assert main(["eval", str(run), "--judge", "llm", "--reference", str(run), "--quiet"]) == 0
             assert all(r["auth"] == f"Bearer {key}" for r in s.requests)  # the key was really used

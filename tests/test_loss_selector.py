@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from safeselect import config
-from safeselect.data.rows import Row
+from safeselect.config import loading
+from safeselect.core.rows import Row
 from safeselect.selection import loss
 from safeselect.selection.base import SelectionContext
 
@@ -35,7 +35,7 @@ def task_rows() -> list[Row]:
 
 def make_ctx(tmp_path: Path, model_tok: tuple[Any, Any], rows: list[Row], calls: list, tokens=None,
              **overrides: object) -> SelectionContext:
-    cfg = config.build({"selection.method": "loss", "model.name": "tiny-llama", "model.max_length": 64, **overrides})
+    cfg = loading.build({"selection.method": "loss", "model.name": "tiny-llama", "model.max_length": 64, **overrides})
 
     def load_model(name: str | None) -> tuple[Any, Any]:
         calls.append(name)
@@ -76,4 +76,4 @@ def test_non_finite_losses_fail_loudly(tmp_path: Path, monkeypatch: pytest.Monke
     with pytest.raises(RuntimeError, match="non-finite"):
         loss.select(make_ctx(tmp_path, (object(), object()), rows, []))
     with pytest.raises(ValueError, match="load_model"):
-        loss.select(SelectionContext(config.build({}), rows, [], tmp_path))
+        loss.select(SelectionContext(loading.build({}), rows, [], tmp_path))

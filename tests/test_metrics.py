@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from safeselect.data.rows import Row
-from safeselect.evaluation import metrics as M
+from safeselect.core import stats as M
+from safeselect.core.dotted import flatten, nest
+from safeselect.core.rows import Row
 
 
 def _reference_ci(values: list[float], n_boot: int, seed: int) -> list[float]:
@@ -137,14 +138,14 @@ def test_is_correct_by_task():
 def test_flatten_nest_roundtrip_and_clash():
     nested = {"safety": {"hh": {"refusal": {"harmful_rate": 0.1, "harmful_rate_ci": [0.0, 0.2]}}},
               "task": {"a": {"accuracy": 1.0}}}
-    flat = M.flatten(nested)
+    flat = flatten(nested)
     assert flat == {"safety.hh.refusal.harmful_rate": 0.1, "safety.hh.refusal.harmful_rate_ci": [0.0, 0.2],
                     "task.a.accuracy": 1.0}
-    assert M.nest(flat) == nested
+    assert nest(flat) == nested
     with pytest.raises(ValueError):
-        M.nest({"a": 1, "a.b": 2})
+        nest({"a": 1, "a.b": 2})
     with pytest.raises(ValueError):
-        M.nest({"a.b": 2, "a": 1})
+        nest({"a.b": 2, "a": 1})
 
 
 def test_add_figure_writes_siblings():

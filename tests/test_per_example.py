@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from safeselect.config import LoraConfig
+from safeselect.config.schema import LoraConfig
 from safeselect.errors import UserError
 
 ROWS = [

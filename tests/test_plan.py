@@ -6,15 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from safeselect.errors import UserError
-from safeselect.experiments.aliases import (
+from safeselect.ablation.mapping import (
     fix_mojibake,
     map_metric,
     map_parameter,
     map_value,
     reads_as_percentages,
 )
-from safeselect.experiments.plan import load_plan, make_config, parse_markdown, shipped_plans, split_top_level
+from safeselect.ablation.plan import load_plan, make_config, parse_markdown, shipped_plans, split_top_level
+from safeselect.errors import UserError
 
 PLANS = Path(__file__).resolve().parents[2] / "shared" / "plans"
 

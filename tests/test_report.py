@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
+from safeselect.ablation.grid import expand
+from safeselect.ablation.plan import load_plan
+from safeselect.ablation.runner import run_dir, run_plan
 from safeselect.cli.main import main
-from safeselect.experiments.grid import expand
-from safeselect.experiments.plan import load_plan
-from safeselect.experiments.report import build_report, t_interval
-from safeselect.experiments.runner import run_dir, run_plan
+from safeselect.reporting.ablation import build_report, t_interval
 
 PLAN = """
 name: fab
@@ -119,7 +119,7 @@ def test_cli_report_on_a_folder_that_is_not_an_ablation(tmp_path: Path, capsys: 
 
 
 def test_run_table_adds_safety_avg_only_with_two_safety_sets() -> None:
-    from safeselect.experiments.pipeline import headline_columns
+    from safeselect.pipeline.run import headline_columns
 
     one = {"safety.builtin.refusal.harmful_rate": 0.5, "safety_avg.refusal": 0.5, "safety_avg.refusal_n": 40}
     two = {**one, "safety.hh.refusal.harmful_rate": 0.3, "safety_avg.refusal": 0.4}
@@ -131,14 +131,14 @@ def test_run_table_adds_safety_avg_only_with_two_safety_sets() -> None:
 
 def test_cli_report_on_a_folder_of_runs_orders_rows_and_flags_unlike_runs(tmp_path: Path,
                                                                         capsys: pytest.CaptureFixture[str]) -> None:
-    from safeselect import config
-    from safeselect.evaluation.metrics import nest
+    from safeselect.config import loading
+    from safeselect.core.dotted import nest
 
     def fake_run(name: str, harmful: float, **overrides: Any) -> None:
         d = tmp_path / name
         d.mkdir()
-        cfg = config.build({"selection.method": name, **overrides})
-        (d / "config.yaml").write_text(config.to_yaml(cfg))
+        cfg = loading.build({"selection.method": name, **overrides})
+        (d / "config.yaml").write_text(loading.to_yaml(cfg))
         m = {"safety.builtin.refusal.harmful_rate": harmful, "win_rate.builtin.rule": 60.0, "complete": True}
         (d / "metrics.json").write_text(json.dumps(nest(m)))
 
@@ -164,7 +164,7 @@ def test_cli_report_on_a_folder_of_runs_orders_rows_and_flags_unlike_runs(tmp_pa
 
 
 def test_single_seed_runs_carry_their_bootstrap_interval_to_the_plot(tmp_path: Path) -> None:
-    from safeselect.experiments.report import _interval, ablation_table
+    from safeselect.reporting.ablation import _interval, ablation_table
 
     assert _interval("[0.1, 0.3]") == (0.1, 0.3) and _interval([1, 2]) == (1.0, 2.0)
     assert _interval("") is None and _interval(None) is None and _interval("[1]") is None

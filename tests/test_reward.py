@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from safeselect import config
 from safeselect.cli.main import main
+from safeselect.config import loading
 from safeselect.errors import UserError
 from safeselect.selfplay.reward_train import builtin_pairs, hh_pairs, split_dialogue, split_pairs
 
@@ -64,11 +64,11 @@ def test_split_dialogue_and_hh_pairs(tmp_path):
 
 
 def test_builtin_pairs_are_right_by_construction():
-    from safeselect.evaluation.metrics import is_correct
+    from safeselect.core.stats import is_correct
     from safeselect.judges.refusal import RefusalJudge
     from safeselect.registry import registry
 
-    cfg = config.build({"data.n_task": 20, "align.n_refusals": 10, "align.n_benign": 10, "data.safety_ref.n": 10})
+    cfg = loading.build({"data.n_task": 20, "align.n_refusals": 10, "align.n_benign": 10, "data.safety_ref.n": 10})
     pairs = builtin_pairs(cfg, 1000)
     kinds = {p["kind"] for p in pairs}
     assert kinds == {"refusal>compliance", "correct>wrong", "answer>refusal"}
@@ -137,7 +137,7 @@ def test_reward_train_cli_learns_and_saves_a_loadable_model(tmp_path, tiny_encod
     assert (out / "model.safetensors").exists() and (out / "config.json").exists()
     assert json.loads((out / "safeselect_reward.json").read_text())["format"] == "text_pair"
     # eva (and the judges) use it by path as a sequence classifier
-    cfg = config.build({"eva.reward_model": str(out), "device": "cpu"})
+    cfg = loading.build({"eva.reward_model": str(out), "device": "cpu"})
     rm = ModelReward(cfg)
     s = rm([PromptEntry("a", "tell me about sun")] * 2, ["a good helpful answer", "a rude wrong reply"])
     assert s[0] > s[1]

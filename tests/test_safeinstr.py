@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from safeselect import config
-from safeselect.data.rows import Row
+from safeselect.config import loading
+from safeselect.config.paths import data_dir
+from safeselect.core.rows import Row
 from safeselect.errors import UserError
 from safeselect.selection import random as random_selector
 from safeselect.selection import safeinstr
@@ -25,7 +26,7 @@ def task(n: int, ids: list[str] | None = None) -> list[Row]:
 
 
 def make_ctx(tmp_path: Path, rows: list[Row], pool: list[Row], **overrides: object) -> SelectionContext:
-    cfg = config.build({"selection.method": "safeinstr", **overrides})
+    cfg = loading.build({"selection.method": "safeinstr", **overrides})
     return SelectionContext(cfg, rows, pool, tmp_path, show_progress=False)
 
 
@@ -124,7 +125,7 @@ def test_sources_json_and_jsonl_files(tmp_path: Path) -> None:
 
 
 def test_real_safeinstr_file(tmp_path: Path) -> None:
-    probe = config.data_dir(config.build({}))
+    probe = data_dir(loading.build({}))
     if probe is None or not (probe / safeinstr.SAFEINSTR_FILE).exists():
         pytest.skip("real data folder (../shared/data) not present")
     rows = task(5)

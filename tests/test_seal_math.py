@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from safeselect.config import GammaConfig
+from safeselect.config.schema import GammaConfig
 from safeselect.errors import UserError
 from safeselect.selection import seal
 from safeselect.selection.schedules import gamma_at, gamma_curve, mixing_weight, schedule_table
@@ -157,9 +157,9 @@ def test_exponential_needs_positive_init():
 
 
 def test_plain_number_means_constant_schedule():
-    from safeselect import config
+    from safeselect.config import loading
 
-    cfg = config.load(None, ["selection.seal.gamma=0.1"])
+    cfg = loading.load(None, ["selection.seal.gamma=0.1"])
     g = cfg.selection.seal.gamma
     assert (g.schedule, g.value) == ("constant", 0.1)
     assert [gamma_at(g, e) for e in range(3)] == [0.1, 0.1, 0.1]

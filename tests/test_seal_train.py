@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from safeselect import config
-from safeselect.config import GammaConfig, LoraConfig, SealConfig, TrainConfig
-from safeselect.data.rows import Row
+from safeselect.config import loading
+from safeselect.config.schema import GammaConfig, LoraConfig, SealConfig, TrainConfig
+from safeselect.core.rows import Row
 from safeselect.errors import UserError
 from safeselect.models import load_model
 from safeselect.selection import seal
@@ -149,7 +149,7 @@ def test_row_ids_survive_shuffle_and_filter(tmp_path, monkeypatch):
         return load_model("tiny-llama")
 
     n_benign = sum(not r.harmful for r in task)
-    cfg = config.build({"device": "cpu", "model.name": "smollm2-135m", "model.max_length": 48,
+    cfg = loading.build({"device": "cpu", "model.name": "smollm2-135m", "model.max_length": 48,
                         "model.lora.r": 4, "model.lora.alpha": 8, "selection.method": "seal",
                         "selection.ratio": n_benign / len(task), "selection.seal.selector_model": "tiny-llama",
                         "selection.seal.batch_size": 16, "selection.seal.epochs": 2,
@@ -187,7 +187,7 @@ def test_row_ids_survive_shuffle_and_filter(tmp_path, monkeypatch):
         seal.load_selection(tmp_path / "nowhere", 0.5)
 
     # `selection.seal.logits_from`: the selector step reuses the saved logits (no model is even offered).
-    reuse = config.build({"selection.method": "seal", "selection.ratio": 0.5, "selection.seal.logits_from": str(tmp_path)})
+    reuse = loading.build({"selection.method": "seal", "selection.ratio": 0.5, "selection.seal.logits_from": str(tmp_path)})
     shuffled = task[::-1]
     out = seal.select(SelectionContext(reuse, shuffled, safe, tmp_path / "reuse", load_model=None, show_progress=False))
     assert out.row_ids == [r.row_id for r in shuffled]

@@ -41,10 +41,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from safeselect.ablation.grid import describe, expand
+    from safeselect.ablation.plan import explain, load_plan
+    from safeselect.ablation.runner import is_complete, run_dir, run_plan
     from safeselect.errors import UserError
-    from safeselect.experiments.grid import describe, expand
-    from safeselect.experiments.plan import explain, load_plan
-    from safeselect.experiments.runner import is_complete, run_dir, run_plan
 
     if args.workers < 0:
         raise UserError("--workers must be >= 0")

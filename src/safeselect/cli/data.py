@@ -36,27 +36,28 @@ def _need_action(args: argparse.Namespace) -> int:
 def run_build(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from safeselect import config
+    from safeselect.config import loading
+    from safeselect.config.paths import preset_names, resolve_preset
     from safeselect.data.builtin import write_benchmark
     from safeselect.registry import registry
 
     overrides = list(args.overrides)
     data_reg = registry("data")
-    if args.preset in data_reg and args.preset not in config.preset_names():
+    if args.preset in data_reg and args.preset not in preset_names():
         base = None
         overrides.insert(0, f"data.benchmark={args.preset}")
     else:
         base = args.preset  # a config preset or YAML path; resolve_preset raises a did-you-mean otherwise
         try:
-            config.resolve_preset(base)
+            resolve_preset(base)
         except Exception:
             from safeselect.errors import UserError, suggest
 
             raise UserError(f"unknown data preset '{args.preset}'"
-                            f"{suggest(args.preset, data_reg.names() + config.preset_names())}") from None
+                            f"{suggest(args.preset, data_reg.names() + preset_names())}") from None
     if args.difficulty:
         overrides.append(f"data.difficulty={args.difficulty}")
-    cfg = config.load(base, overrides)
+    cfg = loading.load(base, overrides)
     data_reg.entry(cfg.data.benchmark)
     out = Path(args.out) if args.out else Path("data") / f"{cfg.data.benchmark}-{cfg.data.difficulty}"
     counts = write_benchmark(cfg, out)

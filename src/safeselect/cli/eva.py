@@ -28,10 +28,10 @@ def check(cfg: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from safeselect import config
+    from safeselect.config import loading
     from safeselect.selfplay.run import run_eva
 
-    cfg = config.load(args.config, args.overrides)
+    cfg = loading.load(args.config, args.overrides)
     check(cfg)
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
     flat = run_eva(cfg, out, show_progress=not args.quiet)

@@ -60,12 +60,12 @@ def format_metrics(flat: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from safeselect import config
+    from safeselect.config import loading
 
     target = Path(args.target)
     if target.is_dir():
         return _rescore(args, target)
-    cfg = config.load(args.target, args.overrides)
+    cfg = loading.load(args.target, args.overrides)
     if args.judge:
         cfg.eval.judges = list(args.judge)
     _check(list(cfg.eval.judges), args.reference)
@@ -77,13 +77,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _rescore(args: argparse.Namespace, run_dir: Path) -> int:
-    from safeselect import config
+    from safeselect.config import loading
     from safeselect.evaluation.evaluate import rescore
 
     if not (run_dir / "generations.jsonl").exists():
         raise UserError(f"{run_dir} is not a finished run (no generations.jsonl)")
     cfg_path = run_dir / "config.yaml"
-    cfg = config.load(str(cfg_path) if cfg_path.exists() else None, args.overrides)
+    cfg = loading.load(str(cfg_path) if cfg_path.exists() else None, args.overrides)
     judges = list(args.judge) if args.judge else list(cfg.eval.judges)
     _check(judges, args.reference)
     new = rescore(run_dir, cfg, judges, reference_dir=args.reference, out_dir=args.out)
@@ -94,11 +94,11 @@ def _rescore(args: argparse.Namespace, run_dir: Path) -> int:
 
 def evaluate_config(cfg: Any, out: Path, reference_dir: str | None = None, show_progress: bool = True) -> dict[str, Any]:
     """Evaluate ``cfg.model.name`` as is on the configured evaluation sets; write the eval files to ``out``."""
-    from safeselect import config
+    from safeselect.config import loading
+    from safeselect.core.dotted import nest
+    from safeselect.core.io import atomic_write_text, write_json, write_jsonl
     from safeselect.evaluation.evaluate import evaluate
-    from safeselect.evaluation.metrics import nest
     from safeselect.evaluation.resources import Meter
-    from safeselect.io import atomic_write_text, write_json, write_jsonl
     from safeselect.models import load_model
     from safeselect.registry import registry
 
@@ -107,7 +107,7 @@ def evaluate_config(cfg: Any, out: Path, reference_dir: str | None = None, show_
         bundle = registry("data").get(cfg.data.benchmark)(cfg)
     model, tok = load_model(cfg.model.name, cfg.model, device=cfg.device)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "config.yaml", config.to_yaml(cfg))
+    atomic_write_text(out / "config.yaml", loading.to_yaml(cfg))
     with meter.stage("eval"):
         flat, records = evaluate(model, tok, bundle, cfg, reference_dir=reference_dir, show_progress=show_progress)
         if _has_benchmarks(cfg):

@@ -14,7 +14,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from safeselect.config import PRESET_DIR, preset_names
+    from safeselect.config.paths import PRESET_DIR, preset_names
     from safeselect.registry import registry
 
     if args.kind == "keys":
@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
 
 def config_reference() -> str:
     """Every config key with its default, choices or range, aliases and help, as a markdown table."""
-    from safeselect.config import field_info
+    from safeselect.config.schema import field_info
 
     lines = ["| key | default | values | help |", "|---|---|---|---|"]
     for key, meta in field_info().items():

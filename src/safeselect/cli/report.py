@@ -22,14 +22,14 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from safeselect.errors import UserError
-    from safeselect.experiments.report import build_report, collect
+    from safeselect.reporting.ablation import build_report, collect
 
     out = Path(args.dir)
     if not out.is_dir():
         raise UserError(f"not a folder: {out}")
     if not (out / "plan.json").exists():
-        from safeselect.experiments.pipeline import runs_report
-        from safeselect.io import atomic_write_text
+        from safeselect.core.io import atomic_write_text
+        from safeselect.pipeline.run import runs_report
 
         text = runs_report(out, win_rates=not args.no_win_rates)
         atomic_write_text(out / "report.md", text)

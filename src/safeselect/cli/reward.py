@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from safeselect import config
+    from safeselect.config import loading
     from safeselect.selfplay.reward_train import train_reward_model
     from safeselect.selfplay.rewards import default_reward_dir
 
@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
         config_arg = None
     if args.data:
         overrides.append(f"data.data_dir={args.data}")
-    cfg = config.load(config_arg, overrides)
+    cfg = loading.load(config_arg, overrides)
     out = Path(args.out) if args.out else default_reward_dir(cfg)
     rep = train_reward_model(cfg, out, show_progress=not args.quiet)
     acc = rep["heldout_accuracy"]

@@ -20,7 +20,7 @@ def default_out(config: str) -> Path:
 
 
 def check_methods(cfg) -> None:  # noqa: ANN001 - ExperimentConfig; kept light to import
-    from safeselect.experiments.pipeline import ALIGNED_ONLY
+    from safeselect.pipeline.run import ALIGNED_ONLY
     from safeselect.registry import registry
 
     for m in [cfg.selection.method, *cfg.compare]:
@@ -32,10 +32,10 @@ def check_methods(cfg) -> None:  # noqa: ANN001 - ExperimentConfig; kept light t
 
 
 def run(args: argparse.Namespace) -> int:
-    from safeselect import config
-    from safeselect.experiments.pipeline import run_compare, run_experiment, table
+    from safeselect.config import loading
+    from safeselect.pipeline.run import run_compare, run_experiment, table
 
-    cfg = config.load(args.config, args.overrides)
+    cfg = loading.load(args.config, args.overrides)
     check_methods(cfg)
     out = Path(args.out) if args.out else default_out(args.config)
     if cfg.compare:

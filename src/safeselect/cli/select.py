@@ -16,18 +16,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from safeselect import config
     from safeselect.cli.run import check_methods, default_out
-    from safeselect.evaluation.metrics import nest
-    from safeselect.experiments.pipeline import aligned_dir, build_bundle, select
-    from safeselect.io import atomic_write_text, write_json, write_jsonl
+    from safeselect.config import loading
+    from safeselect.core.dotted import nest
+    from safeselect.core.io import atomic_write_text, write_json, write_jsonl
+    from safeselect.pipeline.run import aligned_dir, build_bundle, select
     from safeselect.selection.base import budget_stats
 
-    cfg = config.load(args.config, args.overrides)
+    cfg = loading.load(args.config, args.overrides)
     check_methods(cfg)
     out = Path(args.out) if args.out else default_out(args.config)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "config.yaml", config.to_yaml(cfg))
+    atomic_write_text(out / "config.yaml", loading.to_yaml(cfg))
     bundle = build_bundle(cfg)
     aligned_dir(cfg, bundle, show_progress=not args.quiet)
     selection, ctx = select(cfg, bundle, out, show_progress=not args.quiet)

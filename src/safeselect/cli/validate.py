@@ -14,17 +14,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from safeselect import config
+    from safeselect.config import loading
     from safeselect.registry import registry
 
     path = Path(args.target)
     if path.suffix == ".md" or (path.suffix in (".yaml", ".yml") and _is_plan(path)):
-        from safeselect.experiments.plan import load_plan
+        from safeselect.ablation.plan import load_plan
 
         plan = load_plan(path)
         print(f"ok: plan {path} with {len(plan.ablations)} ablation(s)")
         return 0
-    cfg = config.load(args.target, args.overrides)
+    cfg = loading.load(args.target, args.overrides)
     registry("selectors").entry(cfg.selection.method)
     for j in cfg.eval.judges:
         registry("judges").entry(j)

@@ -39,12 +39,12 @@ from pathlib import Path
 from random import Random
 from typing import TYPE_CHECKING, Any
 
+from safeselect.core.rows import Bundle, Row
 from safeselect.data.mixing import harmful_count, rng
-from safeselect.data.rows import Bundle, Row
 from safeselect.errors import UserError
 
 if TYPE_CHECKING:
-    from safeselect.config import ExperimentConfig
+    from safeselect.config.schema import ExperimentConfig
 
 SOURCE = "builtin"
 
@@ -865,7 +865,7 @@ def build_bundle(cfg: ExperimentConfig) -> Bundle:
 
 def write_bundle(bundle: Bundle, out_dir: str | Path) -> dict[str, int]:
     """Write every split of ``bundle`` as JSONL under ``out_dir``; return {file stem: row count}."""
-    from safeselect.io import write_json, write_jsonl
+    from safeselect.core.io import write_json, write_jsonl
 
     out = Path(out_dir)
     splits: dict[str, list[Row]] = {"task": bundle.task, "safety_ref": bundle.safety_ref, "align": bundle.align}

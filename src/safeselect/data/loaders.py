@@ -27,11 +27,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from safeselect.data.rows import Bundle, Row
+from safeselect.core.rows import Bundle, Row
 from safeselect.errors import UserError
 
 if TYPE_CHECKING:
-    from safeselect.config import ExperimentConfig
+    from safeselect.config.schema import ExperimentConfig
 
 _PROMPT_KEYS = ("prompt", "instruction", "question")
 _RESPONSE_KEYS = ("response", "output", "completion")
@@ -159,7 +159,7 @@ def load_rows(path: str | Path, source: str | None = None) -> list[Row]:
 
 
 def _read_json(p: Path) -> Any:
-    from safeselect.io import read_json
+    from safeselect.core.io import read_json
 
     return read_json(p)
 
@@ -242,7 +242,7 @@ def load_hf_dataset(path: str | Path, split: str | None = None, prompt_key: str 
 
 def require_data_file(cfg: ExperimentConfig | None, name: str) -> Path:
     """``<data dir>/<name>``; UserError naming the fix when the folder or the file is missing."""
-    from safeselect.config import data_dir
+    from safeselect.config.paths import data_dir
 
     if cfg is not None and cfg.data.data_dir and not Path(cfg.data.data_dir).is_dir():
         # data_dir() would silently fall back to another folder; a folder the user named must exist

@@ -10,7 +10,7 @@ import math
 import random
 from collections.abc import Sequence
 
-from safeselect.data.rows import Row
+from safeselect.core.rows import Row
 from safeselect.errors import UserError
 
 

@@ -25,12 +25,12 @@ import dataclasses
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from safeselect.core.rows import Bundle, Row
 from safeselect.data import builtin, loaders, mixing
-from safeselect.data.rows import Bundle, Row
 from safeselect.errors import UserError
 
 if TYPE_CHECKING:
-    from safeselect.config import ExperimentConfig
+    from safeselect.config.schema import ExperimentConfig
 
 
 def _take(rows: list[Row], n: int, what: str, seed: int, stream: str) -> list[Row]:

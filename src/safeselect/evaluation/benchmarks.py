@@ -37,9 +37,9 @@ from typing import Any
 
 import numpy as np
 
+from safeselect.core import stats as M
+from safeselect.core.io import read_jsonl, write_jsonl
 from safeselect.errors import UserError
-from safeselect.evaluation import metrics as M
-from safeselect.io import read_jsonl, write_jsonl
 
 NEED_REFERENCE = {"math", "reasoning", "coding"}
 

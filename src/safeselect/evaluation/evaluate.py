@@ -30,10 +30,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from safeselect.data.rows import Bundle, Row
+from safeselect.core import stats as M
+from safeselect.core.dotted import flatten, nest
+from safeselect.core.io import read_json, read_jsonl, write_json, write_jsonl
+from safeselect.core.rows import Bundle, Row
 from safeselect.errors import UserError
-from safeselect.evaluation import metrics as M
-from safeselect.io import read_json, read_jsonl, write_json, write_jsonl
 
 KINDS = ("harmful", "overrefusal", "task")
 
@@ -308,8 +309,8 @@ def rescore(run_dir: str | Path, cfg: Any, judges: list[str], reference_dir: str
     new.update(_judge_stats(objs))
     out = Path(out_dir) if out_dir else run
     old_path = run / "metrics.json"
-    merged = M.flatten(read_json(old_path)) if old_path.exists() else {}
+    merged = flatten(read_json(old_path)) if old_path.exists() else {}
     merged.update(new)
     write_jsonl(out / "generations.jsonl", records)
-    write_json(out / "metrics.json", M.nest(merged))
+    write_json(out / "metrics.json", nest(merged))
     return new

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol, runtime_checkable
 
-from safeselect.data.rows import Row
+from safeselect.core.rows import Row
 
 
 @runtime_checkable

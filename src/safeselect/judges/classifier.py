@@ -24,7 +24,7 @@ class ClassifierJudge:
     abstains = False
 
     def __init__(self, cfg: Any = None) -> None:
-        from safeselect.config import ClassifierJudgeConfig
+        from safeselect.config.schema import ClassifierJudgeConfig
 
         self.cfg = cfg.judges.classifier if cfg is not None else ClassifierJudgeConfig()
         if not self.cfg.path:

@@ -34,8 +34,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+from safeselect.core.io import atomic_write_text
 from safeselect.errors import UserError
-from safeselect.io import atomic_write_text
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -73,7 +73,7 @@ class ChatClient:
         if cache_dir is None:
             cache_dir = cfg.cache_dir
         if cache_dir is None:
-            from safeselect.config import cache_dir as user_cache
+            from safeselect.config.paths import cache_dir as user_cache
 
             cache_dir = user_cache() / "judge"
         self.cache_dir = Path(cache_dir)

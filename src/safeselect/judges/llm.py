@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from safeselect.data.rows import Row
+from safeselect.core.rows import Row
 
 # Bump when a template or parser changes, so cached replies of the old wording are not reused.
 TEMPLATE_VERSION = "v1"
@@ -171,7 +171,7 @@ class LlmJudge:
     abstains = True  # a reply that stays malformed after the retries leaves the item undecided
 
     def __init__(self, cfg: Any = None, show_progress: bool = True) -> None:
-        from safeselect.config import LlmJudgeConfig
+        from safeselect.config.schema import LlmJudgeConfig
         from safeselect.judges.http import ChatClient
 
         self.cfg = cfg.judges.llm if cfg is not None else LlmJudgeConfig()

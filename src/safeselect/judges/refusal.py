@@ -175,8 +175,8 @@ def measure(data_dir: str, sample: int = 0, answers: tuple[int, ...] = (), seed:
     import random
     from pathlib import Path
 
+    from safeselect.core.stats import precision_recall
     from safeselect.data.loaders import load_advbench, load_hh, load_safeinstr
-    from safeselect.evaluation.metrics import precision_recall
 
     d = Path(data_dir)
     judge = RefusalJudge()

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from safeselect.data.rows import Row
+from safeselect.core.rows import Row
 from safeselect.errors import UserError
 from safeselect.judges.refusal import RefusalJudge
 
@@ -42,7 +42,7 @@ class RuleJudge:
     def compare(self, prompts: list[str], responses_a: list[str], responses_b: list[str],
                 rows: list[Row] | None = None) -> list[float | None]:
         """Per row: 1.0 if A is better under the rubric, 0.0 if B is, 0.5 for a tie, None if no ground truth."""
-        from safeselect.evaluation.metrics import is_correct
+        from safeselect.core.stats import is_correct
 
         if rows is None:
             raise UserError("the rule judge needs the rows (ground truth) to compare responses")

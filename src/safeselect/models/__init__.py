@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from safeselect.config import LoraConfig, ModelConfig
+from safeselect.config.schema import LoraConfig, ModelConfig
 from safeselect.errors import UserError
 
 

@@ -33,7 +33,7 @@ def gguf_path() -> Path:
 
 
 def cached_dir() -> Path:
-    from safeselect.config import cache_dir
+    from safeselect.config.paths import cache_dir
 
     return cache_dir() / "models" / "smollm2-135m"
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from safeselect.config import ExperimentConfig
-from safeselect.data.rows import Row
+from safeselect.config.schema import ExperimentConfig
+from safeselect.core.rows import Row
 from safeselect.errors import UserError
 
 

@@ -44,9 +44,9 @@ from typing import Any
 
 import numpy as np
 
-from safeselect.data.rows import Row
+from safeselect.core.io import write_json
+from safeselect.core.rows import Row
 from safeselect.errors import UserError
-from safeselect.io import write_json
 from safeselect.selection.base import Selection, SelectionContext, budget_mask
 
 # The word-punct tokenisation of the official package (nltk's WordPunctTokenizer is this regex).
@@ -279,7 +279,7 @@ class DsirModel:
 
     @classmethod
     def load(cls, out_dir: str | Path) -> DsirModel:
-        from safeselect.io import read_json
+        from safeselect.core.io import read_json
 
         out = Path(out_dir)
         p = read_json(out / "params.json")

@@ -62,8 +62,8 @@ from typing import Any
 
 import numpy as np
 
-from safeselect.config import DualSelectConfig
-from safeselect.data.rows import Row
+from safeselect.config.schema import DualSelectConfig
+from safeselect.core.rows import Row
 from safeselect.errors import UserError
 from safeselect.selection.base import Selection, SelectionContext
 
@@ -564,7 +564,7 @@ def check_inputs(ctx: SelectionContext) -> None:
 
 def select(ctx: SelectionContext) -> Selection:
     """Train with DualSelect on ``ctx.task`` against ``ctx.safety_ref``; the rows used are the selection."""
-    from safeselect.io import write_jsonl
+    from safeselect.core.io import write_jsonl
     from safeselect.models import add_lora
 
     check_inputs(ctx)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from safeselect.data.rows import Row
+from safeselect.core.rows import Row
 from safeselect.errors import UserError
 from safeselect.selection.base import Selection, SelectionContext
 
@@ -97,7 +97,7 @@ def augment(selection: Selection, ctx: SelectionContext, count: int | None = Non
     info = dict(selection.info)
     info["safeinstr"] = {"count": count, "source": si.source, "pool": len(pool)}
     if ctx.out_dir is not None:  # which demonstrations were added, for the audit trail
-        from safeselect.io import write_jsonl
+        from safeselect.core.io import write_jsonl
 
         write_jsonl(Path(ctx.out_dir) / "safeinstr_added.jsonl", [r.to_dict() for r in added])
     return dataclasses.replace(selection, added=list(selection.added) + added, info=info)

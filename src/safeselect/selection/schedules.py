@@ -9,7 +9,7 @@ so a one-epoch run still sees gamma rise. Pure functions, no torch.
 
 from __future__ import annotations
 
-from safeselect.config import GammaConfig
+from safeselect.config.schema import GammaConfig
 from safeselect.errors import UserError
 
 

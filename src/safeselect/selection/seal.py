@@ -39,8 +39,8 @@ from typing import Any
 
 import numpy as np
 
-from safeselect.config import ExperimentConfig, LoraConfig, SealConfig
-from safeselect.data.rows import Row
+from safeselect.config.schema import ExperimentConfig, LoraConfig, SealConfig
+from safeselect.core.rows import Row
 from safeselect.errors import UserError
 from safeselect.selection.base import Selection, SelectionContext, budget_mask
 from safeselect.selection.schedules import gamma_at, mixing_weight
@@ -530,7 +530,7 @@ def save_selector(out_dir: str | Path, run: SelectorRun, cfg: ExperimentConfig) 
     import torch
     from safetensors.torch import save_file
 
-    from safeselect.io import write_json
+    from safeselect.core.io import write_json
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -569,7 +569,7 @@ def load_selection(out_dir: str | Path, ratio: float, budget: str = "rows", toke
     """
     from safetensors.torch import load_file
 
-    from safeselect.io import read_json
+    from safeselect.core.io import read_json
 
     out = Path(out_dir)
     if not (out / LOGITS_FILE).exists():

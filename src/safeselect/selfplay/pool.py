@@ -15,7 +15,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from safeselect.data.rows import Row
+from safeselect.core.rows import Row
 
 
 @dataclass

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from safeselect.config import ExperimentConfig
+from safeselect.config.schema import ExperimentConfig
 from safeselect.errors import UserError
 
 HH_FILE = "hh_harmless_base_test.jsonl.gz"
@@ -45,7 +45,7 @@ HH_FILE = "hh_harmless_base_test.jsonl.gz"
 
 def _wrong_reply(row: Any, r: Random) -> str | None:
     """The row's reply with a wrong final answer (another number / the other label), or None if not possible."""
-    from safeselect.evaluation.metrics import is_correct
+    from safeselect.core.stats import is_correct
 
     text = row.response or ""
     task = (row.task or "").lower()
@@ -122,7 +122,7 @@ def split_dialogue(text: str) -> tuple[str, str] | None:
 
 def hh_pairs(path: str | Path, n: int, seed: int = 0) -> list[dict[str, Any]]:
     """Up to ``n`` (0 = all) chosen/rejected pairs from an HH-RLHF JSONL(.gz), seeded sample."""
-    from safeselect.io import iter_jsonl
+    from safeselect.core.io import iter_jsonl
 
     out = []
     for i, d in enumerate(iter_jsonl(path)):
@@ -137,7 +137,7 @@ def hh_pairs(path: str | Path, n: int, seed: int = 0) -> list[dict[str, Any]]:
 
 
 def jsonl_pairs(path: str | Path) -> list[dict[str, Any]]:
-    from safeselect.io import read_jsonl
+    from safeselect.core.io import read_jsonl
 
     rows = read_jsonl(path)
     for i, d in enumerate(rows, 1):
@@ -149,7 +149,7 @@ def jsonl_pairs(path: str | Path) -> list[dict[str, Any]]:
 
 def collect_pairs(cfg: ExperimentConfig) -> tuple[list[dict[str, Any]], dict[str, str]]:
     """Every pair of ``reward.sources``; plus the sources skipped (with why)."""
-    from safeselect.config import data_dir
+    from safeselect.config.paths import data_dir
 
     pairs: list[dict[str, Any]] = []
     skipped: dict[str, str] = {}
@@ -210,7 +210,7 @@ def encoder_dir(name: str) -> Path:
 def pair_accuracy(model: Any, tok: Any, pairs: list[dict[str, Any]], fmt: str, max_length: int,
                   batch_size: int = 32) -> dict[str, Any]:
     """Share of pairs where r(chosen) > r(rejected), overall and per source, with 95% bootstrap intervals."""
-    from safeselect.evaluation.metrics import proportion
+    from safeselect.core.stats import proportion
     from safeselect.selfplay.rewards import score_pairs
 
     if not pairs:
@@ -236,7 +236,7 @@ def train_reward_model(cfg: ExperimentConfig, out_dir: str | Path, pairs: list[d
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from trl import RewardConfig, RewardTrainer
 
-    from safeselect.io import write_json, write_jsonl
+    from safeselect.core.io import write_json, write_jsonl
     from safeselect.models import resolve_device
     from safeselect.selfplay.rewards import FORMAT_FILE, encode_pair, pair_format
 

@@ -45,7 +45,7 @@ class RuleReward:
         self.refusal = RefusalJudge(cfg)
 
     def __call__(self, entries: list[PromptEntry], responses: list[str]) -> np.ndarray:
-        from safeselect.evaluation.metrics import is_correct
+        from safeselect.core.stats import is_correct
 
         _same_length(entries, responses)
         refused = self.refusal.refused(responses)
@@ -120,7 +120,7 @@ def default_reward_dir(cfg: Any = None) -> Path:
     out = getattr(getattr(cfg, "reward", None), "out", None)
     if out:
         return Path(out)
-    from safeselect.config import cache_dir
+    from safeselect.config.paths import cache_dir
 
     return cache_dir() / "reward" / "bt-minilm"
 

@@ -34,9 +34,10 @@ from typing import Any
 
 import numpy as np
 
-from safeselect import config as config_mod
-from safeselect.config import ExperimentConfig
-from safeselect.data.rows import Row
+from safeselect.config import loading
+from safeselect.config.paths import data_dir
+from safeselect.config.schema import ExperimentConfig
+from safeselect.core.rows import Row
 from safeselect.errors import UserError
 from safeselect.selfplay.pool import PromptEntry, PromptPool
 
@@ -60,7 +61,7 @@ def human_prompts(cfg: ExperimentConfig, bundle: Any | None = None) -> list[Row]
     if src == "builtin":
         rows = list((bundle or _builtin_bundle(cfg)).task)
     elif src == "alpaca":
-        d = config_mod.data_dir(cfg)
+        d = data_dir(cfg)
         if d is None or not (d / ALPACA_FILE).exists():
             raise UserError(f"eva.prompts=alpaca needs {ALPACA_FILE} in the data folder (data.data_dir or "
                             "SAFESELECT_DATA_DIR)")
@@ -68,7 +69,7 @@ def human_prompts(cfg: ExperimentConfig, bundle: Any | None = None) -> list[Row]
         rows = [Row(row_id=f"alpaca-{i:05d}", prompt=str(x["instruction"]), harmful=False, task="open",
                     category=x.get("category"), source="alpaca") for i, x in enumerate(items) if x.get("instruction")]
     else:
-        from safeselect.io import read_jsonl
+        from safeselect.core.io import read_jsonl
 
         raw = read_jsonl(src)
         rows = []
@@ -178,8 +179,8 @@ def _nan_to_none(x: float) -> float | None:
 
 
 def _flat_metrics(path: Path) -> dict[str, Any]:
-    from safeselect.evaluation.metrics import flatten
-    from safeselect.io import read_json
+    from safeselect.core.dotted import flatten
+    from safeselect.core.io import read_json
 
     return flatten(read_json(path))
 
@@ -188,10 +189,11 @@ def run_eva(cfg: ExperimentConfig, out_dir: str | Path, show_progress: bool = Tr
     """Run eva; return the flat metrics (also nested in ``OUT/metrics.json``)."""
     import torch
 
+    from safeselect.core.dotted import nest
+    from safeselect.core.io import atomic_write_text, write_json, write_jsonl
+    from safeselect.core.stats import add_figure, mean_ci, win_rate
     from safeselect.evaluation.generate import generate
-    from safeselect.evaluation.metrics import add_figure, mean_ci, nest, win_rate
     from safeselect.evaluation.resources import Meter
-    from safeselect.io import atomic_write_text, write_json, write_jsonl
     from safeselect.models import load_model, resolve_device, save_model
     from safeselect.selfplay.evolve import CLEAN_COUNTS, evolve
     from safeselect.selfplay.informativeness import informativeness, stats
@@ -207,7 +209,7 @@ def run_eva(cfg: ExperimentConfig, out_dir: str | Path, show_progress: bool = Tr
     if eva.creator == "independent" and not eva.creator_model:
         raise UserError("eva.creator=independent needs eva.creator_model (a model name/path, or 'llm')")
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "config.yaml", config_mod.to_yaml(cfg))
+    atomic_write_text(out / "config.yaml", loading.to_yaml(cfg))
     meter = Meter()
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)

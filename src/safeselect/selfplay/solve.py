@@ -20,7 +20,7 @@ import tempfile
 import time
 from typing import Any
 
-from safeselect.config import ExperimentConfig
+from safeselect.config.schema import ExperimentConfig
 
 LOSS_TYPES = {"dpo": "sigmoid", "ipo": "ipo", "simpo": "simpo", "orpo": "orpo"}
 

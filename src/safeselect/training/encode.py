@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from safeselect.data.rows import Row
+from safeselect.core.rows import Row
 
 IGNORE = -100
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from safeselect.data.rows import Row
+from safeselect.core.rows import Row
 
 
 def token_nll(logits: Any, labels: Any) -> tuple[Any, Any]:

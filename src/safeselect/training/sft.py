@@ -13,8 +13,8 @@ import math
 import time
 from typing import Any
 
-from safeselect.config import TrainConfig
-from safeselect.data.rows import Row
+from safeselect.config.schema import TrainConfig
+from safeselect.core.rows import Row
 
 
 def make_accelerator(cpu: bool | None = None) -> Any:

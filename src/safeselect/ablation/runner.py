@@ -32,10 +32,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from safeselect.ablation.grid import Grid, RunSpec, expand
+from safeselect.ablation.plan import Plan, make_config
+from safeselect.core.io import atomic_write_text, write_json
 from safeselect.errors import UserError
-from safeselect.experiments.grid import Grid, RunSpec, expand
-from safeselect.experiments.plan import Plan, make_config
-from safeselect.io import atomic_write_text, write_json
 
 # run_fn(kind, cfg, out_dir, reference_dir, show_progress) -> flat metrics or None; it writes out_dir/metrics.json.
 RunFn = Callable[[str, Any, Path, "Path | None", bool], "dict[str, Any] | None"]
@@ -80,7 +80,7 @@ def default_run(kind: str, cfg: Any, out_dir: Path, reference_dir: Path | None,
         if "show_progress" in params:
             kwargs["show_progress"] = show_progress
         return run_eva(cfg, out_dir, **kwargs)
-    from safeselect.experiments.pipeline import run_experiment
+    from safeselect.pipeline.run import run_experiment
 
     return run_experiment(cfg, out_dir, reference_dir=reference_dir, show_progress=show_progress)
 
@@ -263,7 +263,7 @@ def run_plan(plan: Plan, out_dir: str | Path, *, seeds: list[int] | None = None,
     launch([r for r in todo if r.run_id != grid.reference_id], ref_dir)
     bar.close()
     if report:
-        from safeselect.experiments.report import build_report
+        from safeselect.reporting.ablation import build_report
 
         build_report(out)
     return outcomes

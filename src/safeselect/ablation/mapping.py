@@ -143,7 +143,7 @@ def _overlap(name_toks: list[str], text_toks: list[str]) -> float:
 
 @functools.lru_cache(maxsize=1)
 def _fields() -> dict[str, dict[str, Any]]:
-    from safeselect.config import field_info
+    from safeselect.config.schema import field_info
 
     return field_info()
 

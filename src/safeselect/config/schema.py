@@ -1,23 +1,18 @@
-"""Typed configuration: defaults < YAML preset < ``key=value`` overrides.
+"""The config schema: one typed dataclass per section, every field a documented knob.
 
 Every knob of ``docs/methods.md`` is a field here, with its default, a help
 text, optional choices or range, and the aliases that ablation plans written in
 prose may use for it ("penalty strength", "gamma", ...). Unknown keys and bad
-values raise :class:`UserError` naming the key and the closest valid one.
+values raise :class:`UserError` naming the key and the closest valid one
+(:mod:`safeselect.config.loading`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
-
-from safeselect.errors import UserError, suggest
-
-PRESET_DIR = Path(__file__).parent / "configs"
 
 
 def knob(default: Any = dataclasses.MISSING, *, help: str, choices: tuple | None = None,
@@ -415,7 +410,7 @@ class ExperimentConfig:
                                    "data and aligned model, one sub-run each, and print one table", factory=list)
 
 
-# ----------------------------------------------------------------------------- loading and validation
+# ----------------------------------------------------------------------------- schema introspection
 
 
 def _walk(cls: type, prefix: str = ""):
@@ -463,191 +458,3 @@ def field_info(cls: type = ExperimentConfig) -> dict[str, dict[str, Any]]:
                 info["default"] = f.default_factory()  # type: ignore[misc]
             out[key] = info
     return out
-
-
-@functools.cache
-def _known_keys() -> tuple[frozenset[str], tuple[str, ...]]:
-    """(leaf keys and section keys, leaf keys in order); the schema is fixed, so computed once."""
-    leaves = tuple(all_keys())
-    sections = {k for k, _, sub in _walk(ExperimentConfig) if sub is not None}
-    return frozenset(leaves) | frozenset(sections), leaves
-
-
-def _check_key(key: str) -> None:
-    known, leaves = _known_keys()
-    if key not in known:
-        raise UserError(f"unknown config key '{key}'{suggest(key, list(leaves))}")
-
-
-def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
-    """{"a": {"b": 1}} -> {"a.b": 1}: nested mapping to dotted keys (lists, empty mappings are leaves)."""
-    out: dict[str, Any] = {}
-    if isinstance(d, dict):
-        for k, v in d.items():
-            key = f"{prefix}{k}"
-            if isinstance(v, dict) and v:
-                out.update(flatten(v, key + "."))
-            else:
-                out[key] = v
-    return out
-
-
-def preset_names() -> list[str]:
-    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
-
-
-def resolve_preset(name_or_path: str) -> Path:
-    """A path to a YAML file, or the name of a shipped preset."""
-    p = Path(name_or_path)
-    if p.suffix in (".yaml", ".yml") or p.exists():
-        if not p.exists():
-            raise UserError(f"config file not found: {p}")
-        return p
-    cand = PRESET_DIR / f"{name_or_path}.yaml"
-    if not cand.exists():
-        raise UserError(f"unknown config '{name_or_path}'{suggest(name_or_path, preset_names())}")
-    return cand
-
-
-def _read_yaml(path: Path) -> dict[str, Any]:
-    import yaml
-
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f":{mark.line + 1}" if mark is not None else ""
-        raise UserError(f"{path}{where}: malformed YAML ({getattr(e, 'problem', e)})") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: a config must be a mapping of keys to values")
-    return data
-
-
-def parse_override(text: str) -> tuple[str, Any]:
-    """``a.b=3`` -> ("a.b", 3), values parsed as YAML scalars/lists."""
-    import yaml
-
-    if "=" not in text:
-        raise UserError(f"override '{text}' must look like key=value")
-    key, _, raw = text.partition("=")
-    key = key.strip()
-    try:
-        value = yaml.safe_load(raw) if raw.strip() != "" else None
-    except yaml.YAMLError:
-        value = raw
-    return key, value
-
-
-def _coerce_gamma(flat: dict[str, Any]) -> dict[str, Any]:
-    """A plain number for ``selection.seal.gamma`` means a constant schedule (METHODS.md section 2)."""
-    g = flat.get("selection.seal.gamma")
-    if g is not None and not isinstance(g, dict):
-        if isinstance(g, bool) or not isinstance(g, (int, float)):
-            raise UserError(f"selection.seal.gamma={g!r}: give a number (constant) or a mapping with 'schedule'")
-        flat = dict(flat)
-        del flat["selection.seal.gamma"]
-        flat["selection.seal.gamma.schedule"] = "constant"
-        flat["selection.seal.gamma.value"] = float(g)
-    return flat
-
-
-def build(values: dict[str, Any]) -> ExperimentConfig:
-    """Build a validated config from a flat {dotted key: value} mapping on top of the defaults."""
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
-    values = _coerce_gamma(values)
-    base = OmegaConf.structured(ExperimentConfig)
-    for key, value in values.items():
-        _check_key(key)
-        try:
-            OmegaConf.update(base, key, value, merge=True)
-        except OmegaConfBaseException as e:
-            msg = str(e).splitlines()[0]
-            raise UserError(f"bad value for '{key}': {value!r} ({msg})") from None
-    cfg: ExperimentConfig = OmegaConf.to_object(base)  # type: ignore[assignment]
-    validate(cfg)
-    return cfg
-
-
-def validate(cfg: ExperimentConfig) -> None:
-    """Check choices and ranges declared on the fields."""
-    info = _field_info_cached()
-    for key, meta in info.items():
-        value = get(cfg, key)
-        choices = meta.get("choices")
-        if choices and value not in choices:
-            raise UserError(f"bad value for '{key}': {value!r}{suggest(str(value), list(choices))}")
-        rng = meta.get("range")
-        if rng and value is not None and isinstance(value, (int, float)):
-            lo, hi = rng
-            if (lo is not None and value < lo) or (hi is not None and value > hi):
-                lo_s = "-inf" if lo is None else lo
-                hi_s = "inf" if hi is None else hi
-                raise UserError(f"'{key}'={value} is out of range [{lo_s}, {hi_s}]")
-    g = cfg.selection.seal.gamma
-    if g.schedule == "exponential" and g.init <= 0:
-        raise UserError("'selection.seal.gamma.init' must be > 0 for the exponential schedule")
-
-
-def get(cfg: Any, key: str) -> Any:
-    obj = cfg
-    for part in key.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
-def load(config: str | None, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
-    """defaults < YAML preset (by name or path) < ``key=value`` overrides."""
-    flat: dict[str, Any] = {}
-    if config:
-        path = resolve_preset(config)
-        data = _read_yaml(path)
-        inherit = data.pop("defaults", None)
-        if inherit:
-            flat.update(flatten(_read_yaml(resolve_preset(str(inherit)))))
-        flat.update(flatten(data))
-    for text in overrides:
-        key, value = parse_override(text)
-        flat[key] = value
-    return build(flat)
-
-
-def to_dict(cfg: ExperimentConfig) -> dict[str, Any]:
-    return dataclasses.asdict(cfg)
-
-
-def to_yaml(cfg: ExperimentConfig) -> str:
-    import yaml
-
-    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
-
-
-def flat_dict(cfg: ExperimentConfig) -> dict[str, Any]:
-    return {k: get(cfg, k) for k in all_keys()}
-
-
-def cache_dir() -> Path:
-    """User cache: $SAFESELECT_CACHE, else ~/.cache/safeselect."""
-    root = os.environ.get("SAFESELECT_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "safeselect")
-    path = Path(root)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def data_dir(cfg: ExperimentConfig | None = None) -> Path | None:
-    """Folder of the real data sets: config, then $SAFESELECT_DATA_DIR, then ../shared/data next to the repo or cwd."""
-    cands = []
-    if cfg is not None and cfg.data.data_dir:
-        # An explicit folder that does not exist is an error, not a reason to fall back silently.
-        if not Path(cfg.data.data_dir).is_dir():
-            raise UserError(f"data.data_dir={cfg.data.data_dir}: folder not found")
-        return Path(cfg.data.data_dir)
-    if os.environ.get("SAFESELECT_DATA_DIR"):
-        cands.append(Path(os.environ["SAFESELECT_DATA_DIR"]))
-    cands.append(Path.cwd().parent / "shared" / "data")
-    cands.append(Path(__file__).resolve().parents[3] / "shared" / "data")
-    for c in cands:
-        if c.is_dir():
-            return c
-    return None

@@ -20,13 +20,13 @@ import math
 from pathlib import Path
 from typing import Any
 
-from safeselect.config import flatten
+from safeselect.ablation.grid import REFERENCE_LABEL, Grid
+from safeselect.ablation.mapping import MetricSpec, lower_is_better, map_metric, metric_label
+from safeselect.ablation.plan import slugify
+from safeselect.ablation.runner import is_complete, run_dir
+from safeselect.core.dotted import flatten
+from safeselect.core.io import atomic_write_text
 from safeselect.errors import UserError
-from safeselect.experiments.aliases import MetricSpec, lower_is_better, map_metric, metric_label
-from safeselect.experiments.grid import REFERENCE_LABEL, Grid
-from safeselect.experiments.plan import slugify
-from safeselect.experiments.runner import is_complete, run_dir
-from safeselect.io import atomic_write_text
 
 DEFAULT_METRICS = ["harmful rate", "win rate", "accuracy", "over refusal"]
 _BASE_COLUMNS = ["run_id", "ablation", "parameter", "replacement", "value", "seed", "status", "run.wall_s"]
@@ -292,7 +292,7 @@ def build_report(out_dir: str | Path, plots: bool = True) -> Path:
             plot_jobs.append((a, pl, data))
     md += ["All runs, every metric: [results.csv](results.csv).", ""]
     if plots:
-        from safeselect.experiments.plots import plot_metric
+        from safeselect.reporting.plots import plot_metric
 
         for a, pl, data in plot_jobs:
             for m, png in pl:

@@ -1,5 +1,5 @@
 """Evaluation metrics as small pure functions: rates, means and win rates with 95% bootstrap intervals,
-answer extraction for exact-match accuracy, Safety Avg, judge agreement, and dotted-name helpers.
+answer extraction for exact-match accuracy, Safety Avg, judge agreement, and figures under dotted names.
 
 Every figure is a dict ``{"value", "n", "ci"}`` (plus ``"invalid"`` where a
 judge may abstain): ``n`` is the number of items the value was computed on,
@@ -17,8 +17,6 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import numpy as np
-
-from safeselect.config import flatten  # noqa: F401 - re-exported: metrics.flatten is the public name
 
 # Resample in chunks so n_boot * n never allocates more than this many indices at once.
 _CHUNK = 4_000_000
@@ -231,24 +229,7 @@ def is_correct(row: Any, response: str) -> bool | None:
     return extract_answer(None, response) == gold
 
 
-# ----------------------------------------------------------------------------- dotted names
-
-
-def nest(flat: dict[str, Any]) -> dict[str, Any]:
-    """{"a.b": 1} -> {"a": {"b": 1}}; a name that is both a value and a prefix raises ValueError."""
-    out: dict[str, Any] = {}
-    for key, v in flat.items():
-        parts = key.split(".")
-        node = out
-        for p in parts[:-1]:
-            nxt = node.setdefault(p, {})
-            if not isinstance(nxt, dict):
-                raise ValueError(f"metric name '{key}' clashes with the value at '{p}'")
-            node = nxt
-        if isinstance(node.get(parts[-1]), dict):
-            raise ValueError(f"metric name '{key}' is also a prefix of other names")
-        node[parts[-1]] = v
-    return out
+# ----------------------------------------------------------------------------- figures under dotted names
 
 
 def add_figure(flat: dict[str, Any], name: str, stat: dict[str, Any], invalid: bool = False) -> None:

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from safeselect.experiments.plan import Plan, slugify
+from safeselect.ablation.plan import Plan, slugify
 
 REFERENCE_LABEL = "reference"
 
@@ -82,9 +82,9 @@ def _preset_digest(preset: str | None) -> str | None:
     """The preset's name and a hash of its file, so editing the preset gives new run ids."""
     if not preset:
         return None
-    from safeselect import config as config_mod
+    from safeselect.config.paths import resolve_preset
 
-    path = config_mod.resolve_preset(preset)
+    path = resolve_preset(preset)
     return f"{Path(preset).name}:{hashlib.sha256(path.read_bytes()).hexdigest()[:12]}"
 
 

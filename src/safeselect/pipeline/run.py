@@ -14,11 +14,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from safeselect import config as config_mod
-from safeselect.config import ExperimentConfig
-from safeselect.data.rows import Bundle, Row
+from safeselect.config import loading
+from safeselect.config.paths import cache_dir
+from safeselect.config.schema import ExperimentConfig, all_keys
+from safeselect.core.dotted import flatten
+from safeselect.core.io import atomic_write_text, read_json, write_json, write_jsonl
+from safeselect.core.rows import Bundle, Row
 from safeselect.errors import UserError
-from safeselect.io import atomic_write_text, read_json, write_json, write_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +41,7 @@ def _align_key(cfg: ExperimentConfig, model_name: str, align_rows: list[Row]) ->
     """Hash of everything the aligned model depends on, so equal configs reuse one cached model."""
     payload = {
         "model": model_name, "dtype": cfg.model.dtype, "max_length": cfg.model.max_length,
-        "lora": config_mod.to_dict(cfg)["model"]["lora"], "align": config_mod.to_dict(cfg)["align"],
+        "lora": loading.to_dict(cfg)["model"]["lora"], "align": loading.to_dict(cfg)["align"],
         "seed": cfg.seed, "rows": [(r.row_id, r.prompt, r.response) for r in align_rows],
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
@@ -60,7 +62,7 @@ def aligned_dir(cfg: ExperimentConfig, bundle: Bundle, model_name: str | None = 
     if not cfg.align.enabled or not bundle.align:
         return None
     key = _align_key(cfg, name, bundle.align)
-    out = config_mod.cache_dir() / "aligned" / f"{_slug(name)}-{key}"
+    out = cache_dir() / "aligned" / f"{_slug(name)}-{key}"
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out.parent / f".{out.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # parallel ablation workers train it once
@@ -146,8 +148,8 @@ def config_drift(out_dir: str | Path, cfg: ExperimentConfig) -> list[str]:
     p = Path(out_dir) / "config.yaml"
     if not p.exists():
         return []
-    saved = config_mod.flatten(yaml.safe_load(p.read_text()) or {})
-    now = config_mod.flatten(config_mod.to_dict(cfg))
+    saved = flatten(yaml.safe_load(p.read_text()) or {})
+    now = flatten(loading.to_dict(cfg))
     own = _SELECTOR_SECTIONS.get(cfg.selection.method)
     unused = tuple(f"selection.{sec}." for sec in _SELECTOR_SECTIONS.values() if sec != own)
     return [f"{k}: {saved[k]!r} -> {now[k]!r}" for k in sorted(saved.keys() & now.keys())
@@ -155,7 +157,7 @@ def config_drift(out_dir: str | Path, cfg: ExperimentConfig) -> list[str]:
 
 
 def read_metrics(out_dir: str | Path) -> dict[str, Any]:
-    from safeselect.evaluation.metrics import flatten
+    from safeselect.core.dotted import flatten
 
     return flatten(read_json(Path(out_dir) / "metrics.json"))
 
@@ -163,8 +165,8 @@ def read_metrics(out_dir: str | Path) -> dict[str, Any]:
 def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, reference_dir: str | Path | None = None,
                    show_progress: bool = True) -> dict[str, Any]:
     """align -> select -> fine-tune -> evaluate; returns flat metrics. A complete ``out_dir`` is not redone."""
+    from safeselect.core.dotted import nest
     from safeselect.evaluation.evaluate import evaluate
-    from safeselect.evaluation.metrics import nest
     from safeselect.evaluation.resources import Meter
     from safeselect.models import add_lora, load_tokenizer
     from safeselect.selection.base import budget_stats
@@ -179,7 +181,7 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, reference_dir: st
         log.info("skipping %s: already complete", out)
         return read_metrics(out)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "config.yaml", config_mod.to_yaml(cfg))
+    atomic_write_text(out / "config.yaml", loading.to_yaml(cfg))
     reference_dir = reference_dir or cfg.eval.reference
     meter = Meter()
     _seed_all(cfg.seed)
@@ -356,11 +358,11 @@ def runs_report(out_dir: str | Path, win_rates: bool = True) -> str:
                    key=lambda n: (n not in ("aligned", "full"), n != "aligned", n))
     if not names:
         raise UserError(f"{out}: no plan.json (not an ablation folder) and no finished run in its subfolders")
-    flat = {n: config_mod.flatten(yaml.safe_load((out / n / "config.yaml").read_text()) or {}) for n in names}
+    flat = {n: flatten(yaml.safe_load((out / n / "config.yaml").read_text()) or {}) for n in names}
     first = flat[names[0]]
     differ = sorted({k for f in flat.values() for k in f.keys() & first.keys()
                      if k.startswith(_SHARED_SECTIONS) and f[k] != first[k]})
-    cfg = config_mod.build({k: v for k, v in first.items() if k in config_mod.all_keys()})
+    cfg = loading.build({k: v for k, v in first.items() if k in all_keys()})
     lines = [compare_report(cfg, {n: _with_ranking_auc(out / n) for n in names}, win_rates).rstrip(), ""]
     if differ:
         lines += ["Not like-for-like: these settings differ between the runs: "

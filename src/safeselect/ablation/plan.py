@@ -27,7 +27,7 @@ Markdown (the format of ``../shared/plans/``, HTML wrapping and mojibake tolerat
       - 0.5
     - **Metrics**: win rate, safety alignment score
 
-Prose is mapped by :mod:`safeselect.experiments.aliases`; every mapping is kept
+Prose is mapped by :mod:`safeselect.ablation.mapping`; every mapping is kept
 (``how``) so ``safeselect ablate PLAN --explain`` can show it. Loading a plan
 builds and validates the config of every run, so a bad value fails before
 anything runs.
@@ -43,9 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from safeselect.config import flatten
-from safeselect.errors import UserError
-from safeselect.experiments.aliases import (
+from safeselect.ablation.mapping import (
     MetricSpec,
     companions,
     fix_mojibake,
@@ -55,6 +53,8 @@ from safeselect.experiments.aliases import (
     reads_as_percentages,
     tokens,
 )
+from safeselect.core.dotted import flatten
+from safeselect.errors import UserError
 
 ABLATION_DIR = Path(__file__).resolve().parents[1] / "configs" / "ablations"
 DEFAULT_SEEDS = [0, 1, 2]
@@ -145,9 +145,9 @@ def override_text(key: str, value: Any) -> str:
 
 def make_config(preset: str | None, flat: dict[str, Any]) -> Any:
     """The config of one run: defaults < preset (name or path) < ``flat`` dotted overrides."""
-    from safeselect import config as config_mod
+    from safeselect.config import loading
 
-    return config_mod.load(preset, [override_text(k, v) for k, v in flat.items()])
+    return loading.load(preset, [override_text(k, v) for k, v in flat.items()])
 
 
 def resolve_plan_path(name_or_path: str | Path) -> Path:
@@ -422,7 +422,7 @@ def _section_name(heading: str) -> str:
 
 def _markdown_preset(title: str, raws: list[dict[str, Any]], notes: list[str]) -> str | None:
     """The shipped preset named after what a markdown plan ablates (eva, or the selector), when one exists."""
-    from safeselect.config import preset_names
+    from safeselect.config.paths import preset_names
 
     keys = []
     for r in raws:
@@ -468,11 +468,11 @@ def load_plan(path: str | Path, overrides: dict[str, Any] | list[str] | None = N
     ``overrides`` (dotted dict or ``key=value`` strings) apply to the base of every run, ``base`` replaces the
     plan's preset, ``seeds`` its seeds.
     """
-    from safeselect import config as config_mod
+    from safeselect.config import loading
 
     p = resolve_plan_path(path)
     if isinstance(overrides, (list, tuple)):
-        overrides = dict(config_mod.parse_override(o) for o in overrides)
+        overrides = dict(loading.parse_override(o) for o in overrides)
     overrides = dict(overrides or {})
     notes: list[str] = []
     if p.suffix == ".md":
@@ -494,7 +494,7 @@ def load_plan(path: str | Path, overrides: dict[str, Any] | list[str] | None = N
         raise UserError(f"{p}: base config: {e}") from None
 
     def base_value(key: str) -> Any:
-        from safeselect.config import get
+        from safeselect.config.loading import get
 
         return get(base_cfg, key)
 

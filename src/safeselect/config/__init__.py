@@ -1,0 +1,1 @@
+"""Configuration: the typed schema, loading (defaults < preset < overrides), and paths (presets, cache, data)."""

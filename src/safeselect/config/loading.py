@@ -1,0 +1,145 @@
+"""Loading a config: defaults < YAML preset < ``key=value`` overrides, validated against the schema.
+
+Unknown keys and bad values raise :class:`UserError` naming the key and the
+closest valid one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from pathlib import Path
+from typing import Any
+
+from safeselect.config.paths import resolve_preset
+from safeselect.config.schema import ExperimentConfig, _field_info_cached, _walk, all_keys
+from safeselect.core.dotted import flatten
+from safeselect.errors import UserError, suggest
+
+
+@functools.cache
+def _known_keys() -> tuple[frozenset[str], tuple[str, ...]]:
+    """(leaf keys and section keys, leaf keys in order); the schema is fixed, so computed once."""
+    leaves = tuple(all_keys())
+    sections = {k for k, _, sub in _walk(ExperimentConfig) if sub is not None}
+    return frozenset(leaves) | frozenset(sections), leaves
+
+
+def _check_key(key: str) -> None:
+    known, leaves = _known_keys()
+    if key not in known:
+        raise UserError(f"unknown config key '{key}'{suggest(key, list(leaves))}")
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        raise UserError(f"{path}{where}: malformed YAML ({getattr(e, 'problem', e)})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: a config must be a mapping of keys to values")
+    return data
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``a.b=3`` -> ("a.b", 3), values parsed as YAML scalars/lists."""
+    import yaml
+
+    if "=" not in text:
+        raise UserError(f"override '{text}' must look like key=value")
+    key, _, raw = text.partition("=")
+    key = key.strip()
+    try:
+        value = yaml.safe_load(raw) if raw.strip() != "" else None
+    except yaml.YAMLError:
+        value = raw
+    return key, value
+
+
+def _coerce_gamma(flat: dict[str, Any]) -> dict[str, Any]:
+    """A plain number for ``selection.seal.gamma`` means a constant schedule (METHODS.md section 2)."""
+    g = flat.get("selection.seal.gamma")
+    if g is not None and not isinstance(g, dict):
+        if isinstance(g, bool) or not isinstance(g, (int, float)):
+            raise UserError(f"selection.seal.gamma={g!r}: give a number (constant) or a mapping with 'schedule'")
+        flat = dict(flat)
+        del flat["selection.seal.gamma"]
+        flat["selection.seal.gamma.schedule"] = "constant"
+        flat["selection.seal.gamma.value"] = float(g)
+    return flat
+
+
+def build(values: dict[str, Any]) -> ExperimentConfig:
+    """Build a validated config from a flat {dotted key: value} mapping on top of the defaults."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    values = _coerce_gamma(values)
+    base = OmegaConf.structured(ExperimentConfig)
+    for key, value in values.items():
+        _check_key(key)
+        try:
+            OmegaConf.update(base, key, value, merge=True)
+        except OmegaConfBaseException as e:
+            msg = str(e).splitlines()[0]
+            raise UserError(f"bad value for '{key}': {value!r} ({msg})") from None
+    cfg: ExperimentConfig = OmegaConf.to_object(base)  # type: ignore[assignment]
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: ExperimentConfig) -> None:
+    """Check choices and ranges declared on the fields."""
+    info = _field_info_cached()
+    for key, meta in info.items():
+        value = get(cfg, key)
+        choices = meta.get("choices")
+        if choices and value not in choices:
+            raise UserError(f"bad value for '{key}': {value!r}{suggest(str(value), list(choices))}")
+        rng = meta.get("range")
+        if rng and value is not None and isinstance(value, (int, float)):
+            lo, hi = rng
+            if (lo is not None and value < lo) or (hi is not None and value > hi):
+                lo_s = "-inf" if lo is None else lo
+                hi_s = "inf" if hi is None else hi
+                raise UserError(f"'{key}'={value} is out of range [{lo_s}, {hi_s}]")
+    g = cfg.selection.seal.gamma
+    if g.schedule == "exponential" and g.init <= 0:
+        raise UserError("'selection.seal.gamma.init' must be > 0 for the exponential schedule")
+
+
+def get(cfg: Any, key: str) -> Any:
+    obj = cfg
+    for part in key.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def load(config: str | None, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
+    """defaults < YAML preset (by name or path) < ``key=value`` overrides."""
+    flat: dict[str, Any] = {}
+    if config:
+        path = resolve_preset(config)
+        data = _read_yaml(path)
+        inherit = data.pop("defaults", None)
+        if inherit:
+            flat.update(flatten(_read_yaml(resolve_preset(str(inherit)))))
+        flat.update(flatten(data))
+    for text in overrides:
+        key, value = parse_override(text)
+        flat[key] = value
+    return build(flat)
+
+
+def to_dict(cfg: ExperimentConfig) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def to_yaml(cfg: ExperimentConfig) -> str:
+    import yaml
+
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)

@@ -1,0 +1,1 @@
+"""The single-run pipeline: align -> select -> fine-tune -> evaluate, and compare."""

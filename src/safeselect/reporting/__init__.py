@@ -1,0 +1,1 @@
+"""Reports: run and comparison tables, ablation tables, plots."""
