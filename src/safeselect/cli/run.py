@@ -12,6 +12,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="one experiment end to end (or several methods with `compare`)")
     add_config_args(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("-v", "--verbose", action="store_true", help="show the log: every training step's loss, skipped runs")
     p.set_defaults(func=run)
 
 

@@ -102,6 +102,15 @@ class TrainConfig:
     max_grad_norm: float = knob(1.0, help="gradient clipping (0 = off)", range=(0, None))
     warmup_ratio: float = knob(0.0, help="linear warm-up share of steps", range=(0, 1))
     max_steps: int = knob(-1, help="stop after this many optimiser steps (-1 = no limit)")
+    mixed_precision: str = knob("no", help="bf16: autocast the forward pass to bfloat16 (GPUs, and CPUs with AVX-512 "
+                                "BF16); weights, gradients and optimiser state stay float32", choices=("no", "bf16"),
+                                aliases=("mixed precision",))
+
+
+@dataclass
+class FinetuneConfig(TrainConfig):
+    merge: bool = knob(False, help="also write merged weights (LoRA folded in, plain safetensors) to RUN/model/merged; "
+                       "`safeselect export RUN --out DIR` does the same later")
 
 
 @dataclass
@@ -389,6 +398,26 @@ class RewardTrainConfig:
                                       "eva uses it when eva.reward_model is unset")
 
 
+# ----------------------------------------------------------------------------- tracking and checkpoints
+
+
+@dataclass
+class TrackingConfig:
+    report_to: str = knob("none", help="experiment tracker fed through accelerate (the loss curve is always kept in "
+                          "RUN/train_log.jsonl): tensorboard (offline, RUN/tracking/), wandb, mlflow",
+                          choices=("none", "tensorboard", "wandb", "mlflow"), aliases=("tracker", "report to"))
+    project: str | None = knob(None, help="project / experiment name shown by the tracker (default: `name`)")
+    log_every: int = knob(1, help="log the training loss every N optimiser steps", range=(1, None))
+
+
+@dataclass
+class CheckpointConfig:
+    every_steps: int = knob(0, help="save fine-tuning and SEAL selector-training state every N optimiser steps "
+                            "into RUN/checkpoints/ (accelerate save_state; removed when the run completes); a "
+                            "killed run resumes from the latest one (0 = off)", range=(0, None),
+                            aliases=("checkpoint steps", "save steps"))
+
+
 # ----------------------------------------------------------------------------- experiment
 
 
@@ -401,7 +430,9 @@ class ExperimentConfig:
     data: DataConfig = section(DataConfig, "task, safety reference and evaluation data")
     align: AlignConfig = section(AlignConfig, "the alignment stage")
     selection: SelectionConfig = section(SelectionConfig, "which task rows to train on")
-    finetune: TrainConfig = section(TrainConfig, "fine-tuning on the selected rows")
+    finetune: FinetuneConfig = section(FinetuneConfig, "fine-tuning on the selected rows")
+    tracking: TrackingConfig = section(TrackingConfig, "loss curves and metrics to experiment trackers")
+    checkpoint: CheckpointConfig = section(CheckpointConfig, "resumable training state")
     eval: EvalConfig = section(EvalConfig, "evaluation")
     judges: JudgesConfig = section(JudgesConfig, "judge settings")
     eva: EvaConfig = section(EvaConfig, "eva self-play")

@@ -31,7 +31,12 @@ def load_model(name: str, model_cfg: ModelConfig | None = None, device: str = "c
         path = Path(name).expanduser()
         if not path.exists() and ("/" not in name or name.startswith((".", "/"))):
             raise UserError(f"unknown model '{name}': not a registered name{_did_you_mean(name)} nor an existing path")
-        model, tok = _load_pretrained(str(path) if path.exists() else name)
+        if path.is_dir() and ((path / "adapter_config.json").exists() or (path / "model" / "adapter_config.json").exists()):
+            from safeselect.models.saved import load_saved
+
+            model, tok = load_saved(path)  # a run's saved adapter (or its run folder), merged onto its base
+        else:
+            model, tok = _load_pretrained(str(path) if path.exists() else name)
     model = model.to(dtype=dtype, device=resolve_device(device))
     _ensure_pad(tok, model)
     if model_cfg is not None and model_cfg.gradient_checkpointing:

@@ -25,6 +25,8 @@ from safeselect.errors import UserError
 log = logging.getLogger(__name__)
 
 ALIGNED_ONLY = "aligned"  # pseudo-method in `compare`: evaluate the aligned starting model, no fine-tuning
+CHECKPOINTS = "checkpoints"  # RUN/checkpoints/<stage>/step-N: resumable training state, removed on completion
+LOSS_PLOT = "loss.png"
 
 
 # ----------------------------------------------------------------------------- stages
@@ -39,9 +41,13 @@ def build_bundle(cfg: ExperimentConfig) -> Bundle:
 
 def _align_key(cfg: ExperimentConfig, model_name: str, align_rows: list[Row]) -> str:
     """Hash of everything the aligned model depends on, so equal configs reuse one cached model."""
+    align = loading.to_dict(cfg)["align"]
+    if align["train"].get("mixed_precision") == "no":
+        # Added after aligned models were cached: hashed only when set, so those caches stay valid.
+        del align["train"]["mixed_precision"]
     payload = {
         "model": model_name, "dtype": cfg.model.dtype, "max_length": cfg.model.max_length,
-        "lora": loading.to_dict(cfg)["model"]["lora"], "align": loading.to_dict(cfg)["align"],
+        "lora": loading.to_dict(cfg)["model"]["lora"], "align": align,
         "seed": cfg.seed, "rows": [(r.row_id, r.prompt, r.response) for r in align_rows],
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
@@ -51,31 +57,52 @@ def aligned_dir(cfg: ExperimentConfig, bundle: Bundle, model_name: str | None = 
                 show_progress: bool = True) -> Path | None:
     """Path of the aligned model for ``model_name`` (default ``cfg.model.name``), training it once if needed.
 
-    None when alignment is off (the starting model is then ``model_name`` as is).
+    None when alignment is off (the starting model is then ``model_name`` as is). Under a
+    multi-process launch the main process trains it alone (no DDP) while the others wait at
+    a barrier; the file lock that keeps parallel ablation workers from training it twice is
+    released before that barrier, so no lock is ever held across a collective.
     """
-    import fcntl
-
-    from safeselect.models import add_lora, load_model, merge_lora, save_model
-    from safeselect.training.sft import train_sft
-
     name = model_name or cfg.model.name
     if not cfg.align.enabled or not bundle.align:
         return None
     key = _align_key(cfg, name, bundle.align)
     out = cache_dir() / "aligned" / f"{_slug(name)}-{key}"
+    state = accelerator(cfg)
+    if state.is_main_process:
+        _train_aligned(cfg, bundle, name, key, out, state, show_progress)
+    state.wait_for_everyone()
+    if not (out / "config.json").exists():
+        raise RuntimeError(f"aligned model {out} missing after the main process built it")
+    return out
+
+
+def _train_aligned(cfg: ExperimentConfig, bundle: Bundle, name: str, key: str, out: Path, acc: Any,
+                   show_progress: bool) -> None:
+    import fcntl
+
+    from safeselect.models import add_lora, load_model, merge_lora, save_model
+    from safeselect.training.sft import train_sft
+
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out.parent / f".{out.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # parallel ablation workers train it once
         if (out / "config.json").exists():
-            return out
+            return
         _seed_all(cfg.seed)
         model, tok = load_model(name, cfg.model, device=cfg.device)
         model = add_lora(model, cfg.model.lora)
         train_sft(model, tok, bundle.align, cfg.align.train, cfg.model.max_length, seed=cfg.seed,
-                  desc="align", show_progress=show_progress)
+                  desc="align", show_progress=show_progress, accelerator=acc, local=acc.num_processes > 1)
         save_model(merge_lora(model), tok, out)
         atomic_write_text(out / "align.json", json.dumps({"model": name, "key": key, "rows": len(bundle.align)}))
-    return out
+
+
+def accelerator(cfg: ExperimentConfig) -> Any:
+    """A fresh Accelerator for ``cfg.device`` (one per training: its checkpoint holds only that training's
+    model). Under ``accelerate launch`` / ``torchrun`` every process of the launch gets its own."""
+    from safeselect.training.sft import make_accelerator
+
+    return make_accelerator(cpu=True if cfg.device == "cpu" else (False if cfg.device == "cuda" else None))
 
 
 def load_aligned(cfg: ExperimentConfig, bundle: Bundle | None = None, model_name: str | None = None) -> tuple[Any, Any]:
@@ -87,7 +114,8 @@ def load_aligned(cfg: ExperimentConfig, bundle: Bundle | None = None, model_name
     return load_model(str(path) if path else (model_name or cfg.model.name), cfg.model, device=cfg.device)
 
 
-def select(cfg: ExperimentConfig, bundle: Bundle, out_dir: Path, show_progress: bool = True) -> Any:
+def select(cfg: ExperimentConfig, bundle: Bundle, out_dir: Path, show_progress: bool = True,
+           tracker: Any = None) -> Any:
     """Run the configured selector (plus SafeInstr demonstrations when asked) and return its Selection."""
     from safeselect.judges.base import make_judge
     from safeselect.models import load_tokenizer
@@ -108,6 +136,7 @@ def select(cfg: ExperimentConfig, bundle: Bundle, out_dir: Path, show_progress: 
         load_model=lambda name=None: load_aligned(cfg, bundle, name),
         response_tokens=response_token_counts(tok, bundle.task),
         judge=_judge, show_progress=show_progress,
+        checkpoint_dir=out_dir / CHECKPOINTS, checkpoint_every=cfg.checkpoint.every_steps, tracker=tracker,
     )
     selection = selector(ctx)
     if cfg.selection.safeinstr.count > 0 and cfg.selection.method != "safeinstr":
@@ -130,8 +159,9 @@ def is_complete(out_dir: str | Path) -> bool:
         return False
 
 
-# Labels, not settings: a finished run is reused whatever they say.
-_DRIFT_IGNORED = ("name", "compare")
+# Labels and bookkeeping, not settings: a finished run is reused whatever they say.
+_DRIFT_IGNORED = ("name", "compare", "finetune.merge", "checkpoint.every_steps", "tracking.report_to", "tracking.project",
+                  "tracking.log_every")
 # selector -> its own settings section; other selectors' sections cannot change its result
 # (selection.safeinstr is not here: its count adds demonstrations on top of every selector).
 _SELECTOR_SECTIONS = {"seal": "seal", "dualselect": "dualselect", "dsir": "dsir", "judge-filter": "judge_filter"}
@@ -164,75 +194,148 @@ def read_metrics(out_dir: str | Path) -> dict[str, Any]:
 
 def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, reference_dir: str | Path | None = None,
                    show_progress: bool = True) -> dict[str, Any]:
-    """align -> select -> fine-tune -> evaluate; returns flat metrics. A complete ``out_dir`` is not redone."""
+    """align -> select -> fine-tune -> evaluate; returns flat metrics. A complete ``out_dir`` is not redone.
+
+    The fine-tuned model is kept in ``out_dir/model`` (see :mod:`safeselect.models.saved`). With
+    ``checkpoint.every_steps`` the selector's and the fine-tune's state are saved under
+    ``out_dir/checkpoints`` and a rerun of a killed run resumes from them. Under a multi-process
+    launch every process trains its share and only the main process writes files and evaluates.
+    """
     from safeselect.core.dotted import nest
-    from safeselect.evaluation.evaluate import evaluate
     from safeselect.evaluation.resources import Meter
-    from safeselect.models import add_lora, load_tokenizer
     from safeselect.selection.base import budget_stats
-    from safeselect.training.sft import train_sft
 
     out = Path(out_dir)
+    state = accelerator(cfg)
+    main = state.is_main_process
     if is_complete(out):
         drift = config_drift(out, cfg)
         if drift:
             raise UserError(f"{out} holds a finished run of another config ({'; '.join(drift[:3])}"
                             f"{'; ...' if len(drift) > 3 else ''}): choose another --out or delete it")
         log.info("skipping %s: already complete", out)
+        if main and cfg.finetune.merge:
+            _merge(out)
         return read_metrics(out)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "config.yaml", loading.to_yaml(cfg))
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "config.yaml", loading.to_yaml(cfg))
     reference_dir = reference_dir or cfg.eval.reference
     meter = Meter()
     _seed_all(cfg.seed)
+    tracker = _tracker(cfg, out, main)
 
     with meter.stage("data"):
         bundle = build_bundle(cfg)
     with meter.stage("align"):
-        aligned_dir(cfg, bundle, show_progress=show_progress)
+        aligned = aligned_dir(cfg, bundle, show_progress=show_progress)
 
     metrics: dict[str, Any] = {}
     method = cfg.selection.method
+    trained = False
     if method == ALIGNED_ONLY:
         model, tok = load_aligned(cfg, bundle)
     else:
         with meter.stage("selection"):
-            selection, ctx = select(cfg, bundle, out, show_progress)
-        write_jsonl(out / "selection.jsonl", selection.records(bundle.task))
+            selection, ctx = select(cfg, bundle, out, show_progress, tracker=tracker)
+        if main:
+            write_jsonl(out / "selection.jsonl", selection.records(bundle.task))
         stats = budget_stats(selection.kept, bundle.task, ctx.response_tokens, selection.scores)
         metrics.update({f"selection.{k}": v for k, v in stats.items()})
         metrics["selection.added"] = len(selection.added)
         metrics.update({f"selection.info.{k}": v for k, v in selection.info.items()
                         if isinstance(v, (int, float, str, bool))})
-        if selection.trained_model is not None:
-            # The selector trained while it selected (DualSelect): that model is the result.
-            model = selection.trained_model
-            tok = load_tokenizer(cfg.model.name)
-        else:
-            with meter.stage("train"):
-                model, tok = load_aligned(cfg, bundle)
-                model = add_lora(model, cfg.model.lora)
-                kept = selection.kept_rows(bundle.task)
-                res = train_sft(model, tok, kept, cfg.finetune, cfg.model.max_length, seed=cfg.seed,
-                                desc=f"fine-tune ({method})", show_progress=show_progress)
-                metrics["train.steps"] = res["steps"]
-                metrics["train.rows"] = len(kept)
-                if res["losses"]:
-                    metrics["train.first_loss"] = res["losses"][0]
-                    metrics["train.last_loss"] = res["losses"][-1]
+        with meter.stage("train"):
+            model, tok, train_metrics = finetune(cfg, bundle, selection, out, show_progress, tracker)
+        metrics.update(train_metrics)
+        trained = True
 
-    if cfg.eval.enabled:
-        with meter.stage("eval"):
-            flat, generations = evaluate(model, tok, bundle, cfg, reference_dir=reference_dir,
-                                         show_progress=show_progress)
-        metrics.update(flat)
-        write_jsonl(out / "generations.jsonl", generations)
-    metrics.update(meter.metrics())
-    metrics["complete"] = True
-    # metrics.json last: its presence with complete=true is what marks the run finished.
-    atomic_write_text(out / "report.md", run_report(cfg, metrics))
-    write_json(out / "metrics.json", nest(metrics))
-    return metrics
+    if main:
+        if trained:
+            _save_model(cfg, model, tok, out, aligned)
+        if cfg.eval.enabled:
+            from safeselect.evaluation.evaluate import evaluate
+
+            with meter.stage("eval"):
+                flat, generations = evaluate(model, tok, bundle, cfg, reference_dir=reference_dir,
+                                             show_progress=show_progress)
+            metrics.update(flat)
+            write_jsonl(out / "generations.jsonl", generations)
+        metrics.update(meter.metrics())
+        metrics["complete"] = True
+        tracker.log_metrics(metrics)
+        tracker.close()
+        from safeselect.training.tracking import plot_curve
+
+        plot = plot_curve(out, out / LOSS_PLOT)
+        # metrics.json last: its presence with complete=true is what marks the run finished.
+        atomic_write_text(out / "report.md", run_report(cfg, metrics, loss_plot=plot is not None,
+                                                         model_saved=trained))
+        write_json(out / "metrics.json", nest(metrics))
+        from safeselect.training.checkpoint import clear
+
+        clear(out / CHECKPOINTS)
+    state.wait_for_everyone()
+    return metrics if main else read_metrics(out)
+
+
+def finetune(cfg: ExperimentConfig, bundle: Bundle, selection: Any, out: Path, show_progress: bool = True,
+             tracker: Any = None) -> tuple[Any, Any, dict[str, Any]]:
+    """The model after fine-tuning on the selection (or the one the selector trained), its tokenizer, train.* metrics."""
+    from safeselect.models import add_lora, load_tokenizer
+    from safeselect.training.sft import train_sft
+
+    if selection.trained_model is not None:
+        # The selector trained while it selected (DualSelect): that model is the result.
+        return selection.trained_model, load_tokenizer(cfg.model.name), {}
+    model, tok = load_aligned(cfg, bundle)
+    import torch
+
+    # The adapter's initial weights must not depend on what earlier stages drew from the global
+    # generator (a cold alignment cache trains in this process, a warm one does not): seeded here,
+    # a killed run resumes to the uninterrupted run's numbers whatever the cache held.
+    torch.manual_seed(cfg.seed)
+    model = add_lora(model, cfg.model.lora)
+    kept = selection.kept_rows(bundle.task)
+    res = train_sft(model, tok, kept, cfg.finetune, cfg.model.max_length, seed=cfg.seed,
+                    desc=f"fine-tune ({cfg.selection.method})", show_progress=show_progress,
+                    accelerator=accelerator(cfg), checkpoint_dir=out / CHECKPOINTS / "finetune",
+                    save_every=cfg.checkpoint.every_steps, tracker=tracker)
+    metrics: dict[str, Any] = {"train.steps": res["steps"], "train.rows": len(kept)}
+    if res["losses"]:
+        metrics["train.first_loss"] = res["losses"][0]
+        metrics["train.last_loss"] = res["losses"][-1]
+    return res["model"], tok, metrics
+
+
+def _save_model(cfg: ExperimentConfig, model: Any, tok: Any, out: Path, aligned: Path | None) -> None:
+    """``out/model``: the adapter (or whole model) naming a base that loads as saved; merged weights on request."""
+    from safeselect.models.saved import base_reference, model_dir, save_run_model
+
+    dest = model_dir(out)
+    base = str(aligned.resolve()) if aligned is not None else base_reference(cfg.model.name, dest)
+    save_run_model(model, tok, dest, base)
+    if cfg.finetune.merge:
+        _merge(out)
+
+
+def _merge(out: Path) -> None:
+    from safeselect.models.saved import MERGED_DIR, export_merged, model_dir
+
+    dest = model_dir(out)
+    if dest.is_dir() and not (dest / MERGED_DIR / "config.json").exists():
+        export_merged(dest, dest / MERGED_DIR)
+
+
+def _tracker(cfg: ExperimentConfig, out: Path, main: bool) -> Any:
+    from safeselect.training.tracking import TrainLog
+
+    if main:  # a rerun writes its curve afresh (a resumed stage rewinds to its checkpoint instead)
+        has_ckpt = (out / CHECKPOINTS).is_dir() and any((out / CHECKPOINTS).iterdir())
+        if not has_ckpt and (out / "train_log.jsonl").exists():
+            (out / "train_log.jsonl").unlink()
+    return TrainLog(out, cfg.tracking.report_to, project=cfg.tracking.project or cfg.name,
+                    config=loading.to_dict(cfg), main_process=main, every=cfg.tracking.log_every)
 
 
 # ----------------------------------------------------------------------------- several methods at once
@@ -317,7 +420,8 @@ def table(rows: dict[str, dict[str, Any]], win_rates: bool = True) -> str:
     return "\n".join(lines)
 
 
-def run_report(cfg: ExperimentConfig, metrics: dict[str, Any]) -> str:
+def run_report(cfg: ExperimentConfig, metrics: dict[str, Any], loss_plot: bool = False,
+               model_saved: bool = False) -> str:
     judges = ", ".join(cfg.eval.judges)
     res = {k: v for k, v in metrics.items() if k.startswith("resources.")}
     lines = [
@@ -328,6 +432,11 @@ def run_report(cfg: ExperimentConfig, metrics: dict[str, Any]) -> str:
         table({cfg.selection.method: metrics}), "",
         "Resources: " + ", ".join(f"{k.split('.', 1)[1]} {v}" for k, v in sorted(res.items())), "",
     ]
+    if loss_plot:
+        lines += ["Training loss per optimiser step (`train_log.jsonl`):", "", f"![training loss]({LOSS_PLOT})", ""]
+    if model_saved:
+        lines += ["The fine-tuned model is in `model/` (PEFT adapter + tokenizer; "
+                  "`safeselect export RUN --out DIR` writes merged weights).", ""]
     return "\n".join(lines)
 
 

@@ -36,6 +36,11 @@ class SelectionContext:
     response_tokens: list[int] | None = None
     judge: Callable[[list[Row], list[str]], list[bool]] | None = None  # flags harmful responses
     show_progress: bool = True
+    # Where a selector that trains keeps its resumable state (None = no checkpoints) and every how
+    # many steps; ``tracker`` (a TrainLog) receives its training curve.
+    checkpoint_dir: Path | None = None
+    checkpoint_every: int = 0
+    tracker: Any = None
 
 
 @dataclass

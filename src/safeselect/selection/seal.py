@@ -386,9 +386,66 @@ class SealTrainer:
 
     # ------------------------------------------------------------------ the epochs
 
-    def fit(self, show_progress: bool = True) -> SelectorRun:
+    # ------------------------------------------------------------------ resumable state
+
+    def state(self, epoch: int, step: int, sums: dict[str, float], gammas: list[float],
+              history: list[dict[str, Any]], epoch_s: list[float]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The loop's position and the selector's own state (accelerate saves the model and its optimisers)."""
+        sel_state = self.sel_opt.state_dict()["state"].get(0, {})
+        tensors = {"logits": self.logits.detach()}
+        tensors.update({f"sel_opt.{k}": v for k, v in sel_state.items()})
+        if self.aux_model is not None:
+            tensors.update({f"aux.{k}": v for k, v in self.aux_model.state_dict().items()})
+        return {"epoch": epoch, "step_in_epoch": step, "sums": sums, "gammas": gammas, "history": history,
+                "epoch_s": epoch_s, "safe_rng": self._safe_rng.bit_generator.state,
+                "safe_queue": self._safe_queue}, tensors
+
+    def restore(self, state: dict[str, Any], tensors: dict[str, Any]) -> None:
+        import torch
+
+        with torch.no_grad():
+            self.logits.copy_(tensors["logits"].to(self.logits.device))
+        opt_state = {k.split(".", 1)[1]: v.to(self.logits.device) for k, v in tensors.items() if k.startswith("sel_opt.")}
+        if opt_state:
+            sd = self.sel_opt.state_dict()
+            sd["state"] = {0: opt_state}
+            self.sel_opt.load_state_dict(sd)
+        if self.aux_model is not None:
+            self.aux_model.load_state_dict({k.split(".", 1)[1]: v for k, v in tensors.items() if k.startswith("aux.")})
+        self._safe_rng.bit_generator.state = state["safe_rng"]
+        self._safe_queue = list(state["safe_queue"])
+
+    def _total(self, sums: dict[str, float]) -> dict[str, float]:
+        """Sums over processes (each process summed its own share of every batch)."""
+        if self.world == 1:
+            return sums
+        import torch
+
+        keys = list(sums)
+        tot = self.acc.reduce(torch.tensor([float(sums[k]) for k in keys], dtype=torch.float64,
+                                           device=self.acc.device), reduction="sum")
+        return dict(zip(keys, tot.tolist(), strict=True))
+
+    def checkpoint_key(self) -> str:
+        import hashlib
+        import json
+
+        payload = {"seal": asdict(self.seal), "seed": self.seed, "world": self.world,
+                   "max_grad_norm": self.max_grad_norm,
+                   "task": [(r.row_id, r.prompt, r.response) for r in self.task_rows],
+                   "safe": [(r.row_id, r.prompt, r.response) for r in self.safe_rows]}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    # ------------------------------------------------------------------ the epochs
+
+    def fit(self, show_progress: bool = True, checkpoint_dir: Any = None, save_every: int = 0,
+            tracker: Any = None) -> SelectorRun:
+        """All epochs; with ``checkpoint_dir`` + ``save_every`` the state is saved every N iterations and at
+        the end, and a call that finds a checkpoint of the same settings resumes from it."""
         import torch
         from tqdm.auto import tqdm
+
+        from safeselect.training.checkpoint import Checkpointer
 
         seal = self.seal
         steps = math.ceil((len(self.task_rows) + (-len(self.task_rows)) % self.world) / self.batch_size)
@@ -397,13 +454,30 @@ class SealTrainer:
         harm = np.asarray([bool(h) for h in labels]) if known else None
         history: list[dict[str, Any]] = []
         epoch_s: list[float] = []
-        bar = tqdm(total=seal.epochs * steps, desc=f"seal selector ({seal.algorithm})",
+        ckpt = Checkpointer(checkpoint_dir, save_every, self.checkpoint_key(), self.acc)
+        first_epoch, first_step, resumed = 0, 0, None
+        restored = ckpt.load()
+        if restored is not None:
+            resumed, tensors = restored
+            self.restore(resumed, tensors)
+            first_epoch, first_step = resumed["epoch"], resumed["step_in_epoch"]
+            history, epoch_s = list(resumed["history"]), list(resumed["epoch_s"])
+            if tracker is not None:
+                tracker.rewind("seal", first_epoch * steps + first_step)
+        bar = tqdm(total=seal.epochs * steps, initial=first_epoch * steps + first_step,
+                   desc=f"seal selector ({seal.algorithm})",
                    disable=not (show_progress and self.acc.is_main_process), leave=False)
-        for epoch in range(seal.epochs):
+        for epoch in range(first_epoch, seal.epochs):
             t0 = time.perf_counter()
             sums = {"safe_loss": 0.0, "task_loss": 0.0, "cost": 0.0, "n_safe": 0, "n_task": 0}
             gammas = []
+            if resumed is not None and epoch == first_epoch and first_step > 0:
+                # The saved sums are totals over processes: the main process carries them on.
+                gammas = list(resumed["gammas"])
+                sums = dict(resumed["sums"]) if self.rank == 0 else sums
             for step, task_idx in enumerate(self.epoch_batches(epoch)):
+                if epoch == first_epoch and step < first_step:
+                    continue  # trained before the checkpoint
                 gamma = gamma_at(seal.gamma, epoch, step, steps)
                 gammas.append(gamma)
                 out = self.iteration(task_idx, self.safe_batch(len(task_idx)), gamma)
@@ -414,14 +488,16 @@ class SealTrainer:
                 sums["n_task"] += len(out["task_losses"])
                 bar.update(1)
                 bar.set_postfix(gamma=f"{gamma:.3f}", safe=f"{float(out['safe_losses'].mean()):.3f}")
+                done = epoch * steps + step + 1
+                if tracker is not None:
+                    tracker.log("seal", done, {"safe_loss": float(out["safe_losses"].mean()),
+                                               "task_loss": float(out["task_losses"].mean()), "gamma": gamma})
+                if ckpt.due(done) and step + 1 < steps:  # an epoch's last step is saved after its record
+                    ckpt.save(done, *self.state(epoch, step + 1, self._total(sums), gammas, history, epoch_s))
             if torch.cuda.is_available():
                 torch.cuda.synchronize()
             epoch_s.append(time.perf_counter() - t0)
-            if self.world > 1:  # each process summed its own share of every batch
-                keys = list(sums)
-                tot = self.acc.reduce(torch.tensor([float(sums[k]) for k in keys], dtype=torch.float64,
-                                                   device=self.acc.device), reduction="sum")
-                sums = dict(zip(keys, tot.tolist(), strict=True))
+            sums = self._total(sums)
             w = self.weights().cpu().numpy()
             rec: dict[str, Any] = {
                 "epoch": epoch, "gamma_start": gammas[0], "gamma_end": gammas[-1],
@@ -434,6 +510,8 @@ class SealTrainer:
                 rec["mean_weight_harmful"] = float(w[harm].mean()) if harm.any() else None
                 rec["mean_weight_benign"] = float(w[~harm].mean()) if (~harm).any() else None
             history.append(rec)
+            if ckpt.due((epoch + 1) * steps) or (ckpt.enabled and epoch + 1 == seal.epochs):
+                ckpt.save((epoch + 1) * steps, *self.state(epoch + 1, 0, {}, [], history, epoch_s))
         bar.close()
         peak = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
         return SelectorRun(
@@ -465,14 +543,16 @@ def _copy_adapter(peft_model: Any, src: str, dst: str) -> None:
 def train_selector(model: Any, tok: Any, task: list[Row], safe: list[Row], seal: SealConfig, *,
                    lora_cfg: LoraConfig, max_length: int, seed: int = 0, max_grad_norm: float = 1.0,
                    weight_decay: float = 0.0, accelerator: Any = None, loss_fn: LossFn | None = None,
-                   show_progress: bool = True) -> SelectorRun:
+                   show_progress: bool = True, checkpoint_dir: Any = None, save_every: int = 0,
+                   tracker: Any = None) -> SelectorRun:
     """Train SEAL's selector on ``task`` against ``safe`` with ``model`` (bare LM; LoRA added here)."""
     t0 = time.perf_counter()
     trainer = SealTrainer(model, tok, task, safe, seal, lora_cfg=lora_cfg, max_length=max_length, seed=seed,
                           max_grad_norm=max_grad_norm, weight_decay=weight_decay, accelerator=accelerator,
                           loss_fn=loss_fn)
     setup_s = time.perf_counter() - t0
-    run = trainer.fit(show_progress=show_progress)
+    run = trainer.fit(show_progress=show_progress, checkpoint_dir=checkpoint_dir, save_every=save_every,
+                      tracker=tracker)
     run.setup_s = setup_s
     return run
 
@@ -500,7 +580,9 @@ def select(ctx: SelectionContext) -> Selection:
     acc = make_accelerator(cpu=True if cfg.device == "cpu" else (False if cfg.device == "cuda" else None))
     run = train_selector(model, tok, ctx.task, ctx.safety_ref, seal, lora_cfg=cfg.model.lora,
                          max_length=cfg.model.max_length, seed=cfg.seed, max_grad_norm=cfg.finetune.max_grad_norm,
-                         weight_decay=cfg.finetune.weight_decay, accelerator=acc, show_progress=ctx.show_progress)
+                         weight_decay=cfg.finetune.weight_decay, accelerator=acc, show_progress=ctx.show_progress,
+                         checkpoint_dir=ctx.checkpoint_dir / "seal" if ctx.checkpoint_dir else None,
+                         save_every=ctx.checkpoint_every, tracker=ctx.tracker)
     del model
     if run.main_process:
         save_selector(ctx.out_dir, run, cfg)

@@ -26,25 +26,65 @@ def make_accelerator(cpu: bool | None = None) -> Any:
     return Accelerator(cpu=cpu)
 
 
+def autocast(device_type: str, mixed_precision: str) -> Any:
+    """The forward pass's autocast for ``mixed_precision`` ("no" = a no-op).
+
+    torch's own autocast, not Accelerator(mixed_precision=...): accelerate keeps one global
+    state per process, so the alignment, the selectors and the fine-tune could not each
+    choose their precision.
+    """
+    import contextlib
+
+    import torch
+
+    if mixed_precision == "no":
+        return contextlib.nullcontext()
+    if mixed_precision != "bf16":
+        from safeselect.errors import UserError
+
+        raise UserError(f"mixed_precision={mixed_precision!r}: choose no or bf16")
+    return torch.autocast(device_type=device_type, dtype=torch.bfloat16)
+
+
+def checkpoint_key(rows: list[Row], train_cfg: TrainConfig, max_length: int, seed: int,
+                   weights: list[float] | None) -> str:
+    """Hash of what a training run depends on: a checkpoint of another key is not resumed."""
+    import dataclasses
+    import hashlib
+    import json
+
+    payload = {"cfg": dataclasses.asdict(train_cfg), "max_length": max_length, "seed": seed,
+               "weights": weights, "rows": [(r.row_id, r.prompt, r.response) for r in rows]}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def train_sft(model: Any, tok: Any, rows: list[Row], train_cfg: TrainConfig, max_length: int, seed: int = 0,
               weights: list[float] | None = None, desc: str = "sft", show_progress: bool = True,
-              accelerator: Any = None) -> dict[str, Any]:
-    """Train ``model`` in place on ``rows``; returns {"losses", "steps", "train_s"}.
+              accelerator: Any = None, checkpoint_dir: Any = None, save_every: int = 0,
+              tracker: Any = None, stage: str = "finetune", local: bool = False) -> dict[str, Any]:
+    """Train ``model`` in place on ``rows``; returns {"losses", "steps", "train_s", "model", "resumed_from"}.
 
     ``weights`` (one per row) scale each row's loss; None = plain SFT.
     ``batch_size`` is the effective batch; ``micro_batch_size`` rows per forward pass.
+    ``checkpoint_dir`` + ``save_every``: the state is saved every N optimiser steps and at the
+    end (:class:`~safeselect.training.checkpoint.Checkpointer`); a call that finds a checkpoint
+    of the same rows and settings resumes from it, ending exactly where an uninterrupted call
+    ends. ``tracker`` (a :class:`~safeselect.training.tracking.TrainLog`) receives each step's
+    loss and learning rate under ``stage``. ``local``: train in this process only, without
+    DDP (the alignment is trained on the main process alone while the others wait).
     """
     import torch
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
     from transformers import get_scheduler
 
+    from safeselect.training.checkpoint import Checkpointer, generator_state, set_generator_state
     from safeselect.training.encode import collate, encode_rows
     from safeselect.training.losses import per_row_loss
 
     t0 = time.perf_counter()
     if not rows or train_cfg.epochs <= 0:
-        return {"losses": [], "steps": 0, "train_s": 0.0}
+        return {"losses": [], "steps": 0, "train_s": 0.0, "model": model, "resumed_from": 0}
     acc = accelerator or make_accelerator()
     items = encode_rows(tok, rows, max_length)
     w = [1.0] * len(rows) if weights is None else [float(x) for x in weights]
@@ -61,7 +101,10 @@ def train_sft(model: Any, tok: Any, rows: list[Row], train_cfg: TrainConfig, max
     loader = DataLoader(data, batch_size=micro, shuffle=True, generator=gen, collate_fn=_collate)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
-    model, opt, loader = acc.prepare(model, opt, loader)
+    if local:
+        model = model.to(acc.device)
+    else:
+        model, opt, loader = acc.prepare(model, opt, loader)
     # Steps are counted on the sharded loader (per process), so N processes take 1/N of the steps.
     micro_per_epoch = len(loader)
     steps_per_epoch = max(1, math.ceil(micro_per_epoch / accum))
@@ -72,14 +115,33 @@ def train_sft(model: Any, tok: Any, rows: list[Row], train_cfg: TrainConfig, max
     sched = get_scheduler("linear" if train_cfg.warmup_ratio > 0 else "constant_with_warmup", opt,
                           num_warmup_steps=int(train_cfg.warmup_ratio * total_steps),
                           num_training_steps=total_steps)
-    model.train()
+    ckpt = Checkpointer(checkpoint_dir, 0 if local else save_every,
+                        checkpoint_key(rows, train_cfg, max_length, seed, weights), acc)
     losses: list[float] = []
-    step, micro_i, running = 0, 0, 0.0
-    bar = tqdm(total=total_steps, desc=desc, disable=not (show_progress and acc.is_main_process), leave=False)
+    step, micro_i, running, epoch, skip = 0, 0, 0.0, 0, 0
+    restored = ckpt.load()
+    if restored is not None:
+        state, _ = restored
+        step, micro_i, epoch, skip = state["step"], state["micro_i"], state["epoch"], state["batch"]
+        losses = list(state["losses"])
+        sched.load_state_dict(state["scheduler"])
+        # The data order of the interrupted epoch: the generator as it was when that epoch began.
+        set_generator_state(gen, state["generator"])
+        if tracker is not None:
+            tracker.rewind(stage, step)
+    resumed_from = step
+    model.train()
+    bar = tqdm(total=total_steps, initial=step, desc=desc, disable=not (show_progress and acc.is_main_process),
+               leave=False)
     while step < total_steps:
-        for batch in loader:
-            row_loss = per_row_loss(model, batch)
-            loss = (row_loss * batch["weights"]).mean() / accum
+        epoch_gen = generator_state(gen)
+        for b_i, batch in enumerate(loader):
+            if skip:  # batches the checkpointed run had already trained on in this epoch
+                skip -= 1
+                continue
+            with autocast(acc.device.type, train_cfg.mixed_precision):
+                row_loss = per_row_loss(model, batch)
+            loss = (row_loss.float() * batch["weights"].to(row_loss.device)).mean() / accum
             acc.backward(loss)
             running += float(loss.detach())
             micro_i += 1
@@ -91,13 +153,20 @@ def train_sft(model: Any, tok: Any, rows: list[Row], train_cfg: TrainConfig, max
             sched.step()
             opt.zero_grad(set_to_none=True)
             losses.append(running)
+            step += 1
+            if tracker is not None:
+                tracker.log(stage, step, {"loss": running, "lr": sched.get_last_lr()[0], "epoch": epoch})
             bar.set_postfix(loss=f"{running:.3f}")
             bar.update(1)
             running = 0.0
-            step += 1
+            if ckpt.due(step) or (ckpt.enabled and step >= total_steps):
+                ckpt.save(step, {"micro_i": micro_i, "epoch": epoch, "batch": b_i + 1, "losses": losses,
+                                 "scheduler": sched.state_dict(), "generator": epoch_gen})
             if step >= total_steps:
                 break
+        epoch += 1
     bar.close()
     model.eval()
-    unwrapped = acc.unwrap_model(model)
-    return {"losses": losses, "steps": step, "train_s": time.perf_counter() - t0, "model": unwrapped}
+    unwrapped = model if local else acc.unwrap_model(model)
+    return {"losses": losses, "steps": step, "train_s": time.perf_counter() - t0, "model": unwrapped,
+            "resumed_from": resumed_from}
