@@ -34,7 +34,7 @@ def check_methods(cfg) -> None:  # noqa: ANN001 - ExperimentConfig; kept light t
 
 def run(args: argparse.Namespace) -> int:
     from safeselect.config import loading
-    from safeselect.pipeline.run import run_compare, run_experiment, table
+    from safeselect.pipeline.run import accelerator, run_compare, run_experiment, table
 
     cfg = loading.load(args.config, args.overrides)
     check_methods(cfg)
@@ -43,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
         results = run_compare(cfg, out, show_progress=not args.quiet)
     else:
         results = {cfg.selection.method: run_experiment(cfg, out, show_progress=not args.quiet)}
-    print(table(results))
-    print(f"\nrun files in {out}/ (report.md, metrics.json, generations.jsonl, selection.jsonl)")
+    if accelerator(cfg).is_main_process:  # one table under a multi-process launch
+        print(table(results))
+        print(f"\nrun files in {out}/ (report.md, metrics.json, generations.jsonl, selection.jsonl, model/)")
     return 0

@@ -356,7 +356,8 @@ def run_compare(cfg: ExperimentConfig, out_dir: str | Path, show_progress: bool 
         ref = reference if (reference is not None and m != "full") else None
         results[m] = run_experiment(sub, out / m, reference_dir=ref, show_progress=show_progress)
     ordered = {m: results[m] for m in cfg.compare}  # the user's order in the table
-    atomic_write_text(out / "report.md", compare_report(cfg, ordered))
+    if accelerator(cfg).is_main_process:
+        atomic_write_text(out / "report.md", compare_report(cfg, ordered))
     return ordered
 
 
