@@ -92,6 +92,17 @@ def test_model_built_in_process_is_saved_beside_the_adapter(tmp_path):
     assert any("lora_A" in n for n, _ in model.named_parameters())
 
 
+def test_full_fine_tuning_saves_the_whole_model(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / "nolora"
+    assert main(["run", "quickstart", *ONE, "model.lora.enabled=false", "eval.enabled=false", "finetune.max_steps=1",
+                 "--out", str(out), "--quiet"]) == 0
+    assert not (out / "model" / "adapter_config.json").exists() and not (out / "model" / "base").exists()
+    model = AutoModelForCausalLM.from_pretrained(out / "model")
+    assert model.config.num_hidden_layers == 2
+
+
 def test_python_api_runs_and_returns_the_saved_model(tmp_path):
     import safeselect
     from safeselect.config.loading import parse_override
@@ -105,6 +116,12 @@ def test_python_api_runs_and_returns_the_saved_model(tmp_path):
     assert _logits(model, tok).shape[-1] == len(tok)
     # A finished run is reused; bad input is the CLI's one-line UserError.
     assert safeselect.run("quickstart", overrides, out=tmp_path / "api").metrics == res.metrics
+    rows = safeselect.select("quickstart", [*ONE, "selection.method=random", "selection.ratio=0.5"],
+                             out=tmp_path / "sel")
+    assert len(rows) == 24 and sum(r["kept"] for r in rows) == 12
+    assert main(["select", "quickstart", *ONE, "selection.method=random", "selection.ratio=0.5", "--out",
+                 str(tmp_path / "sel-cli"), "--quiet"]) == 0
+    assert (tmp_path / "sel-cli" / "selection.jsonl").read_text() == (tmp_path / "sel" / "selection.jsonl").read_text()
     with pytest.raises(safeselect.api.UserError, match="unknown config key"):
         safeselect.run("quickstart", {"selection.ratoi": 0.5}, out=tmp_path / "bad")
 

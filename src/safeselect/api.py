@@ -81,23 +81,14 @@ def select(config: str | Path | Mapping[str, Any] | ExperimentConfig, overrides:
            out: str | Path | None = None, progress: bool = False) -> list[dict[str, Any]]:
     """Run the selector only (as ``safeselect select``); returns the rows of ``selection.jsonl``."""
     from safeselect.cli.run import check_methods
-    from safeselect.core.io import atomic_write_text, write_jsonl
-    from safeselect.pipeline.run import CHECKPOINTS, aligned_dir, build_bundle
-    from safeselect.pipeline.run import select as run_selector
-    from safeselect.training.checkpoint import clear
+    from safeselect.core.io import read_jsonl
+    from safeselect.pipeline.run import select_only
 
     cfg = load_config(config, overrides)
     check_methods(cfg)
     out_dir = Path(out) if out is not None else _default_out(config, cfg)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out_dir / "config.yaml", loading.to_yaml(cfg))
-    bundle = build_bundle(cfg)
-    aligned_dir(cfg, bundle, show_progress=progress)
-    selection, _ = run_selector(cfg, bundle, out_dir, progress)
-    records = selection.records(bundle.task)
-    write_jsonl(out_dir / "selection.jsonl", records)
-    clear(out_dir / CHECKPOINTS)
-    return records
+    select_only(cfg, out_dir, show_progress=progress)
+    return read_jsonl(out_dir / "selection.jsonl")
 
 
 def evaluate(target: str | Path, overrides: Overrides = None, *, out: str | Path | None = None,

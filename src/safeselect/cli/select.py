@@ -19,24 +19,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from safeselect.cli.run import check_methods, default_out
     from safeselect.config import loading
-    from safeselect.core.dotted import nest
-    from safeselect.core.io import atomic_write_text, write_json, write_jsonl
-    from safeselect.pipeline.run import CHECKPOINTS, aligned_dir, build_bundle, select
-    from safeselect.selection.base import budget_stats
-    from safeselect.training.checkpoint import clear
+    from safeselect.pipeline.run import accelerator, select_only
 
     cfg = loading.load(args.config, args.overrides)
     check_methods(cfg)
     out = Path(args.out) if args.out else default_out(args.config)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "config.yaml", loading.to_yaml(cfg))
-    bundle = build_bundle(cfg)
-    aligned_dir(cfg, bundle, show_progress=not args.quiet)
-    selection, ctx = select(cfg, bundle, out, show_progress=not args.quiet)
-    write_jsonl(out / "selection.jsonl", selection.records(bundle.task))
-    stats = {f"selection.{k}": v for k, v in budget_stats(selection.kept, bundle.task, ctx.response_tokens).items()}
-    write_json(out / "metrics.json", nest(stats))
-    clear(out / CHECKPOINTS)  # the selector finished: its resumable state is no longer needed
-    for k, v in stats.items():
-        print(f"{k}: {v}")
+    stats = select_only(cfg, out, show_progress=not args.quiet)
+    if accelerator(cfg).is_main_process:
+        for k, v in stats.items():
+            print(f"{k}: {v}")
     return 0

@@ -146,6 +146,29 @@ def select(cfg: ExperimentConfig, bundle: Bundle, out_dir: Path, show_progress: 
     return selection, ctx
 
 
+def select_only(cfg: ExperimentConfig, out: Path, show_progress: bool = True) -> dict[str, Any]:
+    """``safeselect select``: align (cached), run the selector, write ``config.yaml``, ``selection.jsonl``
+    and ``metrics.json`` (selection.* figures) into ``out``; returns those figures. Under a multi-process
+    launch every process takes part in the selector's training and the main process writes."""
+    from safeselect.core.dotted import nest
+    from safeselect.selection.base import budget_stats
+    from safeselect.training.checkpoint import clear
+
+    main = accelerator(cfg).is_main_process
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "config.yaml", loading.to_yaml(cfg))
+    bundle = build_bundle(cfg)
+    aligned_dir(cfg, bundle, show_progress=show_progress)
+    selection, ctx = select(cfg, bundle, out, show_progress)
+    stats = {f"selection.{k}": v for k, v in budget_stats(selection.kept, bundle.task, ctx.response_tokens).items()}
+    if main:
+        write_jsonl(out / "selection.jsonl", selection.records(bundle.task))
+        write_json(out / "metrics.json", nest(stats))
+        clear(out / CHECKPOINTS)  # the selector finished: its resumable state is no longer needed
+    return stats
+
+
 # ----------------------------------------------------------------------------- one run
 
 
@@ -313,7 +336,10 @@ def _save_model(cfg: ExperimentConfig, model: Any, tok: Any, out: Path, aligned:
     from safeselect.models.saved import base_reference, model_dir, save_run_model
 
     dest = model_dir(out)
-    base = str(aligned.resolve()) if aligned is not None else base_reference(cfg.model.name, dest)
+    if not hasattr(model, "peft_config"):  # full fine-tuning: the whole model, no base to name
+        base = ""
+    else:
+        base = str(aligned.resolve()) if aligned is not None else base_reference(cfg.model.name, dest)
     save_run_model(model, tok, dest, base)
     if cfg.finetune.merge:
         _merge(out)
