@@ -321,6 +321,11 @@ class EvalConfig:
                                factory=lambda: ["rule"])
     max_new_tokens: int = knob(48, help="greedy generation length", range=(1, None))
     batch_size: int = knob(16, help="generation batch size", range=(1, None))
+    backend: str = knob("auto", help="greedy decoding engine: hf (transformers generate, the reference), ctranslate2 "
+                        "(compiled C++ decoding, faster on CPU: docs/results.md) or auto (ctranslate2 for a CPU model whose "
+                        "architecture it converts, else hf)", choices=("auto", "hf", "ctranslate2"))
+    dtype: str = knob("float32", help="decoding precision: float32 (replies as hf float32), int8 (ctranslate2: "
+                      "quantised weights) or bfloat16 (hf: autocast)", choices=("float32", "int8", "bfloat16"))
     bootstrap: int = knob(1000, help="bootstrap resamples for 95% intervals", range=(0, None))
     reference: str | None = knob(None, help="run directory whose generations win rates compare against")
     benchmarks: BenchmarksConfig = section(BenchmarksConfig, "alignment benchmarks from user files (llm judge)")

@@ -282,7 +282,9 @@ def run_benchmarks(model: Any, tok: Any, cfg: Any, out_dir: str | Path | None = 
     Generations and verdicts go to ``out_dir/benchmarks.jsonl`` when ``out_dir`` is given.
     """
     if generate_fn is None:
-        from safeselect.evaluation.generate import generate as generate_fn
+        from safeselect.evaluation.generate import make_generate
+
+        generate_fn = make_generate(model, tok, cfg.eval)
     if judge is None:
         from safeselect.judges.base import make_judge
 

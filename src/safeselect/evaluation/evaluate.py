@@ -236,7 +236,9 @@ def evaluate(model: Any, tok: Any, bundle: Bundle, cfg: Any, reference_dir: str 
     from safeselect.judges.refusal import RefusalJudge
 
     if generate_fn is None:
-        from safeselect.evaluation.generate import generate as generate_fn
+        from safeselect.evaluation.generate import make_generate
+
+        generate_fn = make_generate(model, tok, cfg.eval)
     records: list[dict[str, Any]] = []
     for kind, sets in zip(KINDS, (bundle.eval_harmful, bundle.eval_overrefusal, bundle.eval_task), strict=True):
         for name, rows in sets.items():

@@ -1,8 +1,15 @@
-"""Batched generation with the model's chat template: greedy by default, sampling for self-play."""
+"""Batched generation with the model's chat template: greedy by default, sampling for self-play.
+
+:func:`generate` is HF ``generate`` (the reference backend); :func:`make_generate` picks the evaluation
+backend the config asks for (``eval.backend``, ``eval.dtype``: see :mod:`safeselect.evaluation.ct2`).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
+
+from safeselect.errors import UserError
 
 
 def generate(model: Any, tok: Any, prompts: list[str], max_new_tokens: int = 48, batch_size: int = 16,
@@ -51,3 +58,35 @@ def generate(model: Any, tok: Any, prompts: list[str], max_new_tokens: int = 48,
                 out[i] = [t.strip() for t in texts[j * num_return_sequences:(j + 1) * num_return_sequences]]
     model.train(was_training)
     return [t for group in out for t in group]
+
+
+def resolve_backend(backend: str, dtype: str, model: Any) -> str:
+    """``hf`` or ``ctranslate2`` for ``eval.backend`` / ``eval.dtype`` (``auto``: ctranslate2 for a model on the
+    CPU that it can convert, at a precision it has; else hf, which on a GPU is fast already)."""
+    from safeselect.evaluation import ct2
+
+    if backend == "auto":
+        on_cpu = next(model.parameters()).device.type == "cpu"
+        backend = "ctranslate2" if on_cpu and dtype != "bfloat16" and ct2.supports(model) else "hf"
+    if backend == "hf" and dtype == "int8":
+        raise UserError("eval.dtype=int8 needs eval.backend=ctranslate2 (installed, and a model it converts)")
+    return backend
+
+
+def make_generate(model: Any, tok: Any, eval_cfg: Any) -> Callable[..., list[str]]:
+    """The greedy generator ``eval.backend`` / ``eval.dtype`` choose, same signature as :func:`generate`."""
+    from safeselect.evaluation import ct2
+
+    backend = resolve_backend(eval_cfg.backend, eval_cfg.dtype, model)
+    if backend == "ctranslate2":
+        device = next(model.parameters()).device.type
+        return ct2.make_generate(model, tok, compute_type=eval_cfg.dtype, device=device)
+    if eval_cfg.dtype == "bfloat16":
+        def generate_bf16(*args: Any, **kwargs: Any) -> list[str]:
+            import torch
+
+            with torch.autocast(next(model.parameters()).device.type, dtype=torch.bfloat16):
+                return generate(*args, **kwargs)
+
+        return generate_bf16
+    return generate
