@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from safeselect import config
+from safeselect.config import loading as config
 from safeselect.errors import UserError
 from safeselect.evaluation import ct2
 from safeselect.evaluation.generate import generate, make_generate, resolve_backend

@@ -105,6 +105,8 @@ class TrainConfig:
     mixed_precision: str = knob("no", help="bf16: autocast the forward pass to bfloat16 (GPUs, and CPUs with AVX-512 "
                                 "BF16); weights, gradients and optimiser state stay float32", choices=("no", "bf16"),
                                 aliases=("mixed precision",))
+    group_by_length: bool = knob(False, help="batch rows of similar length together (less padding, faster; which "
+                                 "rows share a step changes, so results move within seed noise)")
 
 
 @dataclass

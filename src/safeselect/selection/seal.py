@@ -161,7 +161,8 @@ class SealTrainer:
 
     def __init__(self, model: Any, tok: Any, task: list[Row], safe: list[Row], seal: SealConfig, *,
                  lora_cfg: LoraConfig, max_length: int, seed: int = 0, max_grad_norm: float = 1.0,
-                 weight_decay: float = 0.0, accelerator: Any = None, loss_fn: LossFn | None = None) -> None:
+                 weight_decay: float = 0.0, accelerator: Any = None, loss_fn: LossFn | None = None,
+                 group_by_length: bool = False) -> None:
         import torch
 
         from safeselect.models import add_lora
@@ -178,6 +179,7 @@ class SealTrainer:
         if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
             raise UserError(f"selection.seal.selector_betas={betas}: give two numbers in [0, 1)")
         self.seal, self.seed, self.max_grad_norm = seal, seed, max_grad_norm
+        self.group_by_length = group_by_length
         self.acc = accelerator or make_accelerator()
         self.world = self.acc.num_processes
         self.rank = self.acc.process_index
@@ -243,6 +245,13 @@ class SealTrainer:
         pad = (-len(perm)) % self.world
         if pad:
             perm = np.concatenate([perm, perm[:pad]])
+        if self.group_by_length:  # finetune.group_by_length: the same grouping as the plain SFT's batches
+            from safeselect.training.batching import length_grouped
+
+            rng = np.random.default_rng([self.seed, 2, epoch])
+            lengths = [len(it["input_ids"]) for it in self.task_items]
+            return [np.asarray(b) for b in length_grouped(perm.tolist(), lengths, self.batch_size,
+                                                          lambda k: rng.permutation(k).tolist())]
         return [perm[s:s + self.batch_size] for s in range(0, len(perm), self.batch_size)]
 
     def safe_batch(self, size: int) -> np.ndarray:
@@ -544,12 +553,12 @@ def train_selector(model: Any, tok: Any, task: list[Row], safe: list[Row], seal:
                    lora_cfg: LoraConfig, max_length: int, seed: int = 0, max_grad_norm: float = 1.0,
                    weight_decay: float = 0.0, accelerator: Any = None, loss_fn: LossFn | None = None,
                    show_progress: bool = True, checkpoint_dir: Any = None, save_every: int = 0,
-                   tracker: Any = None) -> SelectorRun:
+                   tracker: Any = None, group_by_length: bool = False) -> SelectorRun:
     """Train SEAL's selector on ``task`` against ``safe`` with ``model`` (bare LM; LoRA added here)."""
     t0 = time.perf_counter()
     trainer = SealTrainer(model, tok, task, safe, seal, lora_cfg=lora_cfg, max_length=max_length, seed=seed,
                           max_grad_norm=max_grad_norm, weight_decay=weight_decay, accelerator=accelerator,
-                          loss_fn=loss_fn)
+                          loss_fn=loss_fn, group_by_length=group_by_length)
     setup_s = time.perf_counter() - t0
     run = trainer.fit(show_progress=show_progress, checkpoint_dir=checkpoint_dir, save_every=save_every,
                       tracker=tracker)
@@ -581,6 +590,7 @@ def select(ctx: SelectionContext) -> Selection:
     run = train_selector(model, tok, ctx.task, ctx.safety_ref, seal, lora_cfg=cfg.model.lora,
                          max_length=cfg.model.max_length, seed=cfg.seed, max_grad_norm=cfg.finetune.max_grad_norm,
                          weight_decay=cfg.finetune.weight_decay, accelerator=acc, show_progress=ctx.show_progress,
+                         group_by_length=cfg.finetune.group_by_length,
                          checkpoint_dir=ctx.checkpoint_dir / "seal" if ctx.checkpoint_dir else None,
                          save_every=ctx.checkpoint_every, tracker=ctx.tracker)
     del model

@@ -98,7 +98,13 @@ def train_sft(model: Any, tok: Any, rows: list[Row], train_cfg: TrainConfig, max
         out["weights"] = torch.tensor([b[1] for b in batch], dtype=torch.float32)
         return out
 
-    loader = DataLoader(data, batch_size=micro, shuffle=True, generator=gen, collate_fn=_collate)
+    if train_cfg.group_by_length:
+        from safeselect.training.batching import LengthGroupedSampler
+
+        sampler = LengthGroupedSampler([len(it["input_ids"]) for it in items], micro, gen)
+        loader = DataLoader(data, batch_sampler=sampler, collate_fn=_collate)
+    else:
+        loader = DataLoader(data, batch_size=micro, shuffle=True, generator=gen, collate_fn=_collate)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
     if local:
