@@ -154,8 +154,41 @@ def check_components(grid: Grid) -> None:
 # ----------------------------------------------------------------------------- backends
 
 
+def plan_workers(n_runs: int, cores: int | None = None, gpu: bool | None = None,
+                 mem_gb: float | None = None) -> tuple[int, int]:
+    """(worker processes, torch threads per worker) that finish the most cells per hour here.
+
+    The rule, from ``benchmarks/bench_workers.py`` (docs/results.md): on a CPU machine one
+    single-threaded worker per core (2 workers x 1 thread finished tiny cells faster than
+    1 worker x 2 threads: a cell spends much of its time in Python and small ops that a second
+    thread does not speed up, and OpenMP threads spin-wait when the cores are shared), at most
+    one per run and one per 3 GB of memory (a SmolLM2 cell peaks near 2.5 GB); with a GPU one
+    worker owning it, with every core as threads.
+    """
+    import torch
+
+    cores = cores or len(os.sched_getaffinity(0))
+    gpu = torch.cuda.is_available() if gpu is None else gpu
+    if gpu:
+        return 1, cores
+    if mem_gb is None:
+        mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return max(1, min(cores, n_runs, int(mem_gb // 3))), 1
+
+
 def _local(specs: list[RunSpec], out_dir: Path, reference_dir: str | None, run_fn: RunFn | None, workers: int,
-           show_progress: bool, on_done: Callable[[dict[str, Any]], None]) -> None:
+           show_progress: bool, on_done: Callable[[dict[str, Any]], None], threads: int | None = None) -> None:
+    if threads and workers > 0:
+        # Spawned workers import torch afresh and take their thread count from the environment.
+        saved = os.environ.get("OMP_NUM_THREADS")
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        try:
+            return _local(specs, out_dir, reference_dir, run_fn, workers, show_progress, on_done)
+        finally:
+            if saved is None:
+                os.environ.pop("OMP_NUM_THREADS", None)
+            else:
+                os.environ["OMP_NUM_THREADS"] = saved
     if workers <= 0:
         for s in specs:
             on_done(execute_run(s.to_dict(), str(out_dir), reference_dir, run_fn, show_progress, "in-process"))
@@ -212,7 +245,8 @@ def write_plan_file(plan: Plan, grid: Grid, out_dir: Path) -> None:
     write_json(out_dir / "plan.json", {"plan": plan.to_dict(), "grid": grid.to_dict()})
 
 
-def run_plan(plan: Plan, out_dir: str | Path, *, seeds: list[int] | None = None, workers: int = 1,
+def run_plan(plan: Plan, out_dir: str | Path, *, seeds: list[int] | None = None, workers: int | None = 1,
+             threads: int | None = None,
              backend: str = "local", ray_address: str | None = None, ray_num_cpus: float = 1.0,
              ray_num_gpus: float = 0.0, run_fn: RunFn | None = None, show_progress: bool = True,
              report: bool = True) -> list[Outcome]:
@@ -229,6 +263,10 @@ def run_plan(plan: Plan, out_dir: str | Path, *, seeds: list[int] | None = None,
     write_plan_file(plan, grid, out)
 
     todo = [r for r in grid.runs if not is_complete(run_dir(out, r.run_id))]
+    # workers=None: the rule of plan_workers (most cells per hour); an explicit count overrides it.
+    auto_workers, auto_threads = plan_workers(max(1, len(todo)))
+    n_workers = auto_workers if workers is None else workers
+    n_threads = threads or (auto_threads if workers is None else None)
     outcomes = [Outcome(r.run_id, "skipped") for r in grid.runs if r not in todo]
     bar = tqdm(total=len(grid.runs), initial=len(outcomes), desc=f"ablate {plan.name}", unit="run",
                disable=not show_progress, file=sys.stderr)
@@ -248,7 +286,7 @@ def run_plan(plan: Plan, out_dir: str | Path, *, seeds: list[int] | None = None,
         if backend == "ray":
             _ray(specs, out, reference_dir, run_fn, ray_address, ray_num_cpus, ray_num_gpus, on_done)
         else:
-            _local(specs, out, reference_dir, run_fn, workers, show_progress, on_done)
+            _local(specs, out, reference_dir, run_fn, n_workers, show_progress, on_done, n_threads)
 
     ref_dir = None
     if grid.reference_id is not None:

@@ -25,8 +25,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--base", default=None, metavar="CONFIG", help="base preset or YAML (replaces the plan's)")
     p.add_argument("--out", default=None, help="output folder (default runs/ablate/<plan name>)")
     p.add_argument("--seeds", nargs="+", type=int, default=None, help="seeds (replace the plan's)")
-    p.add_argument("--workers", type=int, default=1,
-                   help="parallel local worker processes (each run in a fresh process; 0 = in this process)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="parallel local worker processes (each run in a fresh process; 0 = in this process); "
+                        "default: one single-threaded worker per core on CPU, one on a GPU (the most cells per hour)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads per worker (default: 1 on CPU with the default workers)")
     p.add_argument("--backend", choices=("local", "ray"), default="local", help="local processes or Ray tasks")
     p.add_argument("--ray-address", default=None,
                    help="Ray cluster to join ('auto', 'ray://head:10001'); default starts a local Ray")
@@ -46,8 +49,10 @@ def run(args: argparse.Namespace) -> int:
     from safeselect.ablation.runner import is_complete, run_dir, run_plan
     from safeselect.errors import UserError
 
-    if args.workers < 0:
+    if args.workers is not None and args.workers < 0:
         raise UserError("--workers must be >= 0")
+    if args.threads is not None and args.threads < 1:
+        raise UserError("--threads must be >= 1")
     plan = load_plan(args.plan, overrides=args.overrides, base=args.base, seeds=args.seeds)
     out = Path(args.out) if args.out else Path("runs") / "ablate" / plan.name
     if args.explain:
@@ -61,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     if args.explain or args.dry_run:
         return 0
     try:
-        outcomes = run_plan(plan, out, workers=args.workers, backend=args.backend, ray_address=args.ray_address,
+        outcomes = run_plan(plan, out, workers=args.workers, threads=args.threads, backend=args.backend, ray_address=args.ray_address,
                             ray_num_cpus=args.ray_cpus, ray_num_gpus=args.ray_gpus)
     except RuntimeError as e:
         print(f"safeselect: {e}", file=sys.stderr)

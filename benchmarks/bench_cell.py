@@ -1,0 +1,216 @@
+"""One fine-tune + evaluation cell, stage by stage: today's path against the fast path, in one run.
+
+Cell = data -> selection (``random``, the quickstart's selector) -> fine-tune -> generation ->
+judging, on SmolLM2-135M with the quickstart preset. Each stage runs twice in this process, the
+reference path and the new path back to back, so both see the same machine load:
+
+* fine-tune: ``train_sft`` with random batches (reference) and ``finetune.group_by_length``
+  (new), same rows, same steps (``--steps``), LoRA from the same seed;
+* generation: HF ``generate`` float32 (reference, ``eval.backend=hf``) against CTranslate2
+  float32 and int8 (``eval.backend=ctranslate2``), on the fine-tuned model, with the share of
+  identical replies and of identical judge verdicts (refusal judge on the harmful and
+  look-alike sets, exact match on the task sets);
+* data, selection, judging: the same code on both paths (timed once each, ratio 1 by design).
+
+Time is CPU time of this process (user + system; one torch / CTranslate2 thread): on a shared
+machine it moves far less with other jobs than wall time, which is printed too. The starting model
+is the aligned model when its cache exists, else SmolLM2 itself (``--base``); the speed ratios do
+not depend on which.
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_cell.py [--n-eval 150] [--steps 50] [--write docs/results.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import sys
+import time
+from contextlib import contextmanager
+from typing import Any
+
+MARK_BEGIN = "<!-- bench_cell:begin -->"
+MARK_END = "<!-- bench_cell:end -->"
+
+
+def cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+@contextmanager
+def timed(out: dict[str, tuple[float, float]], key: str):
+    c, w = cpu_s(), time.perf_counter()
+    yield
+    out[key] = (cpu_s() - c, time.perf_counter() - w)
+
+
+def load_avg() -> str:
+    return " / ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", default="quickstart")
+    ap.add_argument("--n-eval", type=int, default=0, help="prompts per evaluation set (0 = all)")
+    ap.add_argument("--steps", type=int, default=0, help="fine-tune steps on each path (0 = the config's)")
+    ap.add_argument("--base", action="store_true", help="start from SmolLM2 itself even if an aligned model is cached")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or auto (on a GPU compare the wall times)")
+    ap.add_argument("--write", default=None, help="replace the bench_cell section of this markdown file")
+    args = ap.parse_args(argv)
+
+    import dataclasses
+
+    import torch
+
+    from safeselect.config.loading import load
+    from safeselect.evaluation.evaluate import judge_records, make_record
+    from safeselect.evaluation.generate import make_generate
+    from safeselect.judges.refusal import RefusalJudge
+    from safeselect.models import add_lora, load_model
+    from safeselect.pipeline.run import build_bundle, select
+    from safeselect.training.sft import train_sft
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    cfg = load(args.config, ["compare=[]", "selection.method=random"])
+    t: dict[str, tuple[float, float]] = {}
+    loads = [load_avg()]
+
+    with timed(t, "data"):
+        bundle = build_bundle(cfg)
+    if args.n_eval:
+        for sets in (bundle.eval_harmful, bundle.eval_overrefusal, bundle.eval_task):
+            for k in sets:
+                sets[k] = sets[k][:args.n_eval]
+    import tempfile
+    from pathlib import Path
+
+    with timed(t, "selection"):
+        selection, _ = select(cfg, bundle, Path(tempfile.mkdtemp()), show_progress=False)
+    kept = selection.kept_rows(bundle.task)
+
+    from safeselect.config.paths import cache_dir
+    from safeselect.pipeline.run import _align_key, _slug
+
+    aligned = cache_dir() / "aligned" / f"{_slug(cfg.model.name)}-{_align_key(cfg, cfg.model.name, bundle.align)}"
+    start = str(aligned) if (aligned / "config.json").exists() and not args.base else cfg.model.name
+    steps = args.steps if args.steps > 0 else cfg.finetune.max_steps
+
+    def finetune(group: bool) -> tuple[Any, Any, dict[str, Any]]:
+        torch.manual_seed(cfg.seed)
+        model, tok = load_model(start, cfg.model, device=args.device)
+        model = add_lora(model, cfg.model.lora)
+        tc = dataclasses.replace(cfg.finetune, group_by_length=group, max_steps=steps)
+        res = train_sft(model, tok, kept, tc, cfg.model.max_length, seed=cfg.seed, show_progress=False)
+        return model, tok, res
+
+    with timed(t, "finetune.ref"):
+        model, tok, res_ref = finetune(False)
+    with timed(t, "finetune.new"):
+        model_new, _, res_new = finetune(True)
+    del model_new
+    loads.append(load_avg())
+
+    prompts = [(kind, name, r) for kind, sets in (("harmful", bundle.eval_harmful), ("overrefusal", bundle.eval_overrefusal),
+                                                 ("task", bundle.eval_task)) for name, rows in sets.items() for r in rows]
+    texts = [r.prompt for _, _, r in prompts]
+
+    def generate(backend: str, dtype: str) -> list[str]:
+        ecfg = dataclasses.replace(cfg.eval, backend=backend, dtype=dtype)
+        gen = make_generate(model, tok, ecfg)  # the conversion (ctranslate2) happens inside the timed call
+        return gen(model, tok, texts, max_new_tokens=cfg.eval.max_new_tokens, batch_size=cfg.eval.batch_size,
+                   show_progress=False)
+
+    replies: dict[str, list[str]] = {}
+    for key, backend, dtype in (("hf", "hf", "float32"), ("ct2-float32", "ctranslate2", "float32"),
+                                ("ct2-int8", "ctranslate2", "int8")):
+        try:
+            with timed(t, f"generate.{key}"):
+                replies[key] = generate(backend, dtype)
+        except Exception as e:  # e.g. CTranslate2 without its CUDA libraries on a GPU machine: report, go on
+            print(f"bench_cell: {key} failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
+                  file=sys.stderr)
+            t[f"generate.{key}"] = (float("nan"), float("nan"))
+    loads.append(load_avg())
+
+    refusal = RefusalJudge(cfg)
+
+    def verdicts(resp: list[str]) -> list[Any]:
+        recs = [make_record(name, kind, r, x) for (kind, name, r), x in zip(prompts, resp, strict=True)]
+        judge_records(recs, {"refusal": refusal}, refusal=refusal)
+        return [rec["correct"] if rec["kind"] == "task" else next(iter(rec["verdicts"].values())) for rec in recs]
+
+    with timed(t, "judge"):
+        ref_v = verdicts(replies["hf"])
+    agree = {k: (sum(a == b for a, b in zip(replies["hf"], v, strict=True)) / len(v),
+                 sum(a == b for a, b in zip(ref_v, verdicts(v), strict=True)) / len(v))
+             for k, v in replies.items() if k != "hf"}
+
+    md = report(t, agree, res_ref, res_new, len(texts), len(kept), start, loads, argv)
+    print(md)
+    if args.write:
+        write_section(args.write, md)
+    return 0
+
+
+def ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}x" if b > 0 else "-"  # NaN (a failed path) compares false: "-"
+
+
+def report(t: dict[str, tuple[float, float]], agree: dict[str, tuple[float, float]], res_ref: dict[str, Any],
+           res_new: dict[str, Any], n_prompts: int, n_rows: int, start: str, loads: list[str],
+           argv: list[str] | None) -> str:
+    shared = sum(t[k][0] for k in ("data", "selection", "judge"))
+    cell_ref = shared + t["finetune.ref"][0] + t["generate.hf"][0]
+    rows = [
+        ("data", t["data"], t["data"]),
+        ("selection (random)", t["selection"], t["selection"]),
+        (f"fine-tune ({res_ref['steps']} steps, {n_rows} rows): random -> length-grouped batches",
+         t["finetune.ref"], t["finetune.new"]),
+        (f"generation ({n_prompts} prompts): HF float32 -> CTranslate2 float32", t["generate.hf"],
+         t["generate.ct2-float32"]),
+        (f"generation ({n_prompts} prompts): HF float32 -> CTranslate2 int8", t["generate.hf"], t["generate.ct2-int8"]),
+        ("judging", t["judge"], t["judge"]),
+    ]
+    lines = [
+        "| stage | reference CPU s (wall s) | new CPU s (wall s) | speed-up (CPU) |",
+        "|---|---|---|---|",
+    ]
+    for name, a, b in rows:
+        lines.append(f"| {name} | {a[0]:.1f} ({a[1]:.1f}) | {b[0]:.1f} ({b[1]:.1f}) | {ratio(a[0], b[0])} |")
+    for key in ("ct2-float32", "ct2-int8"):
+        gen_key = "generate." + key
+        cell_new = shared + t["finetune.new"][0] + t[gen_key][0]
+        lines.append(f"| **whole cell** (grouped batches + {key}) | {cell_ref:.1f} | {cell_new:.1f} | "
+                     f"**{ratio(cell_ref, cell_new)}** |")
+    lines += ["", "| backend | identical replies | identical verdicts (refusal judge / exact match) |", "|---|---|---|"]
+    for key, (same, verd) in agree.items():
+        lines.append(f"| {key} vs HF float32 | {same:.3f} | {verd:.3f} |")
+    lines += ["", f"Fine-tune final loss: reference {res_ref['losses'][-1]:.3f}, length-grouped "
+              f"{res_new['losses'][-1]:.3f} (one seed; different batches, so not identical). Starting model: `{start}`. "
+              f"Load average (1 / 5 / 15 min) at start, after fine-tuning, after generation: {'; '.join(loads)}. "
+              f"Command: `OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '')} python benchmarks/bench_cell.py "
+              f"{' '.join(argv if argv is not None else sys.argv[1:])}`."]
+    return "\n".join(lines)
+
+
+def write_section(path: str, md: str) -> None:
+    """Replace the text between the bench_cell markers (or append a section) atomically."""
+    from pathlib import Path
+
+    from safeselect.core.io import atomic_write_text
+
+    p = Path(path)
+    text = p.read_text() if p.exists() else ""
+    block = f"{MARK_BEGIN}\n{md}\n{MARK_END}"
+    if MARK_BEGIN in text and MARK_END in text:
+        head, rest = text.split(MARK_BEGIN, 1)
+        text = head + block + rest.split(MARK_END, 1)[1]
+    else:
+        text = text.rstrip() + "\n\n## Cell cost, stage by stage (benchmarks/bench_cell.py)\n\n" + block + "\n"
+    atomic_write_text(p, text)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

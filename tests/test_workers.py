@@ -1,0 +1,13 @@
+"""The ablation runner's worker rule: single-threaded workers, one per core, bounded by runs and memory."""
+
+from __future__ import annotations
+
+from safeselect.ablation.runner import plan_workers
+
+
+def test_plan_workers_rule():
+    assert plan_workers(10, cores=2, gpu=False, mem_gb=16) == (2, 1)
+    assert plan_workers(1, cores=2, gpu=False, mem_gb=16) == (1, 1)
+    assert plan_workers(10, cores=8, gpu=False, mem_gb=10) == (3, 1)  # one per 3 GB
+    assert plan_workers(10, cores=8, gpu=False, mem_gb=1) == (1, 1)
+    assert plan_workers(10, cores=16, gpu=True, mem_gb=128) == (1, 16)
