@@ -34,8 +34,11 @@ from typing import Any
 
 from safeselect.ablation.grid import Grid, RunSpec, expand
 from safeselect.ablation.plan import Plan, make_config
+from safeselect.core import lock
 from safeselect.core.io import atomic_write_text, write_json
+from safeselect.core.redact import redact
 from safeselect.errors import UserError
+from safeselect.inputs import check_out
 
 # run_fn(kind, cfg, out_dir, reference_dir, show_progress) -> flat metrics or None; it writes out_dir/metrics.json.
 RunFn = Callable[[str, Any, Path, "Path | None", bool], "dict[str, Any] | None"]
@@ -106,25 +109,64 @@ def execute_run(spec: dict[str, Any], out_dir: str, reference_dir: str | None, r
     path = run_dir(out_dir, run.run_id)
     if is_complete(path):
         return {"run_id": run.run_id, "status": "skipped", "wall_s": 0.0, "error": ""}
-    path.mkdir(parents=True, exist_ok=True)
-    (path / "error.txt").unlink(missing_ok=True)
     t0 = time.perf_counter()
     try:
-        cfg = make_config(run.preset, run.overrides)
-        fn = run_fn or default_run
-        result = fn(run.kind, cfg, path, Path(reference_dir) if reference_dir else None, show_progress)
-        if not is_complete(path):
-            _mark_complete(path, result if isinstance(result, dict) else None)
-    except Exception as e:  # a failed run must not stop the others
-        atomic_write_text(path / "error.txt", traceback.format_exc())
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        return {"run_id": run.run_id, "status": "failed", "wall_s": time.perf_counter() - t0,
-                "error": f"{type(e).__name__}: {msg}"}
+        # One writer per run folder: a run still written by another process (an earlier `ablate` whose
+        # worker outlived it) is reported, never started a second time.
+        lock.acquire(path)
+    except UserError as e:
+        return {"run_id": run.run_id, "status": "failed", "wall_s": 0.0, "error": str(e)}
+    try:
+        if is_complete(path):  # finished by another process since the check above
+            return {"run_id": run.run_id, "status": "skipped", "wall_s": 0.0, "error": ""}
+        (path / "error.txt").unlink(missing_ok=True)
+        try:
+            cfg = make_config(run.preset, run.overrides)
+            fn = run_fn or default_run
+            result = fn(run.kind, cfg, path, Path(reference_dir) if reference_dir else None, show_progress)
+            if not is_complete(path):
+                _mark_complete(path, result if isinstance(result, dict) else None)
+        except Exception as e:  # a failed run must not stop the others
+            atomic_write_text(path / "error.txt", redact(traceback.format_exc()))
+            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+            return {"run_id": run.run_id, "status": "failed", "wall_s": time.perf_counter() - t0,
+                    "error": redact(f"{type(e).__name__}: {msg}")}
+    finally:
+        lock.release(path)
     wall = time.perf_counter() - t0
     write_json(path / "runner.json", {"run_id": run.run_id, "kind": run.kind, "wall_s": round(wall, 3),
                                       "host": socket.gethostname(), "pid": os.getpid(), "backend": backend,
                                       "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")})
     return {"run_id": run.run_id, "status": "done", "wall_s": wall, "error": ""}
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Worker initialiser: end this worker when the ``ablate`` process that started it dies.
+
+    Linux: the kernel sends SIGKILL on the parent's death (``PR_SET_PDEATHSIG``). Everywhere, and in case
+    the parent died before that was set: a daemon thread polls the parent pid and ends this process.
+    A killed worker leaves its run incomplete; the resumed plan runs it again.
+    """
+    import signal
+    import threading
+
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent_pid:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
 
 
 # ----------------------------------------------------------------------------- checks
@@ -200,7 +242,8 @@ def _local(specs: list[RunSpec], out_dir: Path, reference_dir: str | None, run_f
     # spawn, not fork: the parent may hold threads (tqdm, torch) that fork would copy mid-lock.
     ctx = multiprocessing.get_context("spawn")
     quiet = show_progress and workers == 1
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, max_tasks_per_child=1) as ex:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, max_tasks_per_child=1,
+                             initializer=die_with_parent, initargs=(os.getpid(),)) as ex:
         futs = {ex.submit(execute_run, s.to_dict(), str(out_dir), reference_dir, run_fn, quiet, "local"): s
                 for s in specs}
         for fut in as_completed(futs):
@@ -251,15 +294,24 @@ def run_plan(plan: Plan, out_dir: str | Path, *, seeds: list[int] | None = None,
              ray_num_gpus: float = 0.0, run_fn: RunFn | None = None, show_progress: bool = True,
              report: bool = True) -> list[Outcome]:
     """Run every unfinished run of ``plan`` (the reference first), then write results.csv, report.md, plots."""
-    from tqdm import tqdm
-
     if backend not in ("local", "ray"):
         raise UserError(f"unknown backend '{backend}' (choose local or ray)")
     out = Path(out_dir)
     grid = expand(plan, seeds)
     if run_fn is None:
         check_components(grid)
-    out.mkdir(parents=True, exist_ok=True)
+    check_out(out)
+    with lock.run_lock(out):  # a second `ablate` on the same folder exits 2 instead of racing this one
+        return _run_plan_locked(plan, grid, out, workers=workers, backend=backend, ray_address=ray_address,
+                                ray_num_cpus=ray_num_cpus, ray_num_gpus=ray_num_gpus, run_fn=run_fn,
+                                show_progress=show_progress, report=report)
+
+
+def _run_plan_locked(plan: Plan, grid: Grid, out: Path, *, workers: int, backend: str, ray_address: str | None,
+                     ray_num_cpus: float, ray_num_gpus: float, run_fn: RunFn | None, show_progress: bool,
+                     report: bool) -> list[Outcome]:
+    from tqdm import tqdm
+
     write_plan_file(plan, grid, out)
 
     todo = [r for r in grid.runs if not is_complete(run_dir(out, r.run_id))]

@@ -47,14 +47,20 @@ def run(args: argparse.Namespace) -> int:
     from safeselect.ablation.grid import describe, expand
     from safeselect.ablation.plan import explain, load_plan
     from safeselect.ablation.runner import is_complete, run_dir, run_plan
+    from safeselect.config.loading import MAX_SEED
     from safeselect.errors import UserError
+    from safeselect.inputs import check_file, check_out
 
     if args.workers is not None and args.workers < 0:
         raise UserError("--workers must be >= 0")
     if args.threads is not None and args.threads < 1:
         raise UserError("--threads must be >= 1")
+    if args.seeds and any(not 0 <= s <= MAX_SEED for s in args.seeds):
+        raise UserError(f"--seeds: each seed must be in [0, {MAX_SEED}]")
+    if Path(args.plan).exists() or Path(args.plan).suffix in (".md", ".yaml", ".yml"):
+        check_file(args.plan, "PLAN")  # a folder, or not UTF-8 text: one line, before the parser
     plan = load_plan(args.plan, overrides=args.overrides, base=args.base, seeds=args.seeds)
-    out = Path(args.out) if args.out else Path("runs") / "ablate" / plan.name
+    out = check_out(Path(args.out) if args.out else Path("runs") / "ablate" / plan.name)
     if args.explain:
         print(explain(plan))
     if args.dry_run:

@@ -39,6 +39,7 @@ def run_build(args: argparse.Namespace) -> int:
     from safeselect.config import loading
     from safeselect.config.paths import preset_names, resolve_preset
     from safeselect.data.builtin import write_benchmark
+    from safeselect.inputs import check_out, check_paths
     from safeselect.registry import registry
 
     overrides = list(args.overrides)
@@ -59,8 +60,9 @@ def run_build(args: argparse.Namespace) -> int:
         overrides.append(f"data.difficulty={args.difficulty}")
     cfg = loading.load(base, overrides)
     data_reg.entry(cfg.data.benchmark)
-    out = Path(args.out) if args.out else Path("data") / f"{cfg.data.benchmark}-{cfg.data.difficulty}"
-    counts = write_benchmark(cfg, out)
+    out = check_out(Path(args.out) if args.out else Path("data") / f"{cfg.data.benchmark}-{cfg.data.difficulty}")
+    check_paths(cfg)
+    counts = write_benchmark(cfg, out)  # builds (and so reads) everything before the first file is written
     width = max(len(k) for k in counts) + len(".jsonl")
     for stem, n in counts.items():
         print(f"  {stem + '.jsonl':<{width}} {n:>6} rows")

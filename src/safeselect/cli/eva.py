@@ -29,12 +29,16 @@ def check(cfg: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from safeselect.config import loading
+    from safeselect.core.lock import run_lock
+    from safeselect.inputs import check_out, check_paths
     from safeselect.selfplay.run import run_eva
 
     cfg = loading.load(args.config, args.overrides)
     check(cfg)
-    out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
-    flat = run_eva(cfg, out, show_progress=not args.quiet)
+    out = check_out(Path(args.out) if args.out else Path("runs") / Path(args.config).stem)
+    check_paths(cfg)
+    with run_lock(out):
+        flat = run_eva(cfg, out, show_progress=not args.quiet)
     print(summary(flat))
     print(f"\nrun files in {out}/ (metrics.json, iter_<k>/, pool.jsonl, heldout.jsonl)")
     return 0

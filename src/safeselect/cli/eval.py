@@ -19,7 +19,10 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from safeselect.core.lock import run_lock
+from safeselect.core.seeding import seed_stage
 from safeselect.errors import UserError
+from safeselect.inputs import check_out
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -132,7 +135,10 @@ def _rescore(args: argparse.Namespace, run_dir: Path) -> int:
     cfg = loading.load(str(cfg_path) if cfg_path.exists() else None, args.overrides)
     judges = list(args.judge) if args.judge else list(cfg.eval.judges)
     _check(judges, args.reference)
-    new = rescore(run_dir, cfg, judges, reference_dir=args.reference, out_dir=args.out)
+    out = check_out(Path(args.out) if args.out else run_dir)
+    with run_lock(out):
+        seed_stage(cfg.seed, "eval")
+        new = rescore(run_dir, cfg, judges, reference_dir=args.reference, out_dir=args.out)
     print(format_metrics(new))
     print(f"\nmerged into {Path(args.out) if args.out else run_dir}/metrics.json")
     return 0
@@ -142,20 +148,28 @@ def evaluate_config(cfg: Any, out: Path, reference_dir: str | None = None, show_
                     model: tuple[Any, Any] | None = None) -> dict[str, Any]:
     """Evaluate ``cfg.model.name`` as is (or ``model``: a loaded (model, tokenizer)) on the configured
     evaluation sets; write the eval files to ``out``."""
+    from safeselect.evaluation.resources import Meter
+    from safeselect.inputs import preflight
+    from safeselect.models import load_model
+
+    meter = Meter()
+    check_out(out)
+    with meter.stage("data"):
+        bundle = preflight(cfg, train=False)
+    model, tok = model if model is not None else load_model(cfg.model.name, cfg.model, device=cfg.device)
+    with run_lock(out):
+        return _evaluate_locked(cfg, out, bundle, model, tok, meter, reference_dir, show_progress)
+
+
+def _evaluate_locked(cfg: Any, out: Path, bundle: Any, model: Any, tok: Any, meter: Any, reference_dir: str | None,
+                     show_progress: bool) -> dict[str, Any]:
     from safeselect.config import loading
     from safeselect.core.dotted import nest
     from safeselect.core.io import atomic_write_text, write_json, write_jsonl
     from safeselect.evaluation.evaluate import evaluate
-    from safeselect.evaluation.resources import Meter
-    from safeselect.models import load_model
-    from safeselect.registry import registry
 
-    meter = Meter()
-    with meter.stage("data"):
-        bundle = registry("data").get(cfg.data.benchmark)(cfg)
-    model, tok = model if model is not None else load_model(cfg.model.name, cfg.model, device=cfg.device)
-    out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "config.yaml", loading.to_yaml(cfg))
+    seed_stage(cfg.seed, "eval")
     with meter.stage("eval"):
         flat, records = evaluate(model, tok, bundle, cfg, reference_dir=reference_dir, show_progress=show_progress)
         if _has_benchmarks(cfg):

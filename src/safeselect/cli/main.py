@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
+from safeselect.core.redact import redact
 from safeselect.errors import UserError
 
 # Subcommand modules; each must stay cheap to import (no torch at module level).
@@ -45,13 +47,38 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except UserError as e:
-        print(f"safeselect: error: {e}", file=sys.stderr)
+        print(f"safeselect: error: {one_line(e)}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # output piped into `head`: not an error
         return 0
     except KeyboardInterrupt:
         print("safeselect: interrupted", file=sys.stderr)
         return 130
+    except INPUT_ERRORS as e:
+        # A file the checks up front did not reach (a folder, not UTF-8, unreadable, not gzip): still the
+        # user's input, so one line and exit 2, never a traceback.
+        where = getattr(e, "filename", None)
+        print(f"safeselect: error: {f'{where}: ' if where else ''}{one_line(e)}", file=sys.stderr)
+        return 2
+    except Exception as e:  # a failure while running: one line (the traceback with SAFESELECT_DEBUG=1), exit 1
+        if os.environ.get("SAFESELECT_DEBUG"):
+            import traceback
+
+            print(redact(traceback.format_exc()), file=sys.stderr, end="")
+        print(f"safeselect: failed: {type(e).__name__}: {one_line(e)} (SAFESELECT_DEBUG=1 shows the traceback)",
+              file=sys.stderr)
+        return 1
+
+
+# Errors that can only come from what the user gave (files and folders), whichever code path met them.
+INPUT_ERRORS: tuple[type[BaseException], ...] = (UnicodeError, IsADirectoryError, NotADirectoryError,
+                                                 PermissionError, FileNotFoundError, FileExistsError, EOFError)
+
+
+def one_line(e: BaseException) -> str:
+    """The exception's message on one line, secrets masked."""
+    text = " ".join(str(e).split()) or type(e).__name__
+    return redact(text)
 
 
 def _show_log() -> None:

@@ -29,6 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from safeselect.config import loading
+    from safeselect.inputs import check_out, check_paths
     from safeselect.selfplay.reward_train import train_reward_model
     from safeselect.selfplay.rewards import default_reward_dir
 
@@ -39,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
     if args.data:
         overrides.append(f"data.data_dir={args.data}")
     cfg = loading.load(config_arg, overrides)
-    out = Path(args.out) if args.out else default_reward_dir(cfg)
+    out = check_out(Path(args.out) if args.out else default_reward_dir(cfg))
+    check_paths(cfg, keys=("reward.sources", "data.data_dir"))
     rep = train_reward_model(cfg, out, show_progress=not args.quiet)
     acc = rep["heldout_accuracy"]
     ci = acc.get("ci") or [float("nan"), float("nan")]

@@ -34,11 +34,12 @@ def check_methods(cfg) -> None:  # noqa: ANN001 - ExperimentConfig; kept light t
 
 def run(args: argparse.Namespace) -> int:
     from safeselect.config import loading
+    from safeselect.inputs import check_out
     from safeselect.pipeline.run import accelerator, run_compare, run_experiment, table
 
     cfg = loading.load(args.config, args.overrides)
     check_methods(cfg)
-    out = Path(args.out) if args.out else default_out(args.config)
+    out = check_out(Path(args.out) if args.out else default_out(args.config))
     if cfg.compare:
         results = run_compare(cfg, out, show_progress=not args.quiet)
     else:

@@ -19,11 +19,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from safeselect.cli.run import check_methods, default_out
     from safeselect.config import loading
+    from safeselect.inputs import check_out
     from safeselect.pipeline.run import accelerator, select_only
 
     cfg = loading.load(args.config, args.overrides)
     check_methods(cfg)
-    out = Path(args.out) if args.out else default_out(args.config)
+    out = check_out(Path(args.out) if args.out else default_out(args.config))
     stats = select_only(cfg, out, show_progress=not args.quiet)
     if accelerator(cfg).is_main_process:
         for k, v in stats.items():

@@ -14,10 +14,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from safeselect.cli.run import check_methods
     from safeselect.config import loading
-    from safeselect.registry import registry
+    from safeselect.inputs import check_file, preflight
 
     path = Path(args.target)
+    if path.exists() or path.suffix in (".md", ".yaml", ".yml"):
+        check_file(path, "CONFIG_OR_PLAN")  # a folder, or not UTF-8 text: one line
     if path.suffix == ".md" or (path.suffix in (".yaml", ".yml") and _is_plan(path)):
         from safeselect.ablation.plan import load_plan
 
@@ -25,9 +28,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"ok: plan {path} with {len(plan.ablations)} ablation(s)")
         return 0
     cfg = loading.load(args.target, args.overrides)
-    registry("selectors").entry(cfg.selection.method)
-    for j in cfg.eval.judges:
-        registry("judges").entry(j)
+    check_methods(cfg)
+    preflight(cfg)  # every file a key names opened and the data built, as `run` would; nothing written
     print(f"ok: {args.target} (method {cfg.selection.method}, model {cfg.model.name})")
     return 0
 
@@ -35,8 +37,10 @@ def run(args: argparse.Namespace) -> int:
 def _is_plan(path: Path) -> bool:
     import yaml
 
+    from safeselect.core.io import read_text
+
     try:
-        data = yaml.safe_load(path.read_text()) if path.exists() else None
-    except yaml.YAMLError:
+        data = yaml.safe_load(read_text(path)) if path.exists() else None
+    except (yaml.YAMLError, RecursionError):
         return False
     return isinstance(data, dict) and "ablations" in data

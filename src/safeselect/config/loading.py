@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from pathlib import Path
 from typing import Any
 
 from safeselect.config.paths import resolve_preset
 from safeselect.config.schema import ExperimentConfig, _field_info_cached, _walk, all_keys
 from safeselect.core.dotted import flatten
+from safeselect.core.io import read_text
 from safeselect.errors import UserError, suggest
 
 
@@ -31,15 +33,21 @@ def _check_key(key: str) -> None:
         raise UserError(f"unknown config key '{key}'{suggest(key, list(leaves))}")
 
 
+MAX_SEED = 2**32 - 1  # numpy's and torch's seed range
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     import yaml
 
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(read_text(path)) or {}  # a folder, not UTF-8, binary: one UserError
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f":{mark.line + 1}" if mark is not None else ""
-        raise UserError(f"{path}{where}: malformed YAML ({getattr(e, 'problem', e)})") from None
+        problem = str(getattr(e, "problem", None) or e).splitlines()[0]
+        raise UserError(f"{path}{where}: malformed YAML ({problem})") from None
+    except RecursionError:
+        raise UserError(f"{path}: YAML nested too deeply") from None
     if not isinstance(data, dict):
         raise UserError(f"{path}: a config must be a mapping of keys to values")
     return data
@@ -97,6 +105,11 @@ def validate(cfg: ExperimentConfig) -> None:
     info = _field_info_cached()
     for key, meta in info.items():
         value = get(cfg, key)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UserError(f"bad value for '{key}': {value} (a finite number is needed)")
+        if key.rsplit(".", 1)[-1] == "seed" and value is not None and not 0 <= value <= MAX_SEED:
+            # numpy and torch take seeds in [0, 2**32 - 1]; refuse here what would crash mid-run
+            raise UserError(f"'{key}'={value} is out of range [0, {MAX_SEED}] (seeds are non-negative 32-bit integers)")
         choices = meta.get("choices")
         if choices and value not in choices:
             raise UserError(f"bad value for '{key}': {value!r}{suggest(str(value), list(choices))}")

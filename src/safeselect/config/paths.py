@@ -24,6 +24,8 @@ def resolve_preset(name_or_path: str) -> Path:
     if p.suffix in (".yaml", ".yml") or p.exists():
         if not p.exists():
             raise UserError(f"config file not found: {p}")
+        if p.is_dir():
+            raise UserError(f"{p}: is a folder, expected a config YAML file")
         return p
     cand = PRESET_DIR / f"{name_or_path}.yaml"
     if not cand.exists():

@@ -21,12 +21,14 @@ stay on disk). Formats:
 from __future__ import annotations
 
 import csv
-import json
+import io
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from safeselect.core.io import iter_jsonl_numbered, read_text
 from safeselect.core.rows import Bundle, Row
 from safeselect.errors import UserError
 
@@ -50,32 +52,20 @@ def _stem(path: Path) -> str:
     return path.name.split(".")[0]
 
 
-def _open_text(path: Path):
-    """Open plain, ``.gz`` or ``.xz`` text files."""
-    if path.suffix == ".gz":
-        import gzip
-
-        return gzip.open(path, "rt", encoding="utf-8")
-    if path.suffix == ".xz":
-        import lzma
-
-        return lzma.open(path, "rt", encoding="utf-8")
-    return open(path, encoding="utf-8", newline="")
+@contextmanager
+def _open_text(path: Path) -> Iterator[io.StringIO]:
+    """Plain, ``.gz`` or ``.xz`` text, checked whole first (UTF-8, no binary, valid compression) so a bad
+    file is one UserError naming it; CSV errors inside the block also name the file."""
+    text = read_text(path)
+    try:
+        yield io.StringIO(text, newline="")
+    except csv.Error as e:
+        raise UserError(f"{path}: malformed CSV ({e})") from None
 
 
 def _jsonl_objects(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, object) for each non-blank line; malformed lines raise UserError with file:line."""
-    with _open_text(path) as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"{path}:{lineno}: malformed JSONL row ({e.msg})") from None
-            if not isinstance(obj, dict):
-                raise UserError(f"{path}:{lineno}: a JSONL row must be an object, got {type(obj).__name__}")
-            yield lineno, obj
+    return iter_jsonl_numbered(path)
 
 
 def row_from_obj(obj: dict[str, Any], default_id: str, where: str) -> Row:
@@ -106,6 +96,12 @@ def row_from_obj(obj: dict[str, Any], default_id: str, where: str) -> Row:
     meta = obj.get("meta")
     if meta is not None and not isinstance(meta, dict):
         raise UserError(f"{where}: 'meta' must be an object")
+    for k in ("task", "category", "source"):
+        if obj.get(k) is not None and not isinstance(obj[k], str):
+            raise UserError(f"{where}: '{k}' must be a string, got {type(obj[k]).__name__}")
+    for k in ("row_id", "answer"):  # scalars that become strings
+        if obj.get(k) is not None and (isinstance(obj[k], (dict, list, bool)) or not isinstance(obj[k], (str, int, float))):
+            raise UserError(f"{where}: '{k}' must be a string or a number, got {type(obj[k]).__name__}")
     rid = obj.get("row_id")
     obj["row_id"] = default_id if rid is None or str(rid) == "" else str(rid)
     return Row.from_dict(obj)
@@ -207,13 +203,17 @@ def load_hf_dataset(path: str | Path, split: str | None = None, prompt_key: str 
     if p.is_dir():
         try:
             ds = datasets.load_from_disk(str(p))
-        except FileNotFoundError as e:
-            raise UserError(f"{p}: not a saved HF dataset folder ({e})") from None
+        except Exception as e:  # noqa: BLE001 - FileNotFoundError for a plain folder, others for a damaged one
+            raise UserError(f"{p}: a folder, and not a saved HF dataset folder ({type(e).__name__})") from None
     else:
         kind = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet", ".arrow": "arrow"}.get(p.suffix)
         if kind is None:
             raise UserError(f"{p}: unsupported file type for datasets (json, jsonl, csv, parquet, arrow)")
-        ds = datasets.load_dataset(kind, data_files=str(p))
+        read_text(p) if kind != "parquet" and kind != "arrow" else None  # not UTF-8 -> one clear line
+        try:
+            ds = datasets.load_dataset(kind, data_files=str(p))
+        except Exception as e:  # noqa: BLE001 - datasets / pyarrow raise many types for a malformed file
+            raise UserError(f"{p}: cannot read as {kind} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
     if isinstance(ds, datasets.DatasetDict):
         names = list(ds)
         pick = split or ("train" if "train" in ds else (names[0] if len(names) == 1 else None))

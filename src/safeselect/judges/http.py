@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from safeselect.core.io import atomic_write_text
+from safeselect.core.redact import MASK, redact, register_secret_env
 from safeselect.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -188,6 +189,7 @@ class ChatClient:
         body = json.dumps(self.payload(messages)).encode()
         headers = {"Content-Type": "application/json"}
         key = os.environ.get(self.cfg.api_key_env or "")
+        register_secret_env(self.cfg.api_key_env)
         if key:
             headers["Authorization"] = f"Bearer {key}"
         req = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
@@ -199,7 +201,8 @@ class ChatClient:
         except urllib.error.HTTPError as e:
             if e.code in RETRY_STATUS:
                 raise Transient(f"HTTP {e.code}", _retry_after(e.headers.get("Retry-After"))) from None
-            detail = e.read().decode("utf-8", errors="replace")[:200].replace("\n", " ")
+            # redacted: an endpoint may echo the key it was sent in its error body
+            detail = redact(e.read().decode("utf-8", errors="replace")[:400]).replace("\n", " ")[:200]
             hint = f" (check the key in ${self.cfg.api_key_env})" if e.code in (401, 403) else ""
             raise UserError(f"llm judge: HTTP {e.code} from {self.url}{hint}: {detail}") from None
         except TimeoutError:
@@ -215,7 +218,8 @@ class ChatClient:
             raise Malformed(f"not a chat-completions reply: {type(e).__name__}") from None
         if not isinstance(content, str):
             raise Malformed("reply content is not text")
-        return content
+        # a reply echoing the key is never cached or saved with it
+        return content.replace(key, MASK) if key and len(key) >= 6 else content
 
     def _cache_path(self, key: str) -> Path:
         return self.cache_dir / key[:2] / f"{key}.json"

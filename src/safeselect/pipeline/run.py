@@ -8,6 +8,7 @@ directory whose metrics.json is complete is skipped on rerun.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -19,12 +20,14 @@ from safeselect.config.paths import cache_dir
 from safeselect.config.schema import ExperimentConfig, all_keys
 from safeselect.core.dotted import flatten
 from safeselect.core.io import atomic_write_text, read_json, write_json, write_jsonl
+from safeselect.core.lock import run_lock
 from safeselect.core.rows import Bundle, Row
+from safeselect.core.seeding import isolated_rng, seed_stage
 from safeselect.errors import UserError
+from safeselect.inputs import ALIGNED_ONLY, check_out, preflight
 
 log = logging.getLogger(__name__)
 
-ALIGNED_ONLY = "aligned"  # pseudo-method in `compare`: evaluate the aligned starting model, no fine-tuning
 CHECKPOINTS = "checkpoints"  # RUN/checkpoints/<stage>/step-N: resumable training state, removed on completion
 LOSS_PLOT = "loss.png"
 
@@ -88,12 +91,15 @@ def _train_aligned(cfg: ExperimentConfig, bundle: Bundle, name: str, key: str, o
         fcntl.flock(lock, fcntl.LOCK_EX)  # parallel ablation workers train it once
         if (out / "config.json").exists():
             return
-        _seed_all(cfg.seed)
-        model, tok = load_model(name, cfg.model, device=cfg.device)
-        model = add_lora(model, cfg.model.lora)
-        train_sft(model, tok, bundle.align, cfg.align.train, cfg.model.max_length, seed=cfg.seed,
-                  desc="align", show_progress=show_progress, accelerator=acc, local=acc.num_processes > 1)
-        save_model(merge_lora(model), tok, out)
+        # Its own seeded stream, and the caller's random state untouched: a run that trains the alignment
+        # here draws the same numbers afterwards as one that finds it cached.
+        with isolated_rng():
+            seed_stage(align_seed(cfg), "align")
+            model, tok = load_model(name, cfg.model, device=cfg.device)
+            model = add_lora(model, cfg.model.lora)
+            train_sft(model, tok, bundle.align, cfg.align.train, cfg.model.max_length, seed=align_seed(cfg),
+                      desc="align", show_progress=show_progress, accelerator=acc, local=acc.num_processes > 1)
+            save_model(merge_lora(model), tok, out)
         atomic_write_text(out / "align.json", json.dumps({"model": name, "key": key, "rows": len(bundle.align)}))
 
 
@@ -103,6 +109,12 @@ def accelerator(cfg: ExperimentConfig) -> Any:
     from safeselect.training.sft import make_accelerator
 
     return make_accelerator(cpu=True if cfg.device == "cpu" else (False if cfg.device == "cuda" else None))
+
+
+def align_seed(cfg: ExperimentConfig) -> int:
+    """The alignment's seed: ``align.seed`` where the config has one, else the experiment seed."""
+    seed = getattr(cfg.align, "seed", None)
+    return cfg.seed if seed is None else seed
 
 
 def load_aligned(cfg: ExperimentConfig, bundle: Bundle | None = None, model_name: str | None = None) -> tuple[Any, Any]:
@@ -125,6 +137,8 @@ def select(cfg: ExperimentConfig, bundle: Bundle, out_dir: Path, show_progress: 
 
     selector = registry("selectors").get(cfg.selection.method)
     tok = load_tokenizer(cfg.model.name)
+    # Seeded here, whatever ran before in this process: `select` and `run` give the same selection.
+    seed_stage(cfg.seed, f"select/{cfg.selection.seed}")
 
     def _judge(rows: list[Row], responses: list[str]) -> list[bool | None]:
         j = make_judge(cfg.selection.judge_filter.judge, cfg)
@@ -155,17 +169,20 @@ def select_only(cfg: ExperimentConfig, out: Path, show_progress: bool = True) ->
     from safeselect.training.checkpoint import clear
 
     main = accelerator(cfg).is_main_process
+    bundle = preflight(cfg, train=True)  # every input checked before the folder is made
     if main:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "config.yaml", loading.to_yaml(cfg))
-    bundle = build_bundle(cfg)
-    aligned_dir(cfg, bundle, show_progress=show_progress)
-    selection, ctx = select(cfg, bundle, out, show_progress)
-    stats = {f"selection.{k}": v for k, v in budget_stats(selection.kept, bundle.task, ctx.response_tokens).items()}
-    if main:
-        write_jsonl(out / "selection.jsonl", selection.records(bundle.task))
-        write_json(out / "metrics.json", nest(stats))
-        clear(out / CHECKPOINTS)  # the selector finished: its resumable state is no longer needed
+        check_out(out)
+    with run_lock(out) if main else contextlib.nullcontext():
+        if main:
+            atomic_write_text(out / "config.yaml", loading.to_yaml(cfg))
+        aligned_dir(cfg, bundle, show_progress=show_progress)
+        selection, ctx = select(cfg, bundle, out, show_progress)
+        stats = {f"selection.{k}": v
+                 for k, v in budget_stats(selection.kept, bundle.task, ctx.response_tokens).items()}
+        if main:
+            write_jsonl(out / "selection.jsonl", selection.records(bundle.task))
+            write_json(out / "metrics.json", nest(stats))
+            clear(out / CHECKPOINTS)  # the selector finished: its resumable state is no longer needed
     return stats
 
 
@@ -216,17 +233,17 @@ def read_metrics(out_dir: str | Path) -> dict[str, Any]:
 
 
 def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, reference_dir: str | Path | None = None,
-                   show_progress: bool = True) -> dict[str, Any]:
+                   show_progress: bool = True, bundle: Bundle | None = None) -> dict[str, Any]:
     """align -> select -> fine-tune -> evaluate; returns flat metrics. A complete ``out_dir`` is not redone.
 
     The fine-tuned model is kept in ``out_dir/model`` (see :mod:`safeselect.models.saved`). With
     ``checkpoint.every_steps`` the selector's and the fine-tune's state are saved under
     ``out_dir/checkpoints`` and a rerun of a killed run resumes from them. Under a multi-process
     launch every process trains its share and only the main process writes files and evaluates.
+    ``bundle``: the data, when the caller already built and checked it (:func:`safeselect.inputs.preflight`);
+    otherwise every input is opened and checked here, before the folder is created or a file written.
     """
-    from safeselect.core.dotted import nest
     from safeselect.evaluation.resources import Meter
-    from safeselect.selection.base import budget_stats
 
     out = Path(out_dir)
     state = accelerator(cfg)
@@ -240,16 +257,31 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, reference_dir: st
         if main and cfg.finetune.merge:
             _merge(out)
         return read_metrics(out)
+    meter = Meter()
+    with meter.stage("data"):
+        # Every input opened and checked before the folder is created or a file written.
+        bundle = bundle if bundle is not None else preflight(cfg)
     if main:
-        out.mkdir(parents=True, exist_ok=True)
+        check_out(out)
+    # One writer per run folder: the main process of a launch writes, and holds the folder's lock meanwhile.
+    with run_lock(out) if main else contextlib.nullcontext():
+        if main and is_complete(out):  # another process finished it while this one read its data
+            return read_metrics(out)
+        return _run_locked(cfg, out, bundle, meter, state, reference_dir, show_progress)
+
+
+def _run_locked(cfg: ExperimentConfig, out: Path, bundle: Bundle, meter: Any, state: Any,
+                reference_dir: str | Path | None, show_progress: bool) -> dict[str, Any]:
+    """The stages of :func:`run_experiment`, with ``out`` locked to this process."""
+    from safeselect.core.dotted import nest
+    from safeselect.selection.base import budget_stats
+
+    main = state.is_main_process
+    if main:
         atomic_write_text(out / "config.yaml", loading.to_yaml(cfg))
     reference_dir = reference_dir or cfg.eval.reference
-    meter = Meter()
-    _seed_all(cfg.seed)
     tracker = _tracker(cfg, out, main)
 
-    with meter.stage("data"):
-        bundle = build_bundle(cfg)
     with meter.stage("align"):
         aligned = aligned_dir(cfg, bundle, show_progress=show_progress)
 
@@ -279,6 +311,7 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, reference_dir: st
         if cfg.eval.enabled:
             from safeselect.evaluation.evaluate import evaluate
 
+            seed_stage(cfg.seed, "eval")
             with meter.stage("eval"):
                 flat, generations = evaluate(model, tok, bundle, cfg, reference_dir=reference_dir,
                                              show_progress=show_progress)
@@ -312,12 +345,10 @@ def finetune(cfg: ExperimentConfig, bundle: Bundle, selection: Any, out: Path, s
         # The selector trained while it selected (DualSelect): that model is the result.
         return selection.trained_model, load_tokenizer(cfg.model.name), {}
     model, tok = load_aligned(cfg, bundle)
-    import torch
-
     # The adapter's initial weights must not depend on what earlier stages drew from the global
     # generator (a cold alignment cache trains in this process, a warm one does not): seeded here,
     # a killed run resumes to the uninterrupted run's numbers whatever the cache held.
-    torch.manual_seed(cfg.seed)
+    seed_stage(cfg.seed, "finetune")
     model = add_lora(model, cfg.model.lora)
     kept = selection.kept_rows(bundle.task)
     res = train_sft(model, tok, kept, cfg.finetune, cfg.model.max_length, seed=cfg.seed,
@@ -377,13 +408,18 @@ def run_compare(cfg: ExperimentConfig, out_dir: str | Path, show_progress: bool 
         methods = ["full"] + [m for m in methods if m != "full"]
     results: dict[str, dict[str, Any]] = {}
     reference = out / "full" if "full" in methods else None
-    for m in methods:
-        sub = dataclasses.replace(cfg, compare=[], selection=dataclasses.replace(cfg.selection, method=m))
-        ref = reference if (reference is not None and m != "full") else None
-        results[m] = run_experiment(sub, out / m, reference_dir=ref, show_progress=show_progress)
-    ordered = {m: results[m] for m in cfg.compare}  # the user's order in the table
-    if accelerator(cfg).is_main_process:
-        atomic_write_text(out / "report.md", compare_report(cfg, ordered))
+    bundle = preflight(cfg)  # the same data for every method, checked once before any folder is made
+    main = accelerator(cfg).is_main_process
+    if main:
+        check_out(out)
+    with run_lock(out) if main else contextlib.nullcontext():
+        for m in methods:
+            sub = dataclasses.replace(cfg, compare=[], selection=dataclasses.replace(cfg.selection, method=m))
+            ref = reference if (reference is not None and m != "full") else None
+            results[m] = run_experiment(sub, out / m, reference_dir=ref, show_progress=show_progress, bundle=bundle)
+        ordered = {m: results[m] for m in cfg.compare}  # the user's order in the table
+        if main:
+            atomic_write_text(out / "report.md", compare_report(cfg, ordered))
     return ordered
 
 
@@ -525,17 +561,6 @@ def _with_ranking_auc(run: Path) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def _seed_all(seed: int) -> None:
-    import random
-
-    import numpy as np
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def _slug(name: str) -> str:
