@@ -266,7 +266,7 @@ def test_an_endpoint_echoing_the_key_is_never_printed_or_saved(tmp_path: Path, m
     srv = http.server.HTTPServer(("127.0.0.1", 0), Echo)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     try:
-        from safeselect.config import load
+        from safeselect.config.loading import load
         from safeselect.judges.http import ChatClient
 
         cfg = load(None, [f"judges.llm.base_url=http://127.0.0.1:{srv.server_port}/v1", "judges.llm.retries=0",
