@@ -198,7 +198,9 @@ def test_killed_plan_resumes_without_redoing_or_counting_half_written_runs(plan_
             calls = _calls(out)
             ended = {rid for ev, rid in calls if ev == "end"}
             # the other worker finished everything else; the victim is half-way (its partial metrics.json is there)
-            if len(ended) == len(grid.runs) - 1 and (run_dir(out, victim) / "metrics.json").exists():
+            partial = run_dir(out, victim) / "metrics.json"
+            # written with write_text (not atomically): wait until its text is there, not only the file
+            if len(ended) == len(grid.runs) - 1 and partial.exists() and partial.read_text().strip():
                 break
             assert proc.poll() is None, proc.stderr.read().decode()
             time.sleep(0.05)

@@ -47,6 +47,18 @@ def _exists(path: str | Path) -> Path:
     return p
 
 
+@contextmanager
+def _quiet_datasets() -> Iterator[None]:
+    from datasets.utils import logging as ds_logging
+
+    level = ds_logging.get_verbosity()
+    ds_logging.set_verbosity(ds_logging.CRITICAL)
+    try:
+        yield
+    finally:
+        ds_logging.set_verbosity(level)
+
+
 def _stem(path: Path) -> str:
     """``dir/x.jsonl.gz`` -> ``x``."""
     return path.name.split(".")[0]
@@ -211,7 +223,8 @@ def load_hf_dataset(path: str | Path, split: str | None = None, prompt_key: str 
             raise UserError(f"{p}: unsupported file type for datasets (json, jsonl, csv, parquet, arrow)")
         read_text(p) if kind != "parquet" and kind != "arrow" else None  # not UTF-8 -> one clear line
         try:
-            ds = datasets.load_dataset(kind, data_files=str(p))
+            with _quiet_datasets():  # its own log line would make the one-line error two
+                ds = datasets.load_dataset(kind, data_files=str(p))
         except Exception as e:  # noqa: BLE001 - datasets / pyarrow raise many types for a malformed file
             raise UserError(f"{p}: cannot read as {kind} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
     if isinstance(ds, datasets.DatasetDict):
