@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
 
 from safeselect.core.redact import redact
@@ -60,14 +59,6 @@ def main(argv: list[str] | None = None) -> int:
         where = getattr(e, "filename", None)
         print(f"safeselect: error: {f'{where}: ' if where else ''}{one_line(e)}", file=sys.stderr)
         return 2
-    except Exception as e:  # a failure while running: one line (the traceback with SAFESELECT_DEBUG=1), exit 1
-        if os.environ.get("SAFESELECT_DEBUG"):
-            import traceback
-
-            print(redact(traceback.format_exc()), file=sys.stderr, end="")
-        print(f"safeselect: failed: {type(e).__name__}: {one_line(e)} (SAFESELECT_DEBUG=1 shows the traceback)",
-              file=sys.stderr)
-        return 1
 
 
 # Errors that can only come from what the user gave (files and folders), whichever code path met them.
