@@ -302,12 +302,14 @@ def run_plan(plan: Plan, out_dir: str | Path, *, seeds: list[int] | None = None,
         check_components(grid)
     check_out(out)
     with lock.run_lock(out):  # a second `ablate` on the same folder exits 2 instead of racing this one
-        return _run_plan_locked(plan, grid, out, workers=workers, backend=backend, ray_address=ray_address,
+        return _run_plan_locked(plan, grid, out, workers=workers, threads=threads, backend=backend,
+                                ray_address=ray_address,
                                 ray_num_cpus=ray_num_cpus, ray_num_gpus=ray_num_gpus, run_fn=run_fn,
                                 show_progress=show_progress, report=report)
 
 
-def _run_plan_locked(plan: Plan, grid: Grid, out: Path, *, workers: int, backend: str, ray_address: str | None,
+def _run_plan_locked(plan: Plan, grid: Grid, out: Path, *, workers: int | None, threads: int | None, backend: str,
+                     ray_address: str | None,
                      ray_num_cpus: float, ray_num_gpus: float, run_fn: RunFn | None, show_progress: bool,
                      report: bool) -> list[Outcome]:
     from tqdm import tqdm
