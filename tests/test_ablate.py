@@ -287,9 +287,15 @@ def test_cli_bad_plan_exits_2_with_one_line(tmp_path: Path, capsys: pytest.Captu
     p = tmp_path / "bad.md"
     p.write_text("### Ablation\n- **Ablated Part**: flux capacitor\n- **Action**: REPLACE\n"
                  "- **Replacement**:\n  - on\n")
-    assert main(["ablate", str(p), "--dry-run"]) == 2
-    err = capsys.readouterr().err
-    assert "closest knobs" in err and err.count("\n") == 1
+    # partial by default: the dry run lists the section that does not run, with its reason
+    assert main(["ablate", str(p), "--dry-run"]) == 0
+    assert "NOT RUN: section 'Ablation' (line 1): no config key matches 'flux capacitor'" in capsys.readouterr().out
+    # --strict: all or nothing; and a real run with nothing to run is a bad input
+    for argv in (["ablate", str(p), "--dry-run", "--strict"], ["ablate", str(p), "--out", str(tmp_path / "o")]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "flux capacitor" in err and err.count("\n") == 1
+    assert not (tmp_path / "o").exists()
     assert main(["ablate", "no_such_plan", "--dry-run"]) == 2
     assert "unknown plan 'no_such_plan'" in capsys.readouterr().err
 

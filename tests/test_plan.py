@@ -6,14 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from safeselect.ablation.mapping import (
-    fix_mojibake,
-    map_metric,
-    map_parameter,
-    map_value,
-    reads_as_percentages,
-)
-from safeselect.ablation.plan import load_plan, make_config, parse_markdown, shipped_plans, split_top_level
+from safeselect.ablation.mapping import fix_mojibake, map_metric
+from safeselect.ablation.markdown import parse_markdown
+from safeselect.ablation.matcher import Query, map_section, read_value, reads_as_percentages
+from safeselect.ablation.plan import load_plan, make_config, shipped_plans, split_top_level
 from safeselect.errors import UserError
 
 PLANS = Path(__file__).resolve().parents[2] / "shared" / "plans"
@@ -46,66 +42,101 @@ def test_fix_mojibake_leaves_correct_text_alone(text: str) -> None:
     assert fix_mojibake(text) == text
 
 
-# ----------------------------------------------------------------------------- alias mapping
+# ----------------------------------------------------------------------------- mapping
 
 
-@pytest.mark.parametrize(("text", "key"), [
-    ("Penalty strength parameter (γ) in the bilevel optimization process", "selection.seal.gamma.value"),
-    ("Penalty strength parameter (Œ≥) in the bilevel optimization process", "selection.seal.gamma.value"),
-    ("gamma", "selection.seal.gamma.value"),
+@pytest.mark.parametrize(("text", "values", "key"), [
+    ("Penalty strength parameter (γ) in the bilevel optimization process", ["0.01", "0.5"],
+     "selection.seal.gamma.value"),
+    ("Penalty strength parameter (Œ≥) in the bilevel optimization process", ["0.01", "0.5"],
+     "selection.seal.gamma.value"),
+    ("gamma", ["0.1", "0.2"], "selection.seal.gamma.value"),
     ("Penalty strength (γ) scheduling strategy in the bilevel data selector training",
-     "selection.seal.gamma.schedule"),
+     ["Constant γ (fixed value)", "Exponential schedule"], "selection.seal.gamma.schedule"),
     ("Data selector update mechanism – specifically the use of an auxiliary parameter (ˆθ)",
-     "selection.seal.algorithm"),
-    ("Data selection percentage in SEAL framework", "selection.ratio"),
-    ("Creator-solver network architecture", "eva.creator"),
-    ("Fraction of prompts selected by the informativeness metric in the creator step", "eva.sample_ratio"),
-    ("selection.seal.selector_lr", "selection.seal.selector_lr"),
-    ("harmful ratio", "data.harmful_ratio"),
+     ["Algorithm 1", "Algorithm 2"], "selection.seal.algorithm"),
+    ("Data selection percentage in SEAL framework", ["10", "50"], "selection.ratio"),
+    ("Creator-solver network architecture", ["shared network", "independent networks"], "eva.creator"),
+    ("Fraction of prompts selected by the informativeness metric in the creator step", ["10%", "50%"],
+     "eva.sample_ratio"),
+    ("selection.seal.selector_lr", ["0.1", "0.2"], "selection.seal.selector_lr"),
+    ("harmful ratio", ["0.1", "0.3"], "data.harmful_ratio"),
 ])
-def test_map_parameter(text: str, key: str) -> None:
-    assert map_parameter(text).key == key
+def test_map_section(text: str, values: list[str], key: str) -> None:
+    assert map_section(Query(text, values=values)).key == key
 
 
-def test_unmappable_part_names_the_closest_knobs() -> None:
-    with pytest.raises(UserError, match=r"cannot map ablated part 'flux capacitor selector'.*closest knobs: .*selection"):
-        map_parameter("flux capacitor selector")
+def test_the_values_decide_between_schedule_and_gamma_value() -> None:
+    """'penalty schedule' with schedule names is the schedule; with numbers it is the (constant) gamma value."""
+    q = Query("penalty (gamma) schedule", values=["fixed 0.1", "linear", "exponential"])
+    m = map_section(q)
+    assert m.key == "selection.seal.gamma.schedule"
+    assert [v.value for _, v in m.values] == ["constant", "linear", "exponential"]
+    assert m.values[0][1].extra == {"selection.seal.gamma.value": 0.1}  # "fixed 0.1": the constant's value
+    assert map_section(Query("penalty gamma", values=["0.05", "0.2"])).key == "selection.seal.gamma.value"
+
+
+def test_unmappable_part_is_refused_with_a_reason() -> None:
+    m = map_section(Query("flux capacitor", values=["a", "b"]))
+    assert m.key is None and "no config key matches 'flux capacitor'" in m.reason
 
 
 @pytest.mark.parametrize(("key", "raw", "value"), [
     ("selection.seal.algorithm", "Using full bilevel update with auxiliary variable (Algorithm 1)", "auxiliary"),
     ("selection.seal.algorithm", "Using memory-efficient variant without auxiliary variable update (Algorithm 2)",
      "memory_efficient"),
+    ("selection.seal.algorithm", "MemoryEfficient", "memory_efficient"),
     ("selection.seal.gamma.schedule", "Constant γ (fixed value)", "constant"),
     ("selection.seal.gamma.schedule", "Linear incremental schedule (e.g., increase by fixed step per epoch)",
      "linear"),
     ("selection.seal.gamma.schedule", "Exponential schedule", "exponential"),
     ("eva.creator", "shared network", "shared"),
     ("eva.creator", "independent networks", "independent"),
+    ("eva.evolve_method", "EvolInstruct", "evol-instruct"),
+    ("eva.evolve_method", "self instruct", "self-instruct"),
+    ("eva.loss", "SimPO", "simpo"),
     ("eva.sample_ratio", "10%", 0.1),
+    ("eva.sample_ratio", "80:20", 0.8),
     ("selection.seal.gamma.value", "0.05", 0.05),
+    ("selection.seal.gamma.value", "fixed 0.1", 0.1),
     ("selection.seal.gamma.value", 0.5, 0.5),
     ("selection.seal.epochs", "5 epochs", 5),
     ("model.lora.enabled", "off", False),
+    ("selection.safeinstr.count", "none", 0),
 ])
-def test_map_value(key: str, raw: object, value: object) -> None:
-    assert map_value(key, raw).value == value
+def test_read_value(key: str, raw: object, value: object) -> None:
+    assert read_value(key, raw).value == value
+
+
+def test_an_evolved_share_is_the_complement_of_mix_ratio() -> None:
+    v = read_value("eva.mix_ratio", "0.7", wording="share of evolved prompts in the training mix")
+    assert v.value == pytest.approx(0.3) and v.flagged and "1 - 0.7" in v.how
+    assert read_value("eva.mix_ratio", "80:20", wording="evolved-to-original ratio").value == pytest.approx(0.2)
+    assert read_value("eva.mix_ratio", "0.7", wording="share of original prompts").value == pytest.approx(0.7)
+
+
+def test_a_comparative_scales_the_base_setting() -> None:
+    base = {"selection.seal.gamma.schedule": "linear", "selection.seal.gamma.step": 0.03}.get
+    v = read_value("selection.seal.gamma.schedule", "a faster schedule", base=base)
+    assert (v.value, v.extra, v.flagged) == ("linear", {"selection.seal.gamma.step": 0.06}, True)
 
 
 def test_bare_numbers_of_a_share_read_as_percentages_only_when_some_exceed_one() -> None:
     assert reads_as_percentages("selection.ratio", ["10", "20", "50", "70", "90"])
     assert not reads_as_percentages("selection.ratio", ["0.1", "0.5"])
     assert not reads_as_percentages("selection.seal.gamma.value", ["10", "20"])  # not a 0..1 share
-    assert map_value("selection.ratio", "70", percent=True).value == pytest.approx(0.7)
+    assert read_value("selection.ratio", "70", percent=True).value == pytest.approx(0.7)
 
 
-def test_unmappable_and_ambiguous_values_are_user_errors() -> None:
-    with pytest.raises(UserError, match=r"cannot map replacement 'sinusoidal'.*choices: constant, linear, exponential"):
-        map_value("selection.seal.gamma.schedule", "sinusoidal")
-    with pytest.raises(UserError, match="ambiguous"):
-        map_value("selection.seal.gamma.schedule", "linear or exponential")
-    with pytest.raises(UserError, match="exactly one number"):
-        map_value("selection.seal.gamma.value", "between 0.1 and 0.2")
+def test_unreadable_values_are_user_errors() -> None:
+    with pytest.raises(UserError, match=r"cannot read 'sinusoidal'.*choices: constant, linear, exponential"):
+        read_value("selection.seal.gamma.schedule", "sinusoidal")
+    with pytest.raises(UserError, match="cannot read"):
+        read_value("selection.seal.gamma.schedule", "linear or exponential")
+    with pytest.raises(UserError, match="range, not one value"):
+        read_value("selection.seal.gamma.value", "0.1-0.2")
+    with pytest.raises(UserError, match="not a registered model"):
+        read_value("selection.seal.selector_model", "BPE")
 
 
 @pytest.mark.parametrize(("text", "patterns"), [
@@ -191,15 +222,19 @@ def test_markdown_plan_maps_and_infers_the_method(tmp_path: Path) -> None:
     assert plan.reference == {"selection.method": "full"}
 
 
-def test_markdown_errors_name_the_problem(tmp_path: Path) -> None:
+def test_markdown_sections_that_cannot_map_are_refused_or_strict_errors(tmp_path: Path) -> None:
     p = tmp_path / "bad.md"
     p.write_text("### Ablation on X\n- **Ablated Part**: flux capacitor\n- **Action**: REPLACE\n"
                  "- **Replacement**:\n  - a\n", encoding="utf-8")
-    with pytest.raises(UserError, match="flux capacitor.*closest knobs"):
-        load_plan(p)
+    plan = load_plan(p)
+    assert plan.ablations == [] and plan.refused[0].name == "X" and plan.refused[0].line == 1
+    assert "flux capacitor" in plan.refused[0].reason
+    with pytest.raises(UserError, match="flux capacitor"):
+        load_plan(p, strict=True)
     p.write_text("### Ablation on X\n- **Ablated Part**: gamma\n- **Action**: REMOVE\n- **Replacement**: 1\n")
+    assert "only REPLACE" in load_plan(p).refused[0].reason
     with pytest.raises(UserError, match="only REPLACE"):
-        load_plan(p)
+        load_plan(p, strict=True)
     p.write_text("# just prose\n\nno plan here\n")
     with pytest.raises(UserError, match="no ablation sections"):
         load_plan(p)

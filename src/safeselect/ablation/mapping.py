@@ -1,19 +1,14 @@
-"""Map the prose of ablation plans to config keys, config values and metric names.
+"""Text repair, tokens, value vocabularies and metric names for ablation plans written in prose.
 
-Users write plans like "Penalty strength (γ) scheduling strategy" with
-replacements like "Exponential schedule" or "10%". This module turns such text
-into ``selection.seal.gamma.schedule = "exponential"`` or ``selection.ratio = 0.1``:
+The key matcher itself is :mod:`safeselect.ablation.matcher`; this module holds what it reads:
 
 - :func:`fix_mojibake` repairs text that was UTF-8 but decoded as Mac Roman or
   Windows-1252 on the way ("Œ≥" and "Î³" are "γ", "ÀÜŒ∏" is "ˆθ");
-- :func:`map_parameter` scores every config key by the aliases its field
-  declares in :mod:`safeselect.config` (plus its own name), on normalised,
-  stemmed tokens; an alias counts only when all its tokens occur in the text,
-  longer aliases win, and an alias found as a contiguous phrase gets a bonus;
-- :func:`map_value` reads numbers (a percentage for a 0..1 key), booleans and
-  choices, the latter through the value aliases of :data:`VALUE_ALIASES`
-  ("Algorithm 1" -> ``auxiliary``), ignoring what follows a negation
-  ("without auxiliary variable");
+- :func:`tokens`: normalised, stemmed content tokens, optionally without what
+  follows a negation ("without auxiliary variable");
+- :data:`VALUE_ALIASES`: prose for the choices of choice-valued keys
+  ("Algorithm 1" -> ``auxiliary``), and :data:`COMPLEMENTS`: shares a plan may
+  give from the other side (an evolved share for ``eva.mix_ratio``);
 - :func:`companions` adds the settings a replacement needs to mean what it says
   (a gamma *value* only acts under the constant schedule);
 - :func:`map_metric` maps metric prose ("GPU memory", "Arena-Hard WR") to
@@ -29,8 +24,6 @@ import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-
-from safeselect.errors import UserError
 
 # ----------------------------------------------------------------------------- text repair and tokens
 
@@ -133,107 +126,14 @@ def _score(name_toks: list[str], text_toks: list[str]) -> float:
     return n + (0.5 if contiguous else 0.0)
 
 
-def _overlap(name_toks: list[str], text_toks: list[str]) -> float:
-    """Share of the name's tokens found in the text (for did-you-mean lists)."""
-    return len(set(name_toks) & set(text_toks)) / len(set(name_toks)) if name_toks else 0.0
-
-
 # ----------------------------------------------------------------------------- config keys
 
 
 @functools.lru_cache(maxsize=1)
-def _fields() -> dict[str, dict[str, Any]]:
+def key_fields() -> dict[str, dict[str, Any]]:
     from safeselect.config.schema import field_info
 
     return field_info()
-
-
-def key_names(key: str) -> list[str]:
-    """Every name a key answers to: its declared aliases, its leaf name when distinctive, and parent + leaf."""
-    info = _fields()[key]
-    parts = key.split(".")
-    names = list(info.get("aliases") or ())
-    leaf = parts[-1].replace("_", " ")
-    if "_" in parts[-1]:
-        names.append(leaf)
-    if len(parts) > 1:
-        names.append(f"{parts[-2].replace('_', ' ')} {leaf}")
-    return names
-
-
-@dataclass(frozen=True)
-class KeyMatch:
-    """How a piece of prose was mapped to a config key."""
-
-    key: str
-    alias: str
-    score: float
-
-
-def _rank_keys(text: str) -> list[KeyMatch]:
-    text_toks = tokens(text)
-    whole = " ".join(text_toks)
-    ranked: list[KeyMatch] = []
-    for key in _fields():
-        best = KeyMatch(key, "", 0.0)
-        for name in key_names(key):
-            name_toks = tokens(name)
-            # A one-letter alias ("p", "K") only counts when it is the whole text: it occurs everywhere else.
-            if len(name_toks) == 1 and len(name_toks[0]) <= 1:
-                s = 10.0 if whole == name_toks[0] else 0.0
-            else:
-                s = _score(name_toks, text_toks)
-            if s > best.score:
-                best = KeyMatch(key, name, s)
-        if best.score > 0:
-            ranked.append(best)
-    ranked.sort(key=lambda m: (-m.score, m.key))
-    return ranked
-
-
-def closest_knobs(text: str, n: int = 3) -> list[str]:
-    """The keys whose names share the most tokens with ``text`` (for error messages)."""
-    text_toks = tokens(text)
-    scored = []
-    for key in _fields():
-        best = max((_overlap(tokens(name), text_toks) for name in key_names(key)), default=0.0)
-        if best > 0:
-            scored.append((best, key))
-    scored.sort(key=lambda t: (-t[0], t[1]))
-    if not scored:
-        import difflib
-
-        return difflib.get_close_matches(str(text), list(_fields()), n=n, cutoff=0.0)
-    return [k for _, k in scored[:n]]
-
-
-def _knob_hint(keys: list[str]) -> str:
-    hints = []
-    for k in keys:
-        aliases = [a for a in (_fields()[k].get("aliases") or ())][:3]
-        hints.append(f"{k} ({', '.join(repr(a) for a in aliases)})" if aliases else k)
-    return "; ".join(hints)
-
-
-def map_parameter(text: str, where: str = "plan") -> KeyMatch:
-    """A dotted config key, or prose mapped through the field aliases; UserError naming the closest knobs."""
-    raw = fix_mojibake(str(text)).strip().strip("`")
-    if raw in _fields():
-        return KeyMatch(raw, raw, float("inf"))
-    ranked = _rank_keys(raw)
-    n_text = max(1, len(tokens(raw)))
-    if ranked and ranked[0].score < 2 and n_text > 2 * int(ranked[0].score):
-        # one generic word ("selector") in a long phrase is too weak to act on
-        ranked = []
-    if not ranked:
-        raise UserError(f"{where}: cannot map ablated part {raw!r} to a config key; closest knobs: "
-                        f"{_knob_hint(closest_knobs(raw))}; write the dotted key instead")
-    if len(ranked) > 1 and ranked[1].score == ranked[0].score:
-        tied = [m.key for m in ranked if m.score == ranked[0].score]
-        raise UserError(f"{where}: ablated part {raw!r} is ambiguous between {', '.join(tied)} "
-                        f"(matched {', '.join(repr(m.alias) for m in ranked if m.score == ranked[0].score)}); "
-                        "write the dotted key instead")
-    return ranked[0]
 
 
 # ----------------------------------------------------------------------------- values
@@ -245,36 +145,40 @@ VALUE_ALIASES: dict[str, dict[str, tuple[str, ...]]] = {
         "memory_efficient": ("algorithm 2", "alg 2", "memory efficient", "memory-efficient", "simplified update"),
     },
     "selection.seal.gamma.schedule": {
-        "constant": ("constant", "fixed value", "fixed gamma", "fixed penalty"),
-        "linear": ("linear", "linear incremental", "incremental", "fixed increment"),
-        "exponential": ("exponential", "geometric"),
+        "constant": ("constant", "fixed", "fixed value", "fixed gamma", "fixed penalty", "flat", "static",
+                     "no schedule"),
+        "linear": ("linear", "linear incremental", "incremental", "fixed increment", "additive", "ramp"),
+        "exponential": ("exponential", "geometric", "multiplicative"),
     },
     "eva.creator": {
         "shared": ("shared", "shared network", "same network", "same model", "shared parameters"),
-        "independent": ("independent", "independent networks", "separate", "separate network", "frozen creator"),
+        "independent": ("independent", "independent networks", "separate", "separate network", "frozen creator",
+                        "decoupled", "distinct", "frozen", "different model"),
     },
-    "eva.sampler": {"weighted": ("weighted", "informativeness weighted"), "greedy": ("greedy", "top"),
+    "selection.seal.activation": {"softmax": ("softmax", "soft max"), "sigmoid": ("sigmoid", "logistic")},
+    "eva.evolve_method": {"evol-instruct": ("evol instruct", "evolinstruct", "evol"),
+                          "self-instruct": ("self instruct", "selfinstruct")},
+    "eva.informativeness": {"gap": ("gap", "max min", "reward gap", "range"), "maxmean": ("max mean",),
+                            "variance": ("variance", "std", "standard deviation")},
+    "eva.sampler": {"weighted": ("weighted", "informativeness weighted", "proportional", "stochastic"),
+                    "greedy": ("greedy", "top", "top k", "deterministic"),
                     "uniform": ("uniform", "random")},
     "eva.loss": {"dpo": ("dpo",), "simpo": ("simpo",), "ipo": ("ipo",)},
     "selection.budget": {"rows": ("rows", "examples", "samples"), "tokens": ("tokens", "token budget")},
 }
 
-_TRUE = frozenset({"true", "yes", "on", "enabled", "enable", "with", "1"})
-_FALSE = frozenset({"false", "no", "off", "disabled", "disable", "without", "0"})
-_NUMBER = re.compile(r"[-+]?\d*\.?\d+(?:[eE][-+]?\d+)?%?")
+# Shares whose plans may give the other side: (words of the key's own side, words of the complement).
+# An "evolved share" x is eva.mix_ratio = 1 - x (mix_ratio is the share of pairs on *original* prompts).
+COMPLEMENTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "eva.mix_ratio": (("original", "human", "seed prompt", "initial prompt"),
+                      ("evolved", "new prompt", "synthetic", "generated", "rewritten", "created")),
+    "data.harmful_ratio": (("harmful", "poison", "unsafe", "malicious"), ("benign", "clean", "safe row")),
+    "selection.ratio": (("kept", "keep", "select", "retain"), ("drop", "remov", "discard", "prun", "filtered out")),
+}
 
-
-@dataclass(frozen=True)
-class ValueMatch:
-    """A replacement value and how it was read."""
-
-    value: Any
-    how: str
-
-
-def _kind(key: str) -> str:
+def value_kind(key: str) -> str:
     """float, int, bool, str or list: from the field's default (None defaults are optional strings)."""
-    default = _fields()[key].get("default")
+    default = key_fields()[key].get("default")
     if isinstance(default, bool):
         return "bool"
     if isinstance(default, int):
@@ -288,82 +192,8 @@ def _kind(key: str) -> str:
 
 def is_fraction_key(key: str) -> bool:
     """A 0..1 share (selection.ratio, eva.sample_ratio, ...): prose may give it as a percentage."""
-    rng = _fields()[key].get("range")
-    return _kind(key) == "float" and bool(rng) and rng[0] == 0 and rng[1] == 1
-
-
-def reads_as_percentages(key: str, raws: list[Any]) -> bool:
-    """True when the bare numbers of a replacement list are percentages: a 0..1 key and some value above 1.
-
-    Only prose counts (markdown values, YAML strings); a YAML number means exactly what it says.
-    """
-    if not is_fraction_key(key):
-        return False
-    nums = [float(r.strip().rstrip("%")) for r in raws if isinstance(r, str) and _NUMBER.fullmatch(r.strip())]
-    return bool(nums) and any(v > 1 for v in nums) and all(0 <= v <= 100 for v in nums)
-
-
-def _choice_names(key: str, choice: str) -> list[str]:
-    return [choice.replace("_", " "), *VALUE_ALIASES.get(key, {}).get(choice, ())]
-
-
-def map_value(key: str, raw: Any, percent: bool = False, where: str = "plan") -> ValueMatch:
-    """Read one replacement for ``key``: YAML numbers/booleans pass through, prose is mapped; ``percent`` divides
-    bare numbers in prose by 100 (see :func:`reads_as_percentages`)."""
-    info = _fields()[key]
-    kind = _kind(key)
-    choices = info.get("choices")
-    if not isinstance(raw, str):  # a YAML number or list means exactly what it says
-        return ValueMatch(raw, "as given")
-    text = fix_mojibake(raw).strip()
-    if choices:
-        if text in choices:
-            return ValueMatch(text, "as given")
-        text_toks = tokens(text, drop_negated=True)
-        scored = []
-        for choice in choices:
-            best = max(((_score(tokens(n), text_toks), n) for n in _choice_names(key, str(choice))), default=(0, ""))
-            if best[0] > 0:
-                scored.append((best[0], str(choice), best[1]))
-        scored.sort(key=lambda t: -t[0])
-        if not scored:
-            raise UserError(f"{where}: cannot map replacement {text!r} to a value of {key} "
-                            f"(choices: {', '.join(map(str, choices))})")
-        if len(scored) > 1 and scored[0][0] == scored[1][0]:
-            raise UserError(f"{where}: replacement {text!r} is ambiguous for {key}: "
-                            f"{scored[0][1]} ({scored[0][2]!r}) or {scored[1][1]} ({scored[1][2]!r})")
-        choice = next(c for c in choices if str(c) == scored[0][1])
-        return ValueMatch(choice, f"matched {scored[0][2]!r}")
-    if kind in ("float", "int"):
-        nums = _NUMBER.findall(text.replace(",", ""))
-        if len(nums) != 1:
-            raise UserError(f"{where}: replacement {text!r} for {key} needs exactly one number "
-                            f"(found {len(nums)})")
-        num = nums[0]
-        if num.endswith("%") or percent:
-            value = float(num.rstrip("%")) / 100.0
-            how = f"{num} = {value:g}" if num.endswith("%") else f"{num} read as a percentage of a 0..1 share: {value:g}"
-        else:
-            value = float(num)
-            how = "number" if num == text else f"number {num} in the text"
-        if kind == "int":
-            if value != int(value):
-                raise UserError(f"{where}: {key} takes a whole number, got {text!r}")
-            value = int(value)
-        return ValueMatch(value, how)
-    if kind == "bool":
-        toks = set(tokens(text))
-        if toks & _TRUE and not toks & _FALSE:
-            return ValueMatch(True, "read as true")
-        if toks & _FALSE and not toks & _TRUE:
-            return ValueMatch(False, "read as false")
-        raise UserError(f"{where}: cannot read replacement {text!r} as true/false for {key}")
-    if kind == "list":
-        import yaml
-
-        value = yaml.safe_load(text)
-        return ValueMatch(value if isinstance(value, list) else [value], "as a list")
-    return ValueMatch(text, "as given")
+    rng = key_fields()[key].get("range")
+    return value_kind(key) == "float" and bool(rng) and rng[0] == 0 and rng[1] == 1
 
 
 def companions(key: str, value: Any, base: Callable[[str], Any] | None = None) -> dict[str, Any]:

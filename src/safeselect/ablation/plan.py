@@ -27,7 +27,7 @@ Markdown (the format of ``../shared/plans/``, HTML wrapping and mojibake tolerat
       - 0.5
     - **Metrics**: win rate, safety alignment score
 
-Prose is mapped by :mod:`safeselect.ablation.mapping`; every mapping is kept
+Prose is mapped by :mod:`safeselect.ablation.matcher`; every mapping is kept
 (``how``) so ``safeselect ablate PLAN --explain`` can show it. Loading a plan
 builds and validates the config of every run, so a bad value fails before
 anything runs.
@@ -35,7 +35,6 @@ anything runs.
 
 from __future__ import annotations
 
-import html
 import json
 import re
 from collections.abc import Callable
@@ -43,18 +42,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from safeselect.ablation.mapping import (
-    MetricSpec,
-    companions,
-    fix_mojibake,
-    map_metric,
-    map_parameter,
-    map_value,
+from safeselect.ablation.mapping import MetricSpec, companions, fix_mojibake, map_metric, tokens
+from safeselect.ablation.markdown import parse_markdown, split_values
+from safeselect.ablation.matcher import (
+    Query,
+    expand_ellipsis,
+    map_section,
+    plan_method,
+    read_value,
     reads_as_percentages,
-    tokens,
 )
 from safeselect.core.dotted import flatten
 from safeselect.errors import UserError
+from safeselect.evaluation.benchmarks import configured as benchmarks_configured
 
 ABLATION_DIR = Path(__file__).resolve().parents[1] / "configs" / "ablations"
 DEFAULT_SEEDS = [0, 1, 2]
@@ -90,12 +90,32 @@ class Ablation:
     metrics: list[MetricSpec]
     runner: str = "pipeline"  # "pipeline" (run_experiment) or "eva" (run_eva)
     action: str = "REPLACE"
+    confidence: float = 1.0
+    low_confidence: bool = False
+    competitors: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (replacement text, why it does not run)
+    note: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "slug": self.slug, "parameter": self.parameter, "part": self.part,
                 "how": self.how, "runner": self.runner, "action": self.action,
+                "confidence": self.confidence, "low_confidence": self.low_confidence,
+                "competitors": self.competitors, "skipped": [list(t) for t in self.skipped], "note": self.note,
                 "replacements": [r.to_dict() for r in self.replacements],
                 "metrics": [m.to_dict() for m in self.metrics]}
+
+
+@dataclass
+class Refusal:
+    """A section of the plan that does not run, and why."""
+
+    name: str
+    part: str
+    reason: str
+    line: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "part": self.part, "reason": self.reason, "line": self.line}
 
 
 @dataclass
@@ -111,11 +131,13 @@ class Plan:
     seed_keys: list[str] = field(default_factory=lambda: list(DEFAULT_SEED_KEYS))
     reference: dict[str, Any] | None = field(default_factory=lambda: dict(DEFAULT_REFERENCE))
     notes: list[str] = field(default_factory=list)
+    refused: list[Refusal] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "source": self.source, "preset": self.preset, "base": self.base,
                 "seeds": self.seeds, "seed_keys": self.seed_keys, "reference": self.reference,
-                "notes": self.notes, "ablations": [a.to_dict() for a in self.ablations]}
+                "notes": self.notes, "ablations": [a.to_dict() for a in self.ablations],
+                "refused": [r.to_dict() for r in self.refused]}
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -150,6 +172,28 @@ def make_config(preset: str | None, flat: dict[str, Any]) -> Any:
     return loading.load(preset, [override_text(k, v) for k, v in flat.items()])
 
 
+_CHECKED: dict[str, Any] = {}
+
+
+def checked_config(preset: str | None, flat: dict[str, Any]) -> Any:
+    """:func:`make_config` for reading only (validation, metric checks): a plan builds the same config many times
+    while it is loaded, and one build costs about a second on a busy machine. Never mutate the result."""
+    from safeselect.config.paths import resolve_preset
+
+    stamp = None
+    if preset:
+        try:
+            stamp = resolve_preset(preset).stat().st_mtime_ns  # an edited preset is built again
+        except (UserError, OSError):
+            stamp = None
+    sig = json.dumps([preset, stamp, flat], sort_keys=True, default=str)
+    if sig not in _CHECKED:
+        if len(_CHECKED) > 256:
+            _CHECKED.clear()
+        _CHECKED[sig] = make_config(preset, flat)
+    return _CHECKED[sig]
+
+
 def resolve_plan_path(name_or_path: str | Path) -> Path:
     """A plan file (YAML or markdown), or the name of a shipped plan in ``configs/ablations``."""
     p = Path(name_or_path)
@@ -172,27 +216,59 @@ def shipped_plans() -> list[str]:
 # ----------------------------------------------------------------------------- mapping one ablation
 
 
+def _as_query_values(raws: list[Any]) -> list[Any]:
+    return [r.get("value") if isinstance(r, dict) else r for r in raws]
+
+
+def values_from_prose(text: str) -> list[str]:
+    """'replace the linear schedule with constant or exponential' -> ['constant', 'exponential']."""
+    text = fix_mojibake(text).strip()
+    m = re.search(r"\b(?:with|by|to|across|over|between|among|through|using|:)\s+(?!the\b)(.+)$", text, re.I)
+    if m is None:
+        return []
+    tail = re.sub(r"\s*\((?:e\.g\.|i\.e\.)[^)]*\)", "", m.group(1))
+    tail = re.split(r"\s+(?:and\s+)?(?:measure|report|compare|evaluate)\b", tail)[0]
+    return split_values(tail)
+
+
 def build_ablation(raw: dict[str, Any], base_keys: set[str], where: str,
-                   base: Callable[[str], Any] | None = None) -> Ablation:
-    """Map one raw ablation (parameter prose or key, replacement values or prose, metric prose)."""
-    name = str(raw.get("name") or raw.get("parameter") or "ablation").strip()
+                   base: Callable[[str], Any] | None = None, method: str | None = None) -> Ablation:
+    """Map one raw ablation (parameter prose or key, replacement values or prose, metric prose); UserError says why
+    a section cannot run."""
+    name = fix_mojibake(str(raw.get("name") or raw.get("parameter") or "ablation")).strip()
     where = f"{where}: ablation '{name}'"
-    action = str(raw.get("action", "REPLACE")).strip().upper()
-    if action != "REPLACE":
-        raise UserError(f"{where}: action {action!r} is not supported (only REPLACE)")
+    action = str(raw.get("action", "REPLACE")).strip()
+    raws = raw.get("replacements")
+    if not isinstance(raws, list):
+        raws = []
+    if action.upper() != "REPLACE":
+        verb = action.split()[0].lower().strip(":,.") if action.split() else ""
+        if verb not in ("replace", "replacement", "swap", "substitute", "vary", "change", "sweep", "compare", "set",
+                        "use", "try"):
+            raise UserError(f"{where}: action {action!r} is not supported (only REPLACE)")
+        if not raws:
+            raws = values_from_prose(action)
+    if not raws and raw.get("prose"):
+        raws = values_from_prose(str(raw["prose"]))
     part = raw.get("parameter")
     if part is None or str(part).strip() == "":
         raise UserError(f"{where}: no parameter / Ablated Part given")
-    km = map_parameter(str(part), where)
-    key = km.key
-    how = "dotted key" if km.alias == key else f"matched alias {km.alias!r}"
-    raws = raw.get("replacements")
-    if not isinstance(raws, list) or not raws:
-        raise UserError(f"{where}: 'replacements' must be a non-empty list")
-    values = [r.get("value") if isinstance(r, dict) else r for r in raws]
-    percent = reads_as_percentages(key, values)
+    if not raws:
+        raise UserError(f"{where}: 'replacements' must be a non-empty list (no replacement values found)")
+    context = " ".join(str(raw.get(k) or "") for k in ("context", "prose", "baseline", "action"))
+    q = Query(part=str(part), name=name, context=context, values=_as_query_values(raws), method=method,
+              given_part=bool(raw.get("part_given", True)))
+    mp = map_section(q, base)
+    if mp.key is None:
+        raise UserError(f"{where}: {mp.reason}")
+    key = mp.key
+    by_text = dict(mp.values)
     reps: list[Replacement] = []
-    for r in raws:
+    skipped = list(mp.skipped)
+    expanded, _ = expand_ellipsis(_as_query_values(raws)) if all(isinstance(r, str) for r in raws) else (None, "")
+    items: list[Any] = expanded if expanded is not None else raws
+    percent = reads_as_percentages(key, [r for r in items if isinstance(r, str)])
+    for r in items:
         extra: dict[str, Any] = {}
         label = None
         if isinstance(r, dict):
@@ -200,23 +276,45 @@ def build_ablation(raw: dict[str, Any], base_keys: set[str], where: str,
                 raise UserError(f"{where}: a replacement mapping needs 'value' (and optionally label, overrides)")
             label, value_raw = r.get("label"), r["value"]
             extra = flatten(r.get("overrides") or {})
+            try:
+                vr = read_value(key, value_raw, percent=percent, wording=q.part + " " + name, base=base)
+            except UserError as e:
+                raise UserError(f"{where}: {e}") from None
         else:
             value_raw = r
-        vm = map_value(key, value_raw, percent=percent, where=where)
+            vr = by_text.get(str(r))
+            if vr is None:
+                continue  # listed in skipped with its reason
         if label is None:
-            label = _default_label(value_raw, vm.value, percent)
-        comp = {k: v for k, v in companions(key, vm.value, base).items() if k not in base_keys and k not in extra}
-        overrides = {**comp, **extra, key: vm.value}
-        reps.append(Replacement(str(label), vm.value, fix_mojibake(str(value_raw)), vm.how, overrides))
+            label = _default_label(value_raw, vr.value, percent)
+        extra = {**vr.extra, **extra}
+        comp = {k: v for k, v in companions(key, vr.value, base).items()
+                if k not in base_keys and k not in extra}
+        overrides = {**comp, **extra, key: vr.value}
+        reps.append(Replacement(str(label), vr.value, fix_mojibake(str(value_raw)), vr.how, overrides))
     seen: dict[str, str] = {}
+    unique: list[Replacement] = []
     for rep in reps:
         sig = json.dumps(rep.overrides, sort_keys=True, default=str)
         if sig in seen:
+            if not raw.get("strict_values", False) and isinstance(raw.get("replacements", [None])[0], str):
+                skipped.append((rep.text, f"same setting as {seen[sig]!r} ({key}={rep.value!r})"))
+                continue
             raise UserError(f"{where}: replacements {seen[sig]!r} and {rep.text!r} both map to {key}={rep.value!r}")
         seen[sig] = rep.text
+        unique.append(rep)
+    reps = unique
     labels = [r.label for r in reps]
     if len(set(labels)) != len(labels):
-        raise UserError(f"{where}: replacement labels must differ, got {labels}")
+        for rep in reps:  # "fixed 0.1" and "fixed 0.2" both labelled 'constant'
+            if labels.count(rep.label) > 1:
+                rep.label = slugify(rep.text, 24)
+        labels = [r.label for r in reps]
+        if len(set(labels)) != len(labels):
+            raise UserError(f"{where}: replacement labels must differ, got {labels}")
+    if not reps:
+        raise UserError(f"{where}: no replacement of {key} can run (" +
+                        "; ".join(f"{t!r}: {w}" for t, w in skipped) + ")")
     metrics_raw = raw.get("metrics") or []
     if isinstance(metrics_raw, str):
         metrics_raw = split_top_level(metrics_raw)
@@ -224,8 +322,11 @@ def build_ablation(raw: dict[str, Any], base_keys: set[str], where: str,
     runner = str(raw.get("runner") or ("eva" if key.startswith("eva.") else "pipeline"))
     if runner not in ("pipeline", "eva"):
         raise UserError(f"{where}: runner must be 'pipeline' or 'eva', got {runner!r}")
+    how = "dotted key" if mp.evidence == ["dotted key"] else mp.explain()
     return Ablation(name=name, slug=slugify(raw.get("slug") or name), parameter=key,
-                    part=fix_mojibake(str(part)), how=how, replacements=reps, metrics=metrics, runner=runner)
+                    part=fix_mojibake(str(part)), how=how, replacements=reps, metrics=metrics, runner=runner,
+                    confidence=mp.confidence, low_confidence=mp.low,
+                    competitors=[k for k, _ in mp.competitors], skipped=skipped, note=mp.note)
 
 
 def _default_label(raw: Any, value: Any, percent: bool) -> str:
@@ -320,124 +421,17 @@ def _yaml_plan(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
 
 # ----------------------------------------------------------------------------- markdown plans
 
-_FIELDS = {
-    "part": ("ablated part", "ablated component", "component", "parameter", "ablated parameter", "part"),
-    "action": ("action",),
-    "replacements": ("replacement", "replacements", "values", "alternatives", "variants"),
-    "metrics": ("metrics", "metric", "evaluation metrics", "measure", "measures"),
-}
-_BULLET = re.compile(r"^(\s*)[-*+]\s+(.*)$")
-_FIELD = re.compile(r"^\*\*\s*([^*]+?)\s*:?\s*\*\*\s*:?\s*(.*)$|^([A-Za-z][A-Za-z ]{1,30}):\s*(.*)$")
-_HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 
-
-def strip_html(text: str) -> str:
-    """Drop <style>/<script> blocks and every tag, unescape entities, keep the text and line structure."""
-    text = re.sub(r"<(style|script)\b.*?</\1\s*>", "", text, flags=re.S | re.I)
-    text = re.sub(r"<[^>\n]+>", "", text)
-    return html.unescape(text)
-
-
-def _field_name(label: str) -> str | None:
-    norm = " ".join(label.lower().replace("_", " ").split())
-    for name, labels in _FIELDS.items():
-        if norm in labels:
-            return name
-    return None
-
-
-def parse_markdown(text: str, where: str = "plan") -> tuple[str, list[dict[str, Any]]]:
-    """The title and raw ablations ({name, parameter, action, replacements, metrics}) of a markdown plan."""
-    lines = strip_html(fix_mojibake(text)).splitlines()
-    title = ""
-    sections: list[dict[str, Any]] = []
-    cur: dict[str, Any] | None = None
-    cur_field: str | None = None
-    field_indent = 0
-    for lineno, line in enumerate(lines, 1):
-        h = _HEADING.match(line)
-        if h:
-            if len(h.group(1)) == 1 and not title:
-                title = h.group(2).strip()
-            else:
-                cur = {"name": h.group(2).strip(), "line": lineno, "fields": {}}
-                sections.append(cur)
-            cur_field = None
-            continue
-        if cur is None:
-            continue
-        b = _BULLET.match(line)
-        if b:
-            indent, body = len(b.group(1).expandtabs(4)), b.group(2).strip()
-            f = _FIELD.match(body)
-            fname = _field_name(f.group(1) or f.group(3)) if f else None
-            if fname and (cur_field is None or indent <= field_indent):
-                cur_field, field_indent = fname, indent
-                value = (f.group(2) if f.group(1) is not None else f.group(4)).strip()
-                cur["fields"][fname] = {"text": value, "items": [], "line": lineno}
-            elif cur_field and indent > field_indent:
-                cur["fields"][cur_field]["items"].append(body)
-            else:
-                cur_field = None
-            continue
-        if line.strip() and cur_field and line.startswith(" " * (field_indent + 2)):
-            entry = cur["fields"][cur_field]
-            if entry["items"]:
-                entry["items"][-1] += " " + line.strip()
-            else:
-                entry["text"] = (entry["text"] + " " + line.strip()).strip()
-    raws: list[dict[str, Any]] = []
-    for s in sections:
-        fields = s["fields"]
-        if not fields:
-            continue  # a prose section (reasoning, notes): not an ablation
-        at = f"{where}:{s['line']}"
-        if "part" not in fields:
-            raise UserError(f"{at}: section '{s['name']}' has no '- **Ablated Part**: ...' bullet")
-        if "replacements" not in fields:
-            raise UserError(f"{at}: section '{s['name']}' has no '- **Replacement**:' list")
-        rep = fields["replacements"]
-        items = rep["items"] or split_top_level(rep["text"])
-        if not items:
-            raise UserError(f"{where}:{rep['line']}: section '{s['name']}' lists no replacement values")
-        metrics = fields.get("metrics", {"text": "", "items": []})
-        raws.append({
-            "name": _section_name(s["name"]), "parameter": fields["part"]["text"] or " ".join(fields["part"]["items"]),
-            "action": fields.get("action", {"text": "REPLACE"})["text"] or "REPLACE",
-            "replacements": items,
-            "metrics": metrics["items"] or split_top_level(metrics["text"]),
-            "line": s["line"],
-        })
-    if not raws:
-        raise UserError(f"{where}: no ablation sections found (expected '### title' with "
-                        "'- **Ablated Part**:', '- **Action**:', '- **Replacement**:', '- **Metrics**:' bullets)")
-    return title, raws
-
-
-def _section_name(heading: str) -> str:
-    """'Ablation Study on Penalty Strength' -> 'Penalty Strength'; 'Ablation: Gamma Schedule' -> 'Gamma Schedule'."""
-    name = re.sub(r"^\s*ablation(\s+study)?\s*(on|of|:|-|–)?\s*", "", heading, flags=re.I).strip(" :-–")
-    return name or heading.strip()
-
-
-def _markdown_preset(title: str, raws: list[dict[str, Any]], notes: list[str]) -> str | None:
-    """The shipped preset named after what a markdown plan ablates (eva, or the selector), when one exists."""
+def _markdown_preset(method: str | None, keys: list[str], notes: list[str]) -> str | None:
+    """The shipped preset of the method a markdown plan is about (eva, or the selector), when one exists."""
     from safeselect.config.paths import preset_names
 
-    keys = []
-    for r in raws:
-        try:
-            keys.append(map_parameter(str(r["parameter"])).key)
-        except UserError:
-            return None  # the mapping error is raised, with its context, by build_ablation
-    name = None
+    name = method
     if keys and all(k.startswith("eva.") for k in keys):
         name = "eva"
-    else:
-        words = set(tokens(title + " " + " ".join(str(r["parameter"]) for r in raws)))
-        methods = {k.split(".")[1] for k in keys if k.startswith("selection.") and k.count(".") >= 2}
-        methods |= {m for m in preset_names() if m in words}
-        name = methods.pop() if len(methods) == 1 else None
+    elif name is None:
+        found = {k.split(".")[1] for k in keys if k.startswith("selection.") and k.count(".") >= 2}
+        name = found.pop() if len(found) == 1 else None
     if name and name in preset_names():
         notes.append(f"base preset {name} (inferred from the plan; --base replaces it)")
         return name
@@ -461,12 +455,49 @@ def infer_method(title: str, ablations: list[Ablation], texts: list[str]) -> str
 # ----------------------------------------------------------------------------- loading
 
 
+def read_plan_text(p: Path) -> str:
+    """The plan's text; a folder or a file that is not UTF-8 is a UserError (exit 2), not a traceback."""
+    if p.is_dir():
+        raise UserError(f"{p}: is a directory, not a plan file")
+    try:
+        return p.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{p}: not UTF-8 text (byte {e.start}); save the plan as UTF-8") from None
+    except OSError as e:
+        raise UserError(f"{p}: cannot read the plan ({e.strerror or e})") from None
+
+
+def _map_all(raws: list[dict[str, Any]], base_keys: set[str], where: str, base: Callable[[str], Any],
+             method: str | None, strict: bool) -> tuple[list[Ablation], list[Refusal]]:
+    """Map every section on its own: what maps runs, what does not is refused with its reason."""
+    ablations: list[Ablation] = []
+    refused: list[Refusal] = []
+    for r in raws:
+        line = int(r.get("line") or 0)
+        at = f"{where}:{line}" if line else where
+        try:
+            ab = build_ablation(r, base_keys, at, base, method)
+        except UserError as e:
+            if strict:
+                raise
+            name = fix_mojibake(str(r.get("name") or r.get("parameter") or "ablation"))
+            reason = str(e).split(f"ablation '{name}': ", 1)[-1]
+            refused.append(Refusal(name, fix_mojibake(str(r.get("parameter") or "")), reason, line))
+            continue
+        if strict and ab.skipped:
+            t, why = ab.skipped[0]
+            raise UserError(f"{at}: ablation '{ab.name}': replacement {t!r} cannot run ({why})")
+        ablations.append(ab)
+    return ablations, refused
+
+
 def load_plan(path: str | Path, overrides: dict[str, Any] | list[str] | None = None, base: str | None = None,
-              seeds: list[int] | None = None, validate: bool = True) -> Plan:
+              seeds: list[int] | None = None, validate: bool = True, strict: bool | None = None) -> Plan:
     """Parse, map and (by default) validate a plan.
 
     ``overrides`` (dotted dict or ``key=value`` strings) apply to the base of every run, ``base`` replaces the
-    plan's preset, ``seeds`` its seeds.
+    plan's preset, ``seeds`` its seeds. Markdown plans are partial by default: each section is mapped or refused
+    on its own (``plan.refused`` says why); ``strict=True`` makes any refusal an error. YAML plans are strict.
     """
     from safeselect.config import loading
 
@@ -475,21 +506,24 @@ def load_plan(path: str | Path, overrides: dict[str, Any] | list[str] | None = N
         overrides = dict(loading.parse_override(o) for o in overrides)
     overrides = dict(overrides or {})
     notes: list[str] = []
+    method = None
     if p.suffix == ".md":
-        title, raw_ablations = parse_markdown(p.read_text(encoding="utf-8", errors="replace"), str(p))
+        text = read_plan_text(p)
+        title, raw_ablations = parse_markdown(text, str(p))
         header: dict[str, Any] = {"name": p.stem, "preset": None, "base": {}}
-        for r in raw_ablations:
-            r.pop("line", None)
+        method = plan_method(title + " " + text)
+        strict = bool(strict)
     else:
         title = ""
         header, raw_ablations = _yaml_plan(p)
+        strict = True if strict is None else strict
     base_flat = {**header.get("base", {}), **overrides}
     preset = base if base is not None else header.get("preset")
     if p.suffix == ".md" and base is None:
         # Markdown plans name no base config: use the shipped preset of the method they ablate, if there is one.
-        preset = _markdown_preset(title, raw_ablations, notes)
+        preset = _markdown_preset(method, [], [])
     try:
-        base_cfg = make_config(preset, base_flat)
+        base_cfg = checked_config(preset, base_flat)
     except UserError as e:
         raise UserError(f"{p}: base config: {e}") from None
 
@@ -498,81 +532,189 @@ def load_plan(path: str | Path, overrides: dict[str, Any] | list[str] | None = N
 
         return get(base_cfg, key)
 
-    ablations = [build_ablation(r, set(base_flat), str(p), base_value) for r in raw_ablations]
+    ablations, refused = _map_all(raw_ablations, set(base_flat), str(p), base_value, method, strict)
+    if p.suffix == ".md" and base is None:
+        inferred = _markdown_preset(method, [a.parameter for a in ablations], notes)
+        if inferred != preset:
+            preset = inferred
+            base_cfg = checked_config(preset, base_flat)
+            ablations, refused = _map_all(raw_ablations, set(base_flat), str(p), base_value, method, strict)
     if p.suffix == ".md":
         # Markdown plans name no base config: infer the selector they ablate, and say so.
         if any(a.runner == "pipeline" for a in ablations) and "selection.method" not in base_flat:
-            method = infer_method(title, ablations, [a.part for a in ablations])
-            if method and make_config(preset, base_flat).selection.method != method:
-                base_flat = {"selection.method": method, **base_flat}
-                notes.append(f"base selection.method={method} (inferred from the plan)")
-        if all(a.runner == "eva" for a in ablations):
+            sel = infer_method(title, ablations, [a.part for a in ablations])
+            if sel and checked_config(preset, base_flat).selection.method != sel:
+                base_flat = {"selection.method": sel, **base_flat}
+                notes.append(f"base selection.method={sel} (inferred from the plan)")
+        if ablations and all(a.runner == "eva" for a in ablations):
             header["reference"] = None
             notes.append("no reference run: eva compares its final solver against its starting model")
             if "eva.save_model" not in base_flat:
                 base_flat["eva.save_model"] = False
                 notes.append("base eva.save_model=false (an ablation keeps metrics, not one model per run)")
+    _unique_names(ablations)
     plan = Plan(
         name=str(header.get("name") or p.stem), source=str(p), ablations=ablations,
         preset=preset, base=base_flat,
         seeds=list(seeds) if seeds else header.get("seeds", list(DEFAULT_SEEDS)),
         seed_keys=header.get("seed_keys", list(DEFAULT_SEED_KEYS)),
         reference=header["reference"] if "reference" in header else dict(DEFAULT_REFERENCE),
-        notes=notes,
+        notes=notes, refused=refused,
     )
-    names = [a.name for a in ablations]
-    if len(set(names)) != len(names):
-        raise UserError(f"{p}: ablation names must differ, got {names}")
-    slugs = [a.slug for a in ablations]
-    if len(set(slugs)) != len(slugs):
-        raise UserError(f"{p}: ablation names must differ in their first 28 characters, got {slugs}")
+    if not ablations:
+        plan.reference = None
     if validate:
-        validate_plan(plan)
+        validate_plan(plan, strict=strict)
+        for a in plan.ablations:  # the report says why a named metric has no column
+            for m in a.metrics:
+                produced, why = metric_status(plan, a, m)
+                if not produced and m.patterns and "not produced: " not in m.note:
+                    m.note = (m.note + "; " if m.note else "") + "not produced: " + why
     return plan
 
 
-def validate_plan(plan: Plan) -> None:
-    """Build the config of the base, the reference and every replacement; a bad value names its ablation."""
+def _unique_names(ablations: list[Ablation]) -> None:
+    """Two sections with one name (or one slug) get numbered, so their runs and table rows stay apart."""
+    seen: dict[str, int] = {}
+    for a in ablations:
+        key = a.slug
+        if key in seen:
+            seen[key] += 1
+            a.name = f"{a.name} ({seen[key]})"
+            a.slug = slugify(f"{a.slug[:24]}-{seen[key]}")
+        else:
+            seen[key] = 1
+
+
+def validate_plan(plan: Plan, strict: bool = True) -> None:
+    """Build the config of the base, the reference and every replacement; a bad value names its ablation.
+
+    Not strict: a replacement whose config does not build is skipped with the reason, and an ablation left with
+    none is refused."""
     seed = {k: plan.seeds[0] for k in plan.seed_keys}
     try:
-        make_config(plan.preset, {**plan.base, **seed})
+        cfg = checked_config(plan.preset, {**plan.base, **seed})
     except UserError as e:
         raise UserError(f"{plan.source}: base config: {e}") from None
+    if benchmarks_configured(cfg) and not cfg.judges.llm.base_url:
+        raise UserError(f"{plan.source}: eval.benchmarks.* are set but judges.llm.base_url is not: the alignment "
+                        "benchmarks are scored by the llm judge")
     if plan.reference is not None:
         try:
-            make_config(plan.preset, {**plan.base, **plan.reference, **seed})
+            checked_config(plan.preset, {**plan.base, **plan.reference, **seed})
         except UserError as e:
             raise UserError(f"{plan.source}: reference run: {e}") from None
+    keep: list[Ablation] = []
     for a in plan.ablations:
+        ok: list[Replacement] = []
         for r in a.replacements:
             try:
-                make_config(plan.preset, {**plan.base, **r.overrides, **seed})
+                checked_config(plan.preset, {**plan.base, **r.overrides, **seed})
+                ok.append(r)
             except UserError as e:
-                raise UserError(f"{plan.source}: ablation '{a.name}', replacement {r.text!r}: {e}") from None
+                if strict:
+                    raise UserError(f"{plan.source}: ablation '{a.name}', replacement {r.text!r}: {e}") from None
+                a.skipped.append((r.text, str(e)))
+        a.replacements = ok
+        if ok:
+            keep.append(a)
+        else:
+            plan.refused.append(Refusal(a.name, a.part, "no replacement builds a valid config (" + "; ".join(
+                f"{t!r}: {w}" for t, w in a.skipped) + ")"))
+    plan.ablations = keep
+
+
+# ----------------------------------------------------------------------------- metrics: produced or flagged
+
+
+def metric_status(plan: Plan, ablation: Ablation, spec: MetricSpec) -> tuple[bool, str]:
+    """Whether the runs of ``ablation`` produce ``spec``; when not, the setting that would produce it."""
+    if not spec.patterns:
+        return False, spec.note or "no safeselect metric matches this name"
+    cfg = checked_config(plan.preset, plan.base)
+    b = cfg.eval.benchmarks
+    judge = bool(cfg.judges.llm.base_url)
+    eva = ablation.runner == "eva"
+    pats = " ".join(spec.patterns)
+
+    def bench(files: list[tuple[str, Any]], label: str) -> tuple[bool, str]:
+        missing = [k for k, v in files if not v]
+        if not judge:
+            missing.append("judges.llm.base_url")
+        if missing:
+            return False, f"{label} runs only with {', '.join(f'{k}=...' for k in missing)} set (the llm judge " \
+                          "scores it; pass them as overrides)"
+        return True, f"{label} through the llm judge"
+    if "arenahard" in pats:
+        return bench([("eval.benchmarks.arenahard_questions", b.arenahard_questions),
+                      ("eval.benchmarks.arenahard_baseline", b.arenahard_baseline)], "Arena-Hard")
+    if "alpacaeval" in pats:
+        return bench([("eval.benchmarks.alpacaeval", b.alpacaeval)], "AlpacaEval")
+    if "mtbench" in pats:
+        return bench([("eval.benchmarks.mtbench_questions", b.mtbench_questions)], "MT-Bench")
+    if eva:
+        if any(p.startswith(("eva.", "win_rate", "resources.")) for p in spec.patterns):
+            if any(p.startswith(("eva.", "win_rate")) for p in spec.patterns) and cfg.eva.n_heldout <= 0:
+                return False, "eva's win rate needs eva.n_heldout > 0"
+            return True, ""
+        return False, ("eva runs do not measure this (it is a select -> fine-tune metric); "
+                       "eva reports eva.reward.*, eva.win_rate.rule and resources.*")
+    if any(p.startswith("win_rate") for p in spec.patterns) and plan.reference is None:
+        return False, "win rates need a reference run (reference: {selection.method: full})"
+    if any(p.startswith(("safety", "overrefusal", "task.", "win_rate")) for p in spec.patterns) \
+            and not cfg.eval.enabled:
+        return False, "needs eval.enabled=true"
+    if spec.patterns == ["resources.peak_gpu_memory_mb"] and cfg.device == "cpu":
+        return False, "peak GPU memory needs device=cuda (or auto on a GPU machine)"
+    if all(p.startswith("eva.") for p in spec.patterns):
+        return False, "an eva metric: the ablated key runs the select -> fine-tune pipeline"
+    return True, ""
 
 
 def explain(plan: Plan) -> str:
-    """Human-readable mapping of every ablated part, replacement and metric (``safeselect ablate --explain``)."""
+    """How every section was mapped (evidence, confidence, competing keys, value transforms), what each metric
+    needs, and which sections do not run and why (``safeselect ablate --explain``)."""
     lines = [f"plan {plan.name} ({plan.source})",
              f"  base: {plan.preset or 'defaults'}" + (f" + {_fmt_overrides(plan.base)}" if plan.base else ""),
              f"  seeds: {', '.join(map(str, plan.seeds))} (set {', '.join(plan.seed_keys)})",
              "  reference: " + ("none" if plan.reference is None else f"base + {_fmt_overrides(plan.reference)}")]
     lines += [f"  note: {n}" for n in plan.notes]
     for a in plan.ablations:
-        lines.append(f"ablation '{a.name}' [{a.runner}]")
+        flag = "  [LOW CONFIDENCE: check this mapping]" if a.low_confidence else ""
+        lines.append(f"ablation '{a.name}' [{a.runner}]{flag}")
         lines.append(f"  ablated part: {a.part!r}")
         lines.append(f"    -> {a.parameter}  ({a.how})")
+        if a.competitors:
+            lines.append(f"    two or more keys compete: {a.parameter} vs {', '.join(a.competitors)}; "
+                         "write the dotted key in the plan to settle it")
+        if a.note:
+            lines.append(f"  values: {a.note}")
         for r in a.replacements:
             extra = {k: v for k, v in r.overrides.items() if k != a.parameter}
             lines.append(f"  replacement {r.text!r}")
             lines.append(f"    -> {a.parameter}={r.value!r}  label '{r.label}'  ({r.how})"
                          + (f"  also {_fmt_overrides(extra)}" if extra else ""))
-        for m in a.metrics:
-            target = ", ".join(m.patterns) if m.patterns else "NOT COMPUTED"
-            lines.append(f"  metric {m.name!r} -> {target}" + (f"  ({m.note})" if m.note else ""))
-        if not a.metrics:
-            lines.append("  metrics: none named (results.csv still holds every metric)")
+        for text, why in a.skipped:
+            lines.append(f"  replacement {text!r} NOT RUN: {why}")
+        lines += metric_lines(plan, a)
+    for r in plan.refused:
+        lines.append(f"NOT RUN: section '{r.name}'" + (f" (line {r.line})" if r.line else "") + f": {r.reason}")
     return "\n".join(lines)
+
+
+def metric_lines(plan: Plan, a: Ablation) -> list[str]:
+    """One line per metric the section names: what it maps to, and FLAGGED with the setting that would produce it."""
+    out = []
+    for m in a.metrics:
+        produced, why = metric_status(plan, a, m)
+        target = ", ".join(m.patterns) if m.patterns else "no metric"
+        if produced:
+            out.append(f"  metric {m.name!r} -> {target}" + (f"  ({m.note})" if m.note else ""))
+        else:
+            out.append(f"  metric {m.name!r} -> {target}  FLAGGED, not produced: {why}")
+    if not a.metrics:
+        out.append("  metrics: none named (results.csv still holds every metric)")
+    return out
 
 
 def _fmt_overrides(d: dict[str, Any]) -> str:

@@ -37,7 +37,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ray-gpus", type=float, default=0.0, help="GPUs per Ray task (e.g. 1, or 0.5 to share)")
     p.add_argument("--dry-run", action="store_true", help="list the runs and whether each is done; run nothing")
     p.add_argument("--explain", action="store_true",
-                   help="print how every ablated part, replacement and metric was mapped; run nothing")
+                   help="print how every ablated part, replacement and metric was mapped (evidence, confidence, "
+                        "competing keys, value transforms); run nothing")
+    p.add_argument("--strict", action="store_true",
+                   help="all or nothing: any section or replacement that cannot be mapped is an error (exit 2); "
+                        "by default a markdown plan runs what maps and lists the rest with a reason")
     p.set_defaults(func=run)
 
 
@@ -45,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from safeselect.ablation.grid import describe, expand
-    from safeselect.ablation.plan import explain, load_plan
+    from safeselect.ablation.plan import explain, load_plan, metric_lines
     from safeselect.ablation.runner import is_complete, run_dir, run_plan
     from safeselect.config.loading import MAX_SEED
     from safeselect.errors import UserError
@@ -59,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--seeds: each seed must be in [0, {MAX_SEED}]")
     if Path(args.plan).exists() or Path(args.plan).suffix in (".md", ".yaml", ".yml"):
         check_file(args.plan, "PLAN")  # a folder, or not UTF-8 text: one line, before the parser
-    plan = load_plan(args.plan, overrides=args.overrides, base=args.base, seeds=args.seeds)
+    plan = load_plan(args.plan, overrides=args.overrides, base=args.base, seeds=args.seeds,
+                     strict=True if args.strict else None)
     out = check_out(Path(args.out) if args.out else Path("runs") / "ablate" / plan.name)
     if args.explain:
         print(explain(plan))
@@ -69,8 +74,24 @@ def run(args: argparse.Namespace) -> int:
         print(f"{len(grid.runs)} runs ({len(grid.cells)} table cells), {done} already complete in {out}:")
         for line, r in zip(describe(grid).splitlines(), grid.runs, strict=True):
             print(("  done  " if is_complete(run_dir(out, r.run_id)) else "  todo  ") + line)
+        if not args.explain:
+            for a in plan.ablations:
+                flagged = [ln for ln in metric_lines(plan, a) if "FLAGGED" in ln]
+                low = "  [LOW CONFIDENCE: see --explain]" if a.low_confidence else ""
+                print(f"ablation '{a.name}' -> {a.parameter}{low}")
+                for text, why in a.skipped:
+                    print(f"  replacement {text!r} NOT RUN: {why}")
+                for ln in flagged:
+                    print(ln)
+            for r in plan.refused:
+                print(f"NOT RUN: section '{r.name}'" + (f" (line {r.line})" if r.line else "") + f": {r.reason}")
     if args.explain or args.dry_run:
         return 0
+    if not plan.ablations:
+        raise UserError(f"{plan.source}: no section of the plan can run (" +
+                        "; ".join(f"'{r.name}': {r.reason}" for r in plan.refused) + ")")
+    for r in plan.refused:
+        print(f"NOT RUN: section '{r.name}': {r.reason}", file=sys.stderr)
     try:
         outcomes = run_plan(plan, out, workers=args.workers, threads=args.threads, backend=args.backend, ray_address=args.ray_address,
                             ray_num_cpus=args.ray_cpus, ray_num_gpus=args.ray_gpus)

@@ -166,22 +166,16 @@ def _evaluate_locked(cfg: Any, out: Path, bundle: Any, model: Any, tok: Any, met
     from safeselect.config import loading
     from safeselect.core.dotted import nest
     from safeselect.core.io import atomic_write_text, write_json, write_jsonl
+    from safeselect.evaluation.benchmarks import configured, run_benchmarks
     from safeselect.evaluation.evaluate import evaluate
 
     atomic_write_text(out / "config.yaml", loading.to_yaml(cfg))
     seed_stage(cfg.seed, "eval")
     with meter.stage("eval"):
         flat, records = evaluate(model, tok, bundle, cfg, reference_dir=reference_dir, show_progress=show_progress)
-        if _has_benchmarks(cfg):
-            from safeselect.evaluation.benchmarks import run_benchmarks
-
+        if configured(cfg):
             flat.update(run_benchmarks(model, tok, cfg, out, show_progress=show_progress))
     flat.update(meter.metrics())
     write_jsonl(out / "generations.jsonl", records)
     write_json(out / "metrics.json", nest(flat))
     return flat
-
-
-def _has_benchmarks(cfg: Any) -> bool:
-    b = cfg.eval.benchmarks
-    return bool(b.alpacaeval or b.arenahard_questions or b.mtbench_questions)

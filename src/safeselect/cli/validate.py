@@ -25,7 +25,10 @@ def run(args: argparse.Namespace) -> int:
         from safeselect.ablation.plan import load_plan
 
         plan = load_plan(path)
-        print(f"ok: plan {path} with {len(plan.ablations)} ablation(s)")
+        print(f"ok: plan {path} with {len(plan.ablations)} ablation(s)"
+              + (f", {len(plan.refused)} section(s) that cannot run" if plan.refused else ""))
+        for r in plan.refused:
+            print(f"  not run: '{r.name}'" + (f" (line {r.line})" if r.line else "") + f": {r.reason}")
         return 0
     cfg = loading.load(args.target, args.overrides)
     check_methods(cfg)

@@ -59,7 +59,7 @@ class ModelConfig:
 class SafetyRefConfig:
     source: str = knob("builtin", help="safety references: 'builtin', 'safeinstr', 'hh' (needs data_dir) or a JSONL "
                        "path; real-data recipes read 'builtin' as SafeInstr")
-    fraction: float = knob(1.0, help="share of the safety reference pool used (size of D_safe)", range=(0, 1),
+    fraction: float = knob(1.0, help="share of the safety reference pool used: the size of the safety data D_safe", range=(0, 1),
                            aliases=("safe set size", "size of the safe set", "safety data size"))
     n: int = knob(120, help="pool size before `fraction` is applied (builtin and real sources)", range=(1, None))
 
@@ -133,12 +133,12 @@ class AlignConfig:
 
 @dataclass
 class GammaConfig:
-    schedule: str = knob("linear", help="penalty schedule", choices=("constant", "linear", "exponential"),
+    schedule: str = knob("linear", help="penalty schedule: how gamma changes over the epochs of selector training", choices=("constant", "linear", "exponential"),
                          aliases=("gamma schedule", "penalty schedule", "penalty strength schedule", "γ schedule"))
     init: float = knob(0.0, help="gamma at epoch 0 (exponential needs > 0)", range=(0, None))
     step: float = knob(0.03, help="linear: added per epoch", range=(0, None))
     rate: float = knob(2.0, help="exponential: factor per epoch", range=(0, None))
-    value: float = knob(0.0, help="constant: the value", range=(0, None),
+    value: float = knob(0.0, help="constant: the value of the penalty gamma (strength)", range=(0, None),
                         aliases=("gamma", "γ", "penalty", "penalty strength", "penalty value", "penalty parameter"))
     every: str = knob("epoch", help="advance per epoch, or spread the same curve over steps", choices=("epoch", "step"))
 
@@ -150,10 +150,10 @@ class SealConfig:
                           aliases=("algorithm", "auxiliary variable", "selector update", "bilevel update"))
     aux_steps: int = knob(1, help="Algorithm 1: theta_hat updates per iteration (on the weighted task batch)",
                           range=(1, None), aliases=("auxiliary steps", "inner steps"))
-    activation: str = knob("softmax", help="selector activation, weights start at 1: softmax N*softmax, sigmoid "
+    activation: str = knob("softmax", help="selector activation: the function mapping selector logits omega to row weights, weights start at 1: softmax N*softmax, sigmoid "
                            "2*sigmoid, tanh 1+tanh, relu max(omega, 0) from omega = 1",
                            choices=("softmax", "sigmoid", "tanh", "relu"), aliases=("selector function", "activation"))
-    selector_lr: float = knob(5e-3, help="Adam lr of the selector logits", range=(0, None), aliases=("selector learning rate",))
+    selector_lr: float = knob(5e-3, help="Adam learning rate of the selector logits", range=(0, None), aliases=("selector learning rate",))
     selector_betas: list[float] = knob(help="Adam betas (beta1, beta2) of the selector", factory=lambda: [0.9, 0.95])
     epochs: int = knob(3, help="selector-training epochs (passes over the task rows; D_safe is cycled)",
                        range=(1, None), aliases=("selector epochs",))
@@ -247,7 +247,7 @@ class JudgeFilterConfig:
 @dataclass
 class SelectionConfig:
     method: str = knob("full", help="selector (`safeselect ls selectors`)", aliases=("method", "selector", "selection method"))
-    ratio: float = knob(0.8, help="share of the budget kept", range=(0, 1),
+    ratio: float = knob(0.8, help="share of the budget kept (selection percentage of the data)", range=(0, 1),
                         aliases=("selection percentage", "data selection percentage", "selection ratio", "keep ratio",
                                  "percentage"))
     budget: str = knob("rows", help="what `ratio` counts", choices=("rows", "tokens"))
@@ -339,26 +339,26 @@ class EvalConfig:
 @dataclass
 class EvaConfig:
     iterations: int = knob(1, help="creator + solver iterations", range=(1, None), aliases=("iterations", "rounds"))
-    responses_per_prompt: int = knob(6, help="K responses sampled per prompt", range=(2, None), aliases=("responses per prompt", "K"))
+    responses_per_prompt: int = knob(6, help="K responses sampled per prompt to estimate its informativeness", range=(2, None), aliases=("responses per prompt", "K"))
     temperature: float = knob(0.7, help="sampling temperature", range=(0, None))
     top_p: float = knob(0.9, help="nucleus sampling", range=(0, 1))
     informativeness: str = knob("gap", help="prompt informativeness from rewards",
                                 choices=("gap", "maxmean", "variance", "mean", "gap_inverse", "mean_inverse"),
                                 aliases=("informativeness", "informativeness metric"))
     sampler: str = knob("weighted", help="how prompts are drawn", choices=("weighted", "greedy", "uniform"), aliases=("sampler",))
-    sample_ratio: float = knob(0.25, help="share of prompts sampled for evolution", range=(0, 1),
+    sample_ratio: float = knob(0.25, help="share of prompts sampled (by informativeness) for evolution", range=(0, 1),
                                aliases=("sampling ratio", "sample ratio", "informative sampling ratio",
                                         "fraction of prompts selected"))
-    evolutions: int = knob(4, help="chained rewrites per sampled prompt", range=(0, None))
+    evolutions: int = knob(4, help="chained rewrites (evolution steps, depth) per sampled prompt", range=(0, None))
     evolve_method: str = knob("evol-instruct", help="how prompts are rewritten", choices=("evol-instruct", "self-instruct"))
-    mix_ratio: float = knob(0.2, help="share of pairs on original prompts", range=(0, 1))
-    creator: str = knob("shared", help="evolver: the current solver, or a separate frozen model",
+    mix_ratio: float = knob(0.2, help="share of the solver's training pairs (buffer) on original, not evolved, prompts", range=(0, 1))
+    creator: str = knob("shared", help="creator (evolver) network: the current solver itself (shared parameters), or a separate frozen model",
                         choices=("shared", "independent"),
                         aliases=("creator", "creator-solver network architecture", "network architecture", "architecture"))
     creator_model: str | None = knob(None, help="independent creator: model name/path, or 'llm' for the HTTP endpoint")
     loss: str = knob("dpo", help="preference loss (TRL): dpo, ipo, simpo (CPOTrainer), orpo (ORPOTrainer)",
                      choices=("dpo", "simpo", "ipo", "orpo"), aliases=("preference loss",))
-    beta: float = knob(0.05, help="preference-loss beta (orpo: the weight of its odds-ratio term)", range=(0, None))
+    beta: float = knob(0.05, help="preference-loss beta, the KL strength (orpo: the weight of its odds-ratio term)", range=(0, None))
     lr: float = knob(5e-5, help="solver learning rate", range=(0, None))
     epochs: float = knob(1.0, help="epochs over the pairs per iteration", range=(0, None))
     batch_size: int = knob(4, help="pairs per optimiser step", range=(1, None))

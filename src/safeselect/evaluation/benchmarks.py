@@ -275,6 +275,12 @@ def mtbench_answers(items: list[dict[str, Any]], generate_fn: Callable[..., list
     return answers
 
 
+def configured(cfg: Any) -> bool:
+    """True when any alignment benchmark has its files set (``eval.benchmarks.*``)."""
+    b = cfg.eval.benchmarks
+    return bool(b.alpacaeval or b.arenahard_questions or b.arenahard_baseline or b.mtbench_questions)
+
+
 def run_benchmarks(model: Any, tok: Any, cfg: Any, out_dir: str | Path | None = None, show_progress: bool = True,
                    generate_fn: Callable[..., list[str]] | None = None, judge: Any = None) -> dict[str, Any]:
     """Run every benchmark whose files are configured (``eval.benchmarks.*``); flat metrics.

@@ -24,6 +24,8 @@ from safeselect.core.lock import run_lock
 from safeselect.core.rows import Bundle, Row
 from safeselect.core.seeding import isolated_rng, seed_stage
 from safeselect.errors import UserError
+from safeselect.evaluation.benchmarks import configured as benchmarks_configured
+from safeselect.evaluation.benchmarks import run_benchmarks
 from safeselect.inputs import ALIGNED_ONLY, check_out, preflight
 
 log = logging.getLogger(__name__)
@@ -315,6 +317,8 @@ def _run_locked(cfg: ExperimentConfig, out: Path, bundle: Bundle, meter: Any, st
             with meter.stage("eval"):
                 flat, generations = evaluate(model, tok, bundle, cfg, reference_dir=reference_dir,
                                              show_progress=show_progress)
+                if benchmarks_configured(cfg):  # AlpacaEval / Arena-Hard / MT-Bench, as `safeselect eval` runs them
+                    flat.update(run_benchmarks(model, tok, cfg, out, show_progress=show_progress))
             metrics.update(flat)
             write_jsonl(out / "generations.jsonl", generations)
         metrics.update(meter.metrics())

@@ -166,8 +166,9 @@ def _metric_columns(specs: list[MetricSpec], names: set[str]) -> tuple[list[tupl
             missing.append(f"- {spec.name!r}: not computed: {spec.note or 'no safeselect metric matches this name'}")
             continue
         if not found:
-            why = next((msg for prefix, msg in _NEEDS.items()
-                        if any(p.startswith(prefix) for p in spec.patterns)), "no run produced it")
+            why = spec.note.split("not produced: ", 1)[1] if "not produced: " in spec.note else next(
+                (msg for prefix, msg in _NEEDS.items() if any(p.startswith(prefix) for p in spec.patterns)),
+                "no run produced it")
             missing.append(f"- {spec.name!r} ({', '.join(spec.patterns)}): not computed by these runs ({why})")
             continue
         for n in found:
@@ -280,6 +281,15 @@ def build_report(out_dir: str | Path, plots: bool = True) -> Path:
                "against itself, so its own win rates are not reported).", ""]
     for n in plan.get("notes", []):
         md += [f"Note: {n}.", ""]
+    not_run = [f"- section '{r['name']}'" + (f" (line {r['line']})" if r.get("line") else "") + f": {r['reason']}"
+               for r in plan.get("refused", [])]
+    not_run += [f"- '{a['name']}', replacement {t!r}: {why}" for a in plan["ablations"] for t, why in a.get("skipped", [])]
+    if not_run:
+        md += ["Not run (parts of the plan that could not be mapped to a setting):", *not_run, ""]
+    low = [f"- '{a['name']}' -> `{a['parameter']}` ({a.get('how', '')})" for a in plan["ablations"]
+           if a.get("low_confidence")]
+    if low:
+        md += ["Low-confidence mappings (check them; write the dotted key in the plan to settle one):", *low, ""]
     not_done = sorted((rid, s) for rid, s in statuses.items() if s != "complete")
     if not_done:
         md += ["Not counted (not complete):", *[f"- `{rid}`: {s}" for rid, s in not_done], ""]

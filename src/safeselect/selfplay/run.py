@@ -39,6 +39,8 @@ from safeselect.config.paths import data_dir
 from safeselect.config.schema import ExperimentConfig
 from safeselect.core.rows import Row
 from safeselect.errors import UserError
+from safeselect.evaluation.benchmarks import configured as benchmarks_configured
+from safeselect.evaluation.benchmarks import run_benchmarks
 from safeselect.selfplay.pool import PromptEntry, PromptPool
 
 ALPACA_FILE = "alpaca_instructions_harmless.json"
@@ -354,6 +356,8 @@ def run_eva(cfg: ExperimentConfig, out_dir: str | Path, show_progress: bool = Tr
                        invalid=True)
             for rec, o in zip(records, outcomes, strict=True):
                 rec["rule_final_vs_start"] = o
+        if benchmarks_configured(cfg):  # the alignment benchmarks eva reports, on the final solver
+            flat.update(run_benchmarks(model, tok, cfg, out, show_progress=show_progress))
     write_jsonl(out / "heldout.jsonl", records)
 
     if eva.save_model:

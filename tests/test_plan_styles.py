@@ -1,0 +1,239 @@
+"""Ablation plans as other planners write them: the markdown parser, mapping by meaning, partial plans, metrics.
+
+The plans are in tests/ablation_plans.py (SEAL and eva, one house style each, with sections that cannot map).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from ablation_plans import PLANS
+
+from safeselect.ablation.markdown import field_kind, parse_markdown, split_values
+from safeselect.ablation.plan import explain, load_plan
+from safeselect.ablation.runner import run_plan
+from safeselect.cli.main import main
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from plan_mapping import evaluate, load_fixture, summary  # noqa: E402
+
+TINY = ["model.name=tiny-llama"]
+
+
+@pytest.fixture(scope="module")
+def loaded(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Every fixture plan, loaded once (loading builds and validates every run's config)."""
+    tmp = tmp_path_factory.mktemp("plans")
+    return {fx.name: load_fixture(fx, tmp) for fx in PLANS}
+
+
+def _write(tmp_path: Path, text: str, name: str = "plan.md") -> Path:
+    p = tmp_path / name
+    p.write_text(text, encoding="utf-8")
+    return p
+
+
+# ----------------------------------------------------------------------------- the parser
+
+
+@pytest.mark.parametrize(("text", "items"), [
+    ("fixed 0.1 / linear / exponential", ["fixed 0.1", "linear", "exponential"]),
+    ("0.1, 0.3 and 0.5", ["0.1", "0.3", "0.5"]),
+    ("greedy top-k, weighted by informativeness and uniform random",
+     ["greedy top-k", "weighted by informativeness", "uniform random"]),
+    ("constant or exponential", ["constant", "exponential"]),
+    ("80:20, 50:50, 20:80", ["80:20", "50:50", "20:80"]),
+    ("Algorithm 1 (auxiliary); Algorithm 2 (memory-efficient)", ["Algorithm 1 (auxiliary)",
+                                                                 "Algorithm 2 (memory-efficient)"]),
+    ("shared/independent", ["shared", "independent"]),
+    ("Linear incremental schedule (e.g., increase by fixed step per epoch)",
+     ["Linear incremental schedule (e.g., increase by fixed step per epoch)"]),
+    ("DPO vs. SimPO", ["DPO", "SimPO"]),
+])
+def test_value_lists(text: str, items: list[str]) -> None:
+    assert split_values(text) == items
+
+
+@pytest.mark.parametrize(("label", "kind"), [
+    ("Ablated Part", "part"), ("Knob", "part"), ("Ablated component", "part"), ("What is ablated", "part"),
+    ("Replacement", "replacements"), ("Values tried", "replacements"), ("Alternatives", "replacements"),
+    ("Replacement values", "replacements"), ("Metrics", "metrics"), ("Evaluation", "metrics"),
+    ("Action", "action"), ("Hypothesis", "context"),
+    ("Gamma value", None), ("Selection percentage", None), ("Random seed of the world", None),
+])
+def test_field_labels_are_classified_by_their_words(label: str, kind: str | None) -> None:
+    assert field_kind(label) == kind
+
+
+def test_every_fixture_style_parses_every_section() -> None:
+    for fx in PLANS:
+        _, raws = parse_markdown(fx.text)
+        names = " | ".join(r["name"].lower() for r in raws)
+        for word in fx.expected:
+            assert word.lower() in names, (fx.name, word, names)
+        assert all(r["replacements"] or r["prose"] for r in raws), fx.name
+
+
+def test_setext_italic_labels_and_inline_lists() -> None:
+    title, raws = parse_markdown(PLANS[1].text)
+    assert title == "SEAL: what else to ablate"
+    assert [r["name"] for r in raws] == ["Penalty schedule", "Selector learning rate"]
+    assert raws[0]["parameter"] == "how the penalty gamma grows during selector training"
+    assert raws[0]["replacements"] == ["fixed 0.1", "linear", "exponential"]
+    assert raws[0]["metrics"] == ["win rate", "Safety Avg"]
+
+
+def test_table_rows_and_field_tables() -> None:
+    _, rows = parse_markdown(PLANS[3].text)
+    assert [r["name"] for r in rows] == ["Algorithm", "Keep ratio", "Proxy"]
+    assert rows[1]["replacements"] == ["20%", "40%", "60%", "80%"]
+    assert rows[0]["metrics"] == ["GPU memory", "training time"]
+    _, fields = parse_markdown(PLANS[5].text)
+    assert [(r["name"], r["replacements"]) for r in fields] == [("Selector activation", ["softmax", "sigmoid"]),
+                                                                ("Auxiliary steps", ["1", "2", "4"])]
+
+
+def test_labels_outside_the_colon_and_lists_after_an_empty_field() -> None:
+    _, raws = parse_markdown(PLANS[12].text)
+    assert [r["replacements"] for r in raws][:2] == [["10%", "50%", "100%"], ["1 epoch", "2 epochs", "6 epochs"]]
+    assert raws[0]["metrics"] == ["win rate", "harmful rate"]
+
+
+# ----------------------------------------------------------------------------- mapping by meaning
+
+
+def test_held_out_and_tuning_plans_map_right_or_flag(loaded: dict) -> None:
+    """The acceptance figure on the fixture plans (docs/results.md): >= 85% right, never silently wrong."""
+    for split in ("tune", "heldout"):
+        s = summary(evaluate(split, loaded))
+        assert s["right"] >= 0.85 * s["knob_exists"], (split, s)
+        assert s["wrong_silent"] == 0, (split, s)
+
+
+def test_penalty_schedule_is_not_the_gamma_value(loaded: dict) -> None:
+    plan = loaded[PLANS[1].name]
+    sched = plan.ablations[0]
+    assert sched.parameter == "selection.seal.gamma.schedule"
+    fixed = sched.replacements[0]
+    assert fixed.overrides == {"selection.seal.gamma.schedule": "constant", "selection.seal.gamma.value": 0.1}
+    assert [r.label for r in sched.replacements] == ["constant", "linear", "exponential"]
+
+
+def test_transforms_are_shown_and_flagged(loaded: dict) -> None:
+    plan = loaded[PLANS[7].name]
+    mix = plan.ablations[0]
+    assert mix.parameter == "eva.mix_ratio" and mix.low_confidence
+    assert [r.value for r in mix.replacements] == pytest.approx([0.2, 0.5, 0.8])
+    text = explain(plan)
+    assert "ratio 80:20 = 0.8; the plan's share is the complement of eva.mix_ratio: 1 - 0.8 = 0.2" in text
+    assert "LOW CONFIDENCE" in text and "confidence" in text and "evidence:" in text
+    evo = plan.ablations[1]
+    assert [r.value for r in evo.replacements] == ["evol-instruct", "self-instruct"]
+
+
+def test_ellipsis_range_is_filled_in_and_said(loaded: dict) -> None:
+    plan = loaded[PLANS[11].name]
+    mix = plan.ablations[0]
+    assert [r.value for r in mix.replacements] == pytest.approx([0.0, 0.25, 0.5, 0.75, 1.0])
+    assert "range 1.0 ... 0.0 filled in as 1, 0.75, 0.5, 0.25, 0" in explain(plan)
+    assert [r.name for r in plan.refused] == ["eva: judge model size"]
+
+
+def test_competing_keys_are_named(tmp_path: Path) -> None:
+    p = _write(tmp_path, "### Ablation: learning rate\n- **Ablated Part**: learning rate\n- **Action**: REPLACE\n"
+                         "- **Replacement**: 1e-4, 3e-4\n- **Metrics**: win rate\n")
+    plan = load_plan(p, overrides=TINY)
+    a = plan.ablations[0]
+    assert a.low_confidence and a.competitors
+    assert "two or more keys compete" in explain(plan)
+
+
+# ----------------------------------------------------------------------------- partial plans, metrics, CLI
+
+
+def test_every_fixture_plan_lists_what_does_not_run(loaded: dict) -> None:
+    for fx in PLANS:
+        text = explain(loaded[fx.name])
+        for word, exp in fx.expected.items():
+            lines = [ln.lower() for ln in text.splitlines() if ln.startswith("NOT RUN: section")]
+            assert (exp is None) == any(word.lower() in ln for ln in lines), (fx.name, word, text)
+
+
+@pytest.mark.parametrize("fx", [PLANS[2], PLANS[8], PLANS[12]], ids=lambda fx: fx.name)
+def test_fixture_plans_dry_run_through_the_cli(fx, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    p = _write(tmp_path, fx.text, f"{fx.name}.md")
+    assert main(["ablate", str(p), *TINY, "--dry-run", "--out", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    for word, exp in fx.expected.items():
+        if exp is None:
+            assert any(word.lower() in ln.lower() for ln in out.splitlines() if ln.startswith("NOT RUN: section")), \
+                (word, out)
+
+
+def test_named_metrics_are_produced_or_flagged_with_their_setting(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    p = _write(tmp_path, PLANS[10].text)
+    assert main(["ablate", str(p), *TINY, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "metric 'Arena-Hard WR' -> win_rate.arenahard.*  FLAGGED, not produced: Arena-Hard runs only with " \
+           "eval.benchmarks.arenahard_questions=..., eval.benchmarks.arenahard_baseline=..., " \
+           "judges.llm.base_url=..." in out
+    assert "metric 'MT-Bench' -> mtbench.score" in out and "eval.benchmarks.mtbench_questions=..." in out
+    # configured: no longer flagged
+    files = [f"eval.benchmarks.{k}={tmp_path / k}" for k in ("arenahard_questions", "arenahard_baseline",
+                                                               "alpacaeval", "mtbench_questions")]
+    assert main(["ablate", str(p), *TINY, *files, "judges.llm.base_url=http://127.0.0.1:9/v1", "--dry-run"]) == 0
+    assert "FLAGGED" not in capsys.readouterr().out
+    # benchmark files without a judge: a bad input, before anything runs
+    assert main(["ablate", str(p), *TINY, *files, "--dry-run"]) == 2
+    assert "judges.llm.base_url is not" in capsys.readouterr().err
+
+
+def test_eva_metrics_a_pipeline_does_not_make_are_flagged(tmp_path: Path) -> None:
+    p = _write(tmp_path, "### eva sampler\n- **Ablated Part**: eva prompt sampler\n- **Action**: REPLACE\n"
+                         "- **Replacement**: greedy, uniform\n- **Metrics**: Safety Avg, harmful rate, win rate\n")
+    text = explain(load_plan(p, overrides=TINY))
+    assert "metric 'Safety Avg' -> safety_avg.*  FLAGGED, not produced: eva runs do not measure this" in text
+    assert "metric 'win rate' -> win_rate.*, eva.win_rate.*\n" in text + "\n"
+
+
+def _fake_run(kind, cfg, out_dir, reference_dir, show_progress):
+    from safeselect.core.io import write_json
+
+    write_json(out_dir / "metrics.json", {"win_rate": {"builtin": {"rule": 50.0}}, "complete": True})
+    return None
+
+
+def test_partial_plan_runs_what_maps_and_the_report_lists_the_rest(loaded: dict, tmp_path: Path) -> None:
+    plan = loaded[PLANS[0].name]
+    plan.seeds = [0]
+    assert [a.parameter for a in plan.ablations] == ["selection.seal.activation", "data.safety_ref.fraction"]
+    run_plan(plan, tmp_path / "out", workers=0, run_fn=_fake_run, show_progress=False)
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "Not run (parts of the plan that could not be mapped to a setting):" in md
+    assert "section 'Selector optimiser'" in md
+    saved = json.loads((tmp_path / "out" / "plan.json").read_text())["plan"]
+    assert [r["name"] for r in saved["refused"]] == ["Selector optimiser"]
+
+
+def test_strict_is_all_or_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    p = _write(tmp_path, PLANS[0].text)
+    assert main(["ablate", str(p), *TINY, "--dry-run", "--strict"]) == 2
+    err = capsys.readouterr().err
+    assert "Selector optimiser" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("content", [b"\xff\xfe### a\x00", "dir"])
+def test_a_plan_that_is_a_folder_or_not_utf8_exits_2(tmp_path: Path, content,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    p = tmp_path / "plan.md"
+    if content == "dir":
+        p.mkdir()
+    else:
+        p.write_bytes(content)
+    assert main(["ablate", str(p), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and ("directory" in err or "not UTF-8" in err)
