@@ -115,7 +115,7 @@ def compact(text: str) -> str:
 # ----------------------------------------------------------------------------- key documents
 
 # Infrastructure, not method knobs: paths, endpoints, output, device, names.
-_NOT_ABLATABLE = ("judges.", "eval.", "reward.out", "name", "device", "compare", "data.data_dir",
+_NOT_ABLATABLE = ("judges.", "eval.", "checkpoint.", "tracking.", "reward.out", "name", "device", "compare", "data.data_dir",
                   "data.task_path", "data.eval_", "eval.reference", "eva.init_from", "eva.save_model",
                   "selection.seal.logits_from", "eva.reward_model", "align.source", "model.lora.target_modules")
 
