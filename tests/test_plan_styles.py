@@ -237,3 +237,34 @@ def test_a_plan_that_is_a_folder_or_not_utf8_exits_2(tmp_path: Path, content,
     assert main(["ablate", str(p), "--dry-run"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and ("directory" in err or "not UTF-8" in err)
+
+
+@pytest.mark.slow
+def test_ablate_runs_the_alignment_benchmarks_when_configured(tmp_path: Path) -> None:
+    """AlpacaEval and MT-Bench files plus a judge endpoint: the runs of `ablate` score them, the report shows them."""
+    from test_ablate_smoke import TINY as SMOKE
+    from test_llm_judge import JudgeServer
+
+    alpaca = tmp_path / "alpaca_eval.json"
+    alpaca.write_text(json.dumps([{"instruction": "Name a fruit.", "output": "Apple."},
+                                  {"instruction": "Say hi.", "output": "Hello there, friend."}]))
+    mt = tmp_path / "question.jsonl"
+    mt.write_text(json.dumps({"question_id": 81, "category": "writing", "turns": ["Write a haiku.", "Sadder."]})
+                  + "\n")
+    p = _write(tmp_path, "### Keep ratio\n- **Ablated Part**: share of the task data kept\n- **Action**: REPLACE\n"
+                         "- **Replacement**: 50%\n- **Metrics**: AlpacaEval WR, MT-Bench score\n")
+    with JudgeServer() as s:
+        ov = {**SMOKE, "selection.method": "random", "judges.llm.base_url": s.url,
+              "judges.llm.cache_dir": str(tmp_path / "cache"), "judges.llm.retries": 1,
+              "eval.benchmarks.alpacaeval": str(alpaca), "eval.benchmarks.mtbench_questions": str(mt),
+              "eval.benchmarks.max_new_tokens": 4}
+        plan = load_plan(p, overrides=ov, seeds=[0])
+        assert "FLAGGED" not in explain(plan)
+        plan.reference = None  # one run is enough here
+        outcomes = run_plan(plan, tmp_path / "out", workers=0, show_progress=False)
+    assert [o.status for o in outcomes] == ["done"], outcomes
+    run = next((tmp_path / "out" / "runs").iterdir())
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["win_rate"]["alpacaeval"]["llm_n"] == 2 and 1 <= metrics["mtbench"]["score"] <= 10
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "`win_rate.alpacaeval.llm`" in md and "`mtbench.score`" in md
