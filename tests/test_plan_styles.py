@@ -13,6 +13,7 @@ import pytest
 from ablation_plans import PLANS
 
 from safeselect.ablation.markdown import field_kind, parse_markdown, split_values
+from safeselect.ablation.matcher import Query, map_section
 from safeselect.ablation.plan import explain, load_plan
 from safeselect.ablation.runner import run_plan
 from safeselect.cli.main import main
@@ -111,6 +112,43 @@ def test_held_out_and_tuning_plans_map_right_or_flag(loaded: dict) -> None:
         s = summary(evaluate(split, loaded))
         assert s["right"] >= 0.85 * s["knob_exists"], (split, s)
         assert s["wrong_silent"] == 0, (split, s)
+
+
+# One-line sections in other wordings (method, ablated part, values, the key they mean), written after the
+# held-out measurement: the knob named by description, by a synonym, or only by its values.
+PHRASINGS = [
+ ("seal", "Budget unit for the top-k cut", ["rows", "tokens"], "selection.budget"),
+ ("seal", "Weight normalisation of the selector", ["softmax over all rows", "independent sigmoids"], "selection.seal.activation"),
+ ("seal", "number of safe reference examples", ["30", "60", "120"], "data.safety_ref.n"),
+ ("seal", "Penalty coefficient", ["0", "0.1", "1"], "selection.seal.gamma.value"),
+ ("seal", "How gamma evolves across epochs", ["constant", "linear ramp", "exponential growth"], "selection.seal.gamma.schedule"),
+ ("seal", "Selector used to rank the data", ["SEAL", "DSIR", "random", "full data"], "selection.method"),
+ ("seal", "Poison rate in the fine-tuning set", ["5%", "10%", "30%"], "data.harmful_ratio"),
+ ("seal", "Bilevel solver", ["with auxiliary model (Alg. 1)", "without (Alg. 2)"], "selection.seal.algorithm"),
+ ("seal", "Rank of the LoRA adapters", ["8", "16", "64"], "model.lora.r"),
+ ("seal", "Fine-tuning learning rate", ["1e-5", "1e-4"], "finetune.lr"),
+ ("seal", "selector step size", ["1e-3", "1e-2"], "selection.seal.selector_lr"),
+ ("eva", "Informativeness estimator", ["max-min reward gap", "reward variance", "max-mean"], "eva.informativeness"),
+ ("eva", "Prompt selection strategy of the creator", ["informativeness-weighted sampling", "greedy top-k", "uniform random"], "eva.sampler"),
+ ("eva", "Number of evolved variants per prompt", ["1", "4", "8"], "eva.evolutions"),
+ ("eva", "Preference optimization algorithm", ["DPO", "SimPO", "IPO"], "eva.loss"),
+ ("eva", "Size of the seed prompt set", ["32", "64", "128"], "eva.n_prompts"),
+ ("eva", "Reward signal", ["reward model", "LLM judge", "rule-based reward"], "eva.reward"),
+ ("eva", "Number of self-play iterations", ["1", "2", "3"], "eva.iterations"),
+ ("eva", "Number of responses sampled per prompt (K)", ["2", "4", "6"], "eva.responses_per_prompt"),
+ ("eva", "Share of evolved prompts in the training mix", ["0.5", "0.8", "1.0"], "eva.mix_ratio"),
+ ("eva", "creator model", ["same as solver", "separate frozen model"], "eva.creator"),
+ ("eva", "DPO beta", ["0.01", "0.1"], "eva.beta"),
+ ("eva", "Solver learning rate", ["1e-6", "5e-6"], "eva.lr"),
+ ("eva", "Evolution operator", ["Evol-Instruct", "Self-Instruct"], "eva.evolve_method"),
+ ("eva", "Fraction of the prompt pool sent to the evolver", ["10%", "25%", "50%"], "eva.sample_ratio"),
+]
+
+
+@pytest.mark.parametrize(("method", "part", "values", "key"), PHRASINGS, ids=[c[1] for c in PHRASINGS])
+def test_knobs_named_in_other_words(method: str, part: str, values: list[str], key: str) -> None:
+    m = map_section(Query(part, name=part, values=values, method=method))
+    assert m.key == key, (m.key, m.explain(), m.reason)
 
 
 def test_penalty_schedule_is_not_the_gamma_value(loaded: dict) -> None:

@@ -151,7 +151,8 @@ VALUE_ALIASES: dict[str, dict[str, tuple[str, ...]]] = {
         "exponential": ("exponential", "geometric", "multiplicative"),
     },
     "eva.creator": {
-        "shared": ("shared", "shared network", "same network", "same model", "shared parameters"),
+        "shared": ("shared", "shared network", "same network", "same model", "shared parameters", "same",
+                   "itself", "tied", "self"),
         "independent": ("independent", "independent networks", "separate", "separate network", "frozen creator",
                         "decoupled", "distinct", "frozen", "different model"),
     },

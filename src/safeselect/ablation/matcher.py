@@ -103,8 +103,17 @@ def _camel(text: str) -> str:
     return re.sub(r"(?<=[a-z])(?=[A-Z][a-z])", " ", text)
 
 
+# Multi-word phrases with a one-word meaning, replaced before tokenising.
+_PHRASES = ((r"\bstep[\s-]?sizes?\b", "learning rate"), (r"\blearning[\s-]rates?\b", "learning rate"),
+            (r"\bhow many\b", "number"), (r"\bseed prompts?\b", "original prompts"),
+            (r"\bk\b(?=\s*(?:\)|responses|samples))", "number"))
+
+
 def qtokens(text: str, drop_negated: bool = False) -> list[str]:
-    return [canon(t) for t in tokens(_camel(fix_mojibake(str(text))), drop_negated=drop_negated)]
+    text = _camel(fix_mojibake(str(text)))
+    for pat, rep in _PHRASES:
+        text = re.sub(pat, rep, text, flags=re.I)
+    return [canon(t) for t in tokens(text, drop_negated=drop_negated)]
 
 
 def compact(text: str) -> str:
@@ -115,7 +124,9 @@ def compact(text: str) -> str:
 # ----------------------------------------------------------------------------- key documents
 
 # Infrastructure, not method knobs: paths, endpoints, output, device, names.
-_NOT_ABLATABLE = ("judges.", "eval.", "checkpoint.", "tracking.", "reward.out", "name", "device", "compare", "data.data_dir",
+# Seeds are replicates (the plan's seeds), not knobs.
+_NOT_ABLATABLE = ("judges.", "eval.", "checkpoint.", "tracking.", "reward.out", "name", "device", "compare",
+                  "seed", "data.seed", "selection.seed", "reward.seed", "data.data_dir",
                   "data.task_path", "data.eval_", "eval.reference", "eva.init_from", "eva.save_model",
                   "selection.seal.logits_from", "eva.reward_model", "align.source", "model.lora.target_modules")
 
@@ -184,6 +195,8 @@ def key_docs() -> dict[str, KeyDoc]:
             continue
         parts = key.split(".")
         leaf = parts[-1].replace("_", " ")
+        if leaf.startswith("n "):
+            leaf = "number of " + leaf[2:]  # n_prompts is the number of prompts
         names = [qtokens(leaf)] + [qtokens(a) for a in info.get("aliases") or ()]
         if len(parts) > 1:
             names.append(qtokens(f"{parts[-2].replace('_', ' ')} {leaf}"))
@@ -382,7 +395,32 @@ def _choice_match(key: str, text: str) -> tuple[str, str] | None:
     scored.sort(key=lambda t: -t[0])
     if len(scored) > 1 and scored[0][0] == scored[1][0]:
         return None
+    if len(tokens(scored[0][2])) == 1 and len(scored[0][2]) <= 6:
+        # a short everyday word ("full", "random", "same") only names a choice when the rest of the value is
+        # vocabulary of the schema: "full moon" is not the 'full' selector
+        foreign = [t for t in toks if not t[0].isdigit() and t not in _vocabulary()]
+        if foreign:
+            return None
     return scored[0][1], scored[0][2]
+
+
+_GENERIC = ("data", "model", "baseline", "method", "variant", "version", "default", "standard", "original",
+            "setting", "approach", "strategy", "option", "selection", "selector", "only", "all", "plain")
+
+
+@functools.lru_cache(maxsize=1)
+def _vocabulary() -> frozenset[str]:
+    """Every word of the schema (names, helps, choices, their prose) and a few generic ones, unfolded."""
+    words: set[str] = set(tokens(" ".join(_GENERIC)))
+    for key, info in key_fields().items():
+        words |= set(tokens(_camel(key.replace(".", " ").replace("_", " "))))
+        words |= set(tokens(str(info.get("help", ""))))
+        words |= {t for a in info.get("aliases") or () for t in tokens(a)}
+        words |= {t for c in choices_of(key) for t in tokens(c.replace("_", " ").replace("-", " "))}
+    for per_key in VALUE_ALIASES.values():
+        for names in per_key.values():
+            words |= {t for n in names for t in tokens(n)}
+    return frozenset(words)
 
 
 def _sibling_for(key: str, choice: str) -> str | None:
@@ -675,8 +713,14 @@ def rank(q: Query, base: Callable[[str], Any] | None = None) -> list[Candidate]:
             except UserError:
                 reads.append(None)
         compat = ok / len(raws) if raws else 0.5
-        if raws and len({repr(v.value) + repr(v.extra) for v in reads if v is not None}) < min(2, len(raws)):
+        distinct = len({repr(v.value) + repr(v.extra) for v in reads if v is not None})
+        if raws and distinct < min(2, len(raws)):
             compat *= 0.5  # every replacement reads as the same value: not what the section varies
+        if choices_of(key) and distinct >= 2 and ts > 0:
+            # values that are two or more of a key's named choices are evidence of that key in their own right
+            vb = 3.0 * compat * min(distinct, 3)
+            ts += vb
+            ev = ev + [f"values are its choices (+{vb:.1f})"]
         score = ts * (0.1 + 0.9 * compat)
         cands.append(Candidate(key, ts, compat, score, ev, reads))
     cands.sort(key=lambda c: (-c.score, c.key))

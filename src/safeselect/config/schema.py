@@ -61,7 +61,7 @@ class SafetyRefConfig:
                        "path; real-data recipes read 'builtin' as SafeInstr")
     fraction: float = knob(1.0, help="share of the safety reference pool used: the size of the safety data D_safe", range=(0, 1),
                            aliases=("safe set size", "size of the safe set", "safety data size"))
-    n: int = knob(120, help="pool size before `fraction` is applied (builtin and real sources)", range=(1, None))
+    n: int = knob(120, help="number of safety reference examples in the pool before `fraction` is applied (builtin and real sources)", range=(1, None))
 
 
 @dataclass
@@ -349,7 +349,7 @@ class EvaConfig:
     sample_ratio: float = knob(0.25, help="share of prompts sampled (by informativeness) for evolution", range=(0, 1),
                                aliases=("sampling ratio", "sample ratio", "informative sampling ratio",
                                         "fraction of prompts selected"))
-    evolutions: int = knob(4, help="chained rewrites (evolution steps, depth) per sampled prompt", range=(0, None))
+    evolutions: int = knob(4, help="chained rewrites per sampled prompt: the evolved variants (evolution steps, depth) made from each", range=(0, None))
     evolve_method: str = knob("evol-instruct", help="how prompts are rewritten", choices=("evol-instruct", "self-instruct"))
     mix_ratio: float = knob(0.2, help="share of the solver's training pairs (buffer) on original, not evolved, prompts", range=(0, 1))
     creator: str = knob("shared", help="creator (evolver) network: the current solver itself (shared parameters), or a separate frozen model",
