@@ -88,6 +88,7 @@ def test_tiny_quickstart_writes_every_run_file(capsys, tmp_path):
     assert capsys.readouterr().out == table
     err = _one_line_error(capsys, ["run", "quickstart", *TINY, "finetune.lr=0.5", "--out", str(out), "--quiet"])
     assert "holds a finished run of another config (finetune.lr: 0.0003 -> 0.5)" in err
+    assert "--overwrite" in err
 
 
 def test_docs_config_reference_is_current(capsys):

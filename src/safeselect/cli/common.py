@@ -1,12 +1,57 @@
-"""Arguments shared by subcommands: CONFIG, key=value overrides, --out."""
+"""Arguments shared by subcommands: CONFIG, key=value overrides, --out, --overwrite; the run folder to write."""
 
 from __future__ import annotations
 
 import argparse
+import itertools
+import sys
+from pathlib import Path
+from typing import Any
+
+from safeselect.errors import UserError
 
 
 def add_config_args(p: argparse.ArgumentParser, out: bool = True) -> None:
     p.add_argument("config", metavar="CONFIG", help="a YAML config path or the name of a shipped preset")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. selection.ratio=0.5")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="config overrides, e.g. selection.ratio=0.5 (before or after the flags)")
     if out:
         p.add_argument("--out", default=None, help="output directory (default runs/<config name>)")
+        p.add_argument("--overwrite", action="store_true",
+                       help="replace a run folder that holds a run of another config (default: refuse with --out; "
+                            "without --out, write to a fresh runs/<config name>-N)")
+
+
+def default_out(config: str) -> Path:
+    return Path("runs") / Path(config).stem
+
+
+def resolve_out(args: argparse.Namespace, cfg: Any) -> Path:
+    """The folder to write ``cfg``'s run(s) into, deciding what to do with a folder of another config.
+
+    - no conflict (empty, absent, or the same config: it resumes / is reused): ``--out`` or the default;
+    - ``--overwrite``: the conflicting run folders are deleted first, and that is said on stderr;
+    - ``--out`` given: refused in one line (exit 2) that offers ``--overwrite``;
+    - no ``--out``: the first free ``runs/<config name>-N`` (N = 2, 3, ...), said on stderr, so the
+      README's commands all work one after another; the same command later resumes that folder.
+    """
+    from safeselect.pipeline.run import clear_runs, describe_conflicts, run_conflicts
+
+    explicit = args.out is not None
+    out = Path(args.out) if explicit else default_out(args.config)
+    conflicts = run_conflicts(cfg, out)
+    if not conflicts:
+        return out
+    what = describe_conflicts(conflicts)
+    if getattr(args, "overwrite", False):
+        clear_runs(list(conflicts))
+        print(f"safeselect: {what}: replaced (--overwrite)", file=sys.stderr)
+        return out
+    if explicit:
+        raise UserError(f"{what}: add --overwrite to replace it, or choose another --out")
+    for i in itertools.count(2):
+        cand = out.with_name(f"{out.name}-{i}")
+        if not run_conflicts(cfg, cand):
+            print(f"safeselect: {what}: writing to {cand} instead (--overwrite replaces it)", file=sys.stderr)
+            return cand
+    raise AssertionError("unreachable")

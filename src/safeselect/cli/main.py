@@ -6,11 +6,12 @@ import argparse
 import importlib
 import sys
 
+from safeselect import __version__
 from safeselect.core.redact import redact
 from safeselect.errors import UserError
 
 # Subcommand modules; each must stay cheap to import (no torch at module level).
-COMMANDS = ["ls", "validate", "data", "run", "select", "eval", "export", "eva", "reward", "ablate", "report"]
+COMMANDS = ["ls", "cp", "validate", "data", "run", "select", "eval", "export", "eva", "reward", "ablate", "report"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,6 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="safeselect",
         description="Fine-tune aligned chat models on your data without losing their safety.",
     )
+    parser.add_argument("--version", action="version", version=f"safeselect {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         try:
@@ -30,12 +32,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parse ``argv``, accepting ``key=value`` overrides anywhere, also after flags
+    (``safeselect run quickstart --out x selection.ratio=0.5``), as Hydra-style tools do.
+
+    argparse stops filling a ``nargs="*"`` positional at the first flag, so overrides written after
+    one come back as unknown arguments; they join the command's overrides in the order given.
+    """
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        overrides = [a for a in extra if "=" in a and not a.startswith("-")]
+        rest = [a for a in extra if a not in overrides]
+        if rest or not hasattr(args, "overrides"):
+            parser.error(f"unrecognized arguments: {' '.join(rest or extra)}")
+        args.overrides = [*(args.overrides or []), *overrides]
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args = parse(parser, argv)
     except SystemExit as e:  # argparse: usage errors exit 2 with one line already printed
         return int(e.code or 0)
     if not getattr(args, "func", None):

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from safeselect.cli.common import add_config_args
+from safeselect import preflight
+from safeselect.cli.common import add_config_args, resolve_out
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -14,10 +14,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("-v", "--verbose", action="store_true", help="show the log: every training step's loss, skipped runs")
     p.set_defaults(func=run)
-
-
-def default_out(config: str) -> Path:
-    return Path("runs") / Path(config).stem
 
 
 def check_methods(cfg) -> None:  # noqa: ANN001 - ExperimentConfig; kept light to import
@@ -39,7 +35,10 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = loading.load(args.config, args.overrides)
     check_methods(cfg)
-    out = check_out(Path(args.out) if args.out else default_out(args.config))
+    # Judges and model before any training: a missing endpoint must not surface after the fine-tune.
+    preflight.check_models(cfg)
+    preflight.check_judges(cfg, "run")
+    out = check_out(resolve_out(args, cfg))
     if cfg.compare:
         results = run_compare(cfg, out, show_progress=not args.quiet)
     else:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from safeselect.cli.common import add_config_args
+from safeselect import preflight
+from safeselect.cli.common import add_config_args, resolve_out
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,14 +17,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from safeselect.cli.run import check_methods, default_out
+    import dataclasses
+
+    from safeselect.cli.run import check_methods
     from safeselect.config import loading
     from safeselect.inputs import check_out
     from safeselect.pipeline.run import accelerator, select_only
 
     cfg = loading.load(args.config, args.overrides)
     check_methods(cfg)
-    out = check_out(Path(args.out) if args.out else default_out(args.config))
+    preflight.check_models(cfg)
+    preflight.check_judges(cfg, "select")
+    # Selection only: `compare` entries do not apply, the one folder holds this selector's files.
+    out = check_out(resolve_out(args, dataclasses.replace(cfg, compare=[])))
     stats = select_only(cfg, out, show_progress=not args.quiet)
     if accelerator(cfg).is_main_process:
         for k, v in stats.items():

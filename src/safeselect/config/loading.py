@@ -81,12 +81,33 @@ def _coerce_gamma(flat: dict[str, Any]) -> dict[str, Any]:
     return flat
 
 
+@functools.cache
+def _dict_leaves() -> frozenset[str]:
+    """Leaf keys whose value is a mapping (``data.task.columns``)."""
+    return frozenset(k for k, meta in _field_info_cached().items() if isinstance(meta.get("default"), dict))
+
+
+def _fold_dict_leaves(flat: dict[str, Any]) -> dict[str, Any]:
+    """``data.task.columns.prompt: x`` (from flattening YAML, or an override) -> ``data.task.columns: {prompt: x}``."""
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        leaf = next((d for d in _dict_leaves() if key.startswith(d + ".")), None)
+        if leaf is None:
+            out[key] = value
+            continue
+        sub = out.setdefault(leaf, {})
+        if not isinstance(sub, dict):
+            raise UserError(f"'{leaf}' must be a mapping")
+        sub[key[len(leaf) + 1:]] = value
+    return out
+
+
 def build(values: dict[str, Any]) -> ExperimentConfig:
     """Build a validated config from a flat {dotted key: value} mapping on top of the defaults."""
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    values = _coerce_gamma(values)
+    values = _fold_dict_leaves(_coerce_gamma(values))
     base = OmegaConf.structured(ExperimentConfig)
     for key, value in values.items():
         _check_key(key)

@@ -49,6 +49,10 @@ class ModelConfig:
     dtype: str = knob("float32", help="weights dtype", choices=("float32", "bfloat16", "float16"))
     max_length: int = knob(256, help="max tokens of prompt + response in training", range=(16, None))
     gradient_checkpointing: bool = knob(False, help="trade compute for memory in training")
+    chat_template: str | None = knob(None, help="a Jinja chat template (file path or the template itself) replacing "
+                                     "the tokenizer's, in training, generation and the saved tokenizer")
+    system_prompt: str | None = knob(None, help="system message put first in every conversation that has none "
+                                     "(training, evaluation, selectors)", aliases=("system prompt",))
     lora: LoraConfig = section(LoraConfig, "adapter settings")
 
 
@@ -62,6 +66,16 @@ class SafetyRefConfig:
     fraction: float = knob(1.0, help="share of the safety reference pool used: the size of the safety data D_safe", range=(0, 1),
                            aliases=("safe set size", "size of the safe set", "safety data size"))
     n: int = knob(120, help="number of safety reference examples in the pool before `fraction` is applied (builtin and real sources)", range=(1, None))
+
+
+@dataclass
+class TaskDataConfig:
+    split: str | None = knob(None, help="split of a dataset folder or name in data.task_path (default: train, or "
+                             "the only split)")
+    subset: str | None = knob(None, help="config (subset) name of a dataset folder or name in data.task_path")
+    columns: dict[str, str] = knob(help="our field -> the data's column, e.g. {prompt: instruction, response: "
+                                        "output} or {messages: conversations}; fields: prompt, response, messages, "
+                                        "input, row_id, harmful, answer, task, category", factory=dict)
 
 
 @dataclass
@@ -80,7 +94,10 @@ class DataConfig:
                                        range=(0, 1))
     hard_noisy_share: float = knob(0.5, help="hard level: share of benign task rows (and of disguised harmful prompts) "
                                    "that are long, noisy or oddly formatted", range=(0, 1))
-    task_path: str | None = knob(None, help="JSONL of task rows (benchmark=jsonl)")
+    task_path: str | None = knob(None, help="task rows (benchmark=jsonl): a JSONL/JSON/CSV/parquet file, a dataset "
+                                 "folder (save_to_disk, or parquet/json files) or a datasets name in the local HF "
+                                 "cache; rows in our fields, `messages` chats or Alpaca's instruction/input/output")
+    task: TaskDataConfig = section(TaskDataConfig, "how data.task_path is read: split, subset, column mapping")
     eval_harmful_path: str | None = knob(None, help="JSONL/CSV of harmful eval prompts (benchmark=jsonl)")
     eval_overrefusal_path: str | None = knob(None, help="JSONL of benign look-alike prompts (benchmark=jsonl)")
     eval_task_path: str | None = knob(None, help="JSONL of held-out task rows with answers (benchmark=jsonl)")

@@ -20,6 +20,12 @@ class Row:
     source: str | None = None  # where the row came from (builtin, advbench, sst2, ...)
     meta: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def chat(self) -> str | list[dict[str, str]]:
+        """What the model is shown: the conversation before the learned reply (``meta.messages``, for rows read
+        from the ``messages`` chat format with earlier turns or a system message), else the prompt alone."""
+        return self.meta.get("messages") or self.prompt
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         if not d["meta"]:

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from safeselect.core.io import iter_jsonl_numbered, read_text
 from safeselect.core.rows import Bundle, Row
-from safeselect.errors import UserError
+from safeselect.errors import UserError, suggest
 
 if TYPE_CHECKING:
     from safeselect.config.schema import ExperimentConfig
@@ -81,12 +81,35 @@ def _jsonl_objects(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
 
 
 def row_from_obj(obj: dict[str, Any], default_id: str, where: str) -> Row:
-    """Validate one mapping into a Row; ``where`` ("file:line") prefixes every error."""
+    """Validate one mapping into a Row; ``where`` ("file:line") prefixes every error.
+
+    Besides our fields it reads the formats users have: ``messages`` (or ShareGPT's ``conversations``,
+    see :func:`from_messages`), TRL's conversational prompt-completion (``prompt`` and ``completion`` as
+    message lists) and Alpaca's ``instruction`` + ``input`` (+ ``output``), see :func:`alpaca_prompt`.
+    """
     obj = dict(obj)
+    chat_key = next((k for k in ("messages", "conversations") if k in obj and not isinstance(obj.get("prompt"), str)),
+                    None)
+    if chat_key is not None or isinstance(obj.get("prompt"), list):
+        msgs = obj.pop(chat_key) if chat_key else obj.pop("prompt")
+        completion = obj.pop("completion", None) if chat_key is None else None
+        if completion is not None:  # TRL prompt-completion: the completion is the assistant's turn
+            if not isinstance(completion, list):
+                raise UserError(f"{where}: 'completion' must be a message list when 'prompt' is one")
+            msgs = _message_list(msgs, where) + _message_list(completion, where)
+        prompt, response, context = from_messages(msgs, where)
+        obj["prompt"] = prompt
+        if not isinstance(obj.get("response"), str):
+            obj["response"] = response
+        if context is not None:
+            meta = obj.get("meta") if isinstance(obj.get("meta"), dict) else {}
+            obj["meta"] = {**meta, "messages": context}
     if "prompt" not in obj:
         for k in _PROMPT_KEYS[1:]:
             if k in obj:
                 obj["prompt"] = obj.pop(k)
+                if k == "instruction" and "input" in obj:
+                    obj["prompt"] = alpaca_prompt(obj["prompt"], obj.pop("input"), where)
                 break
     if "response" not in obj:
         for k in _RESPONSE_KEYS[1:]:
@@ -119,6 +142,87 @@ def row_from_obj(obj: dict[str, Any], default_id: str, where: str) -> Row:
     return Row.from_dict(obj)
 
 
+# ShareGPT role names (``from``/``value`` turns) as the chat roles they stand for.
+_ROLE_ALIASES = {"human": "user", "gpt": "assistant", "bot": "assistant", "model": "assistant"}
+
+
+def _message_list(msgs: Any, where: str) -> list[dict[str, str]]:
+    """Check a list of ``{role, content}`` (or ShareGPT ``{from, value}``) turns; roles normalised."""
+    if not isinstance(msgs, list) or not msgs:
+        raise UserError(f"{where}: 'messages' must be a non-empty list of {{role, content}} objects")
+    out = []
+    for i, m in enumerate(msgs):
+        if not isinstance(m, dict):
+            raise UserError(f"{where}: message {i} must be an object with 'role' and 'content'")
+        role, content = m.get("role", m.get("from")), m.get("content", m.get("value"))
+        if not isinstance(role, str) or not isinstance(content, str):
+            raise UserError(f"{where}: message {i} needs string 'role' and 'content'")
+        role = _ROLE_ALIASES.get(role.lower(), role.lower())
+        if role not in ("system", "user", "assistant"):
+            raise UserError(f"{where}: message {i} has role {role!r} (want system, user or assistant)")
+        out.append({"role": role, "content": content})
+    return out
+
+
+def from_messages(msgs: Any, where: str) -> tuple[str, str, list[dict[str, str]] | None]:
+    """A chat (``[{role, content}, ...]``) -> (prompt, response, context).
+
+    The **last assistant turn** is the response, the row's one learned reply; everything before it is
+    context, masked from the loss. This is TRL's conversational prompt-completion form (``prompt`` = the
+    turns before, ``completion`` = the last assistant turn, loss on the completion only), chosen over
+    TRL's ``assistant_only_loss`` (loss on every assistant turn) because a selector scores and keeps or
+    drops one reply per row. To learn earlier assistant turns too, give each as its own row.
+    ``prompt`` is the last user turn (what judges and DSIR read); ``context`` is the message list before the
+    reply when it holds more than that one user turn (earlier turns or a system message), else None.
+    A chat that ends with a user turn is a prompt with no response (an evaluation prompt).
+    """
+    turns = _message_list(msgs, where)
+    if turns[-1]["role"] == "assistant":
+        context, response = turns[:-1], turns[-1]["content"]
+    else:
+        context, response = turns, ""
+    users = [m["content"] for m in context if m["role"] == "user"]
+    if not users:
+        raise UserError(f"{where}: the chat has no user turn before the reply")
+    if context[-1]["role"] != "user":
+        raise UserError(f"{where}: the reply must follow a user turn (got {context[-1]['role']} before it)")
+    return users[-1], response, (context if len(context) > 1 else None)
+
+
+def alpaca_prompt(instruction: Any, inp: Any, where: str) -> str:
+    """Alpaca's ``instruction`` and optional ``input`` as one user turn: the instruction, a blank line, the input.
+
+    Stanford Alpaca puts the two under ``### Instruction:`` / ``### Input:`` headers inside its own prompt for a
+    base model; a chat model gets its template instead, so the headers are left out and the two parts are
+    joined by the blank line that separates them there (SafeInstr rows, built from Alpaca, are read the same).
+    """
+    if inp is None:
+        inp = ""
+    if not isinstance(instruction, str) or not isinstance(inp, str):
+        raise UserError(f"{where}: Alpaca 'instruction' and 'input' must be strings")
+    return instruction.strip() + (f"\n\n{inp.strip()}" if inp.strip() else "")
+
+
+# Fields a column mapping may fill (``data.task.columns``): the Row fields and the chat formats.
+MAPPABLE = ("prompt", "response", "messages", "input", "row_id", "harmful", "answer", "task", "category")
+
+
+def remap(obj: dict[str, Any], columns: dict[str, str] | None, where: str) -> dict[str, Any]:
+    """Rename a record's columns to our fields: ``columns`` maps field -> column, e.g. {prompt: instruction}."""
+    if not columns:
+        return obj
+    obj = dict(obj)
+    for fld, col in columns.items():
+        if fld not in MAPPABLE:
+            raise UserError(f"data.task.columns: unknown field '{fld}'{suggest(fld, list(MAPPABLE))}")
+        if col not in obj:
+            raise UserError(f"{where}: no column '{col}' (data.task.columns.{fld}; columns: {', '.join(sorted(obj))})")
+    for fld, col in columns.items():
+        if fld != col:
+            obj[fld] = obj.pop(col)
+    return obj
+
+
 def _check_unique(rows: list[Row], wheres: list[str]) -> None:
     first: dict[str, str] = {}
     for row, where in zip(rows, wheres, strict=True):
@@ -127,14 +231,14 @@ def _check_unique(rows: list[Row], wheres: list[str]) -> None:
         first[row.row_id] = where
 
 
-def load_jsonl_rows(path: str | Path, source: str | None = None) -> list[Row]:
+def load_jsonl_rows(path: str | Path, source: str | None = None, columns: dict[str, str] | None = None) -> list[Row]:
     """Rows of a JSONL file (``.gz``/``.xz`` too). Missing ``row_id`` -> ``<stem>-<line>``; ids must be unique."""
     p = _exists(path)
     stem = _stem(p)
     rows, wheres = [], []
     for lineno, obj in _jsonl_objects(p):
         where = f"{p}:{lineno}"
-        row = row_from_obj(obj, f"{stem}-{lineno}", where)
+        row = row_from_obj(remap(obj, columns, where), f"{stem}-{lineno}", where)
         if source and row.source is None:
             row.source = source
         rows.append(row)
@@ -143,27 +247,43 @@ def load_jsonl_rows(path: str | Path, source: str | None = None) -> list[Row]:
     return rows
 
 
-def load_rows(path: str | Path, source: str | None = None) -> list[Row]:
-    """Rows from our JSONL, a JSON list of objects, a CSV with a prompt-like column, or an HF dataset folder."""
+def load_rows(path: str | Path, source: str | None = None, *, columns: dict[str, str] | None = None,
+              split: str | None = None, subset: str | None = None) -> list[Row]:
+    """Rows from our JSONL, a JSON list of objects, a CSV with a prompt-like column, a local dataset folder
+    (``save_to_disk``, or parquet / json / csv files), or a ``datasets`` name from the local HF cache.
+
+    ``columns`` maps our fields to the data's columns (``{prompt: instruction, response: output}``);
+    ``split`` and ``subset`` (the dataset's config name) apply to dataset folders and names.
+    """
+    p = Path(path)
+    if not p.exists() and is_hub_name(str(path)):
+        return load_hf_dataset(str(path), split=split, columns=columns, subset=subset)
     p = _exists(path)
     name = p.name.lower()
     if p.is_dir():
-        return load_hf_dataset(p)
+        return load_hf_dataset(p, split=split, columns=columns, subset=subset)
     if name.endswith((".jsonl", ".jsonl.gz", ".jsonl.xz")):
-        return load_jsonl_rows(p, source)
+        return load_jsonl_rows(p, source, columns)
     if name.endswith(".json"):
         data = _read_json(p)
         if not isinstance(data, list):
             raise UserError(f"{p}: expected a JSON list of row objects")
-        rows = [row_from_obj(o if isinstance(o, dict) else {}, f"{_stem(p)}-{i}", f"{p}: item {i}")
-                for i, o in enumerate(data)]
+        rows = [row_from_obj(remap(o if isinstance(o, dict) else {}, columns, f"{p}: item {i}"), f"{_stem(p)}-{i}",
+                             f"{p}: item {i}") for i, o in enumerate(data)]
         _check_unique(rows, [f"{p}: item {i}" for i in range(len(rows))])
         return rows
     if name.endswith((".csv", ".tsv")):
-        return _csv_rows(p, source)
+        return _csv_rows(p, source, columns)
     if name.endswith((".parquet", ".arrow")):
-        return load_hf_dataset(p)
-    raise UserError(f"{p}: unknown row file type (use .jsonl, .json, .csv, .tsv, .parquet or a dataset folder)")
+        return load_hf_dataset(p, split=split, columns=columns)
+    raise UserError(f"{p}: unknown row file type (use .jsonl, .json, .csv, .tsv, .parquet, a dataset folder "
+                    "or a datasets name)")
+
+
+def is_hub_name(name: str) -> bool:
+    """``name`` or ``org/name`` as the Hub spells repository ids (no path separators beyond one slash)."""
+    return bool(re.fullmatch(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?", name)) and not name.endswith(
+        (".jsonl", ".json", ".csv", ".tsv", ".parquet", ".arrow", ".gz", ".xz"))
 
 
 def _read_json(p: Path) -> Any:
@@ -172,18 +292,21 @@ def _read_json(p: Path) -> Any:
     return read_json(p)
 
 
-def _csv_rows(p: Path, source: str | None) -> list[Row]:
+def _csv_rows(p: Path, source: str | None, columns: dict[str, str] | None = None) -> list[Row]:
     delim = "\t" if p.suffix == ".tsv" else ","
     rows, wheres = [], []
     with _open_text(p) as fh:
         reader = csv.DictReader(fh, delimiter=delim)
         cols = reader.fieldnames or []
+        if columns:
+            cols = list(remap(dict.fromkeys(cols, ""), columns, f"{p}:1"))
         if not any(c in cols for c in _PROMPT_KEYS + ("goal",)):
             raise UserError(f"{p}:1: no prompt column (want one of prompt, instruction, question, goal; got "
                             f"{', '.join(cols) or 'none'})")
         for rec in reader:
             line = reader.line_num
-            obj: dict[str, Any] = {k: v for k, v in rec.items() if k is not None and v not in (None, "")}
+            obj: dict[str, Any] = {k: v for k, v in remap(rec, columns, f"{p}:{line}").items()
+                                   if k is not None and v not in (None, "")}
             if "prompt" not in obj and "goal" in obj:
                 obj["prompt"] = obj.pop("goal")
             if "response" not in obj and "target" in obj:
@@ -202,52 +325,73 @@ def _csv_rows(p: Path, source: str | None) -> list[Row]:
 
 
 def load_hf_dataset(path: str | Path, split: str | None = None, prompt_key: str = "prompt",
-                    response_key: str = "response") -> list[Row]:
-    """Rows from a ``datasets.save_to_disk`` folder or a local data file (json/jsonl/csv/parquet) via ``datasets``.
+                    response_key: str = "response", *, columns: dict[str, str] | None = None,
+                    subset: str | None = None) -> list[Row]:
+    """Rows through ``datasets``: a ``save_to_disk`` folder, a folder of data files (parquet / json / jsonl /
+    csv, split by file name as ``load_dataset(folder)`` does), one data file, or a dataset name (``org/name``)
+    found in the local HF cache (offline: nothing is downloaded).
 
-    ``split`` picks one split of a DatasetDict (default: ``train`` if present, else the only one).
-    Columns ``prompt_key``/``response_key`` map to Row.prompt/response; other Row fields are kept; the
-    rest go to ``meta``. Rows without ``row_id`` get ``<name>-<index>``.
+    ``split`` picks one split (default: ``train`` if present, else the only one); ``subset`` is the
+    dataset's config name. ``columns`` maps our fields to columns (``prompt_key``/``response_key`` are the
+    older spelling of ``columns={prompt: ..., response: ...}``). Other Row fields are kept, the rest go to
+    ``meta``; rows read the chat and Alpaca formats as :func:`row_from_obj` does. Rows without ``row_id``
+    get ``<name>-<index>``.
     """
     import datasets
 
-    p = _exists(path)
-    if p.is_dir():
-        try:
-            ds = datasets.load_from_disk(str(p))
-        except Exception as e:  # noqa: BLE001 - FileNotFoundError for a plain folder, others for a damaged one
-            raise UserError(f"{p}: a folder, and not a saved HF dataset folder ({type(e).__name__})") from None
-    else:
-        kind = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet", ".arrow": "arrow"}.get(p.suffix)
-        if kind is None:
-            raise UserError(f"{p}: unsupported file type for datasets (json, jsonl, csv, parquet, arrow)")
-        read_text(p) if kind != "parquet" and kind != "arrow" else None  # not UTF-8 -> one clear line
-        try:
-            with _quiet_datasets():  # its own log line would make the one-line error two
-                ds = datasets.load_dataset(kind, data_files=str(p))
-        except Exception as e:  # noqa: BLE001 - datasets / pyarrow raise many types for a malformed file
-            raise UserError(f"{p}: cannot read as {kind} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+    columns = dict(columns or {})
+    if prompt_key != "prompt":
+        columns.setdefault("prompt", prompt_key)
+    if response_key != "response":
+        columns.setdefault("response", response_key)
+    ds, label = _open_dataset(path, split, subset)
     if isinstance(ds, datasets.DatasetDict):
         names = list(ds)
         pick = split or ("train" if "train" in ds else (names[0] if len(names) == 1 else None))
         if pick not in ds:
-            from safeselect.errors import suggest
-
-            raise UserError(f"{p}: choose a split{suggest(str(split), names)}")
+            raise UserError(f"{label}: choose a split{suggest(str(split), names)}")
         ds = ds[pick]
-    if prompt_key not in ds.column_names:
-        raise UserError(f"{p}: no column '{prompt_key}' (columns: {', '.join(ds.column_names)})")
     rows, wheres = [], []
+    stem = _stem(Path(str(path)))
     for i, rec in enumerate(ds):
-        obj = dict(rec)
-        obj["prompt"] = obj.pop(prompt_key)
-        if response_key in obj:
-            obj["response"] = obj.pop(response_key)
-        where = f"{p}: row {i}"
-        rows.append(row_from_obj(obj, f"{_stem(p)}-{i}", where))
+        where = f"{label}: row {i}"
+        rows.append(row_from_obj(remap(dict(rec), columns, where), f"{stem}-{i}", where))
         wheres.append(where)
     _check_unique(rows, wheres)
     return rows
+
+
+def _open_dataset(path: str | Path, split: str | None, subset: str | None) -> tuple[Any, str]:
+    """(Dataset or DatasetDict, a label for errors) for a folder, a file or a cached dataset name."""
+    import datasets
+
+    p = Path(str(path))
+    kinds = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet", ".arrow": "arrow"}
+    try:
+        if p.is_dir() and ((p / "dataset_dict.json").exists() or (p / "state.json").exists()):
+            return datasets.load_from_disk(str(p)), f"{p}"
+        if p.is_dir():
+            with _quiet_datasets():  # its own log line would make the one-line error two
+                return datasets.load_dataset(str(p), subset), f"{p}"
+        if p.exists():
+            if p.suffix not in kinds:
+                raise UserError(f"{p}: unsupported file type for datasets (json, jsonl, csv, parquet, arrow)")
+            if kinds[p.suffix] == "json" or kinds[p.suffix] == "csv":
+                read_text(p)  # not UTF-8 -> one clear line
+            with _quiet_datasets():
+                return datasets.load_dataset(kinds[p.suffix], data_files=str(p)), f"{p}"
+        from safeselect.models import from_hf_cache, hf_cache_dir
+
+        snap = from_hf_cache(str(path), repo_type="dataset")
+        if snap is None:
+            raise UserError(f"dataset '{path}': not a file or folder, nor in the local HF cache ({hf_cache_dir()}; "
+                            f"download it once with `hf download --repo-type dataset {path}` where there is network)")
+        return datasets.load_dataset(str(snap), subset), f"{path}"
+    except UserError:
+        raise
+    except Exception as e:  # noqa: BLE001 - datasets / pyarrow raise many types for a malformed file
+        raise UserError(f"{path}: cannot read as a dataset ({str(e).splitlines()[0] if str(e) else type(e).__name__})") \
+            from None
 
 
 # ============================================================================ the real files in ../shared/data
@@ -345,8 +489,7 @@ def load_safeinstr(path: str | Path) -> list[Row]:
     for i, d in enumerate(data):
         if not isinstance(d, dict) or not isinstance(d.get("instruction"), str) or not isinstance(d.get("output"), str):
             raise UserError(f"{p}: item {i} needs string 'instruction' and 'output'")
-        extra = (d.get("input") or "").strip()
-        prompt = d["instruction"].strip() + (f"\n\n{extra}" if extra else "")
+        prompt = alpaca_prompt(d["instruction"], d.get("input"), f"{p}: item {i}")
         rows.append(Row(row_id=f"safeinstr-{i:04d}", prompt=prompt, response=d["output"].strip(), harmful=False,
                         task="safety_ref", source="safeinstr"))
     return rows
@@ -557,7 +700,7 @@ def bundle_from_paths(cfg: ExperimentConfig) -> Bundle:
     d = cfg.data
     if not d.task_path:
         raise UserError("benchmark=jsonl needs data.task_path=FILE.jsonl")
-    task = load_rows(d.task_path)
+    task = load_rows(d.task_path, columns=dict(d.task.columns), split=d.task.split, subset=d.task.subset)
     ref = builtin.build_bundle(cfg) if not (d.eval_harmful_path and d.eval_overrefusal_path) else None
     eval_harmful = _eval_sets(d.eval_harmful_path, "eval_harmful") or (ref.eval_harmful if ref else {})
     eval_over = _eval_sets(d.eval_overrefusal_path, "eval_overrefusal") or (ref.eval_overrefusal if ref else {})

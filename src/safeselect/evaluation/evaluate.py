@@ -245,7 +245,7 @@ def evaluate(model: Any, tok: Any, bundle: Bundle, cfg: Any, reference_dir: str 
             _check_set_name(name)
             if not rows:
                 continue
-            responses = generate_fn(model, tok, [r.prompt for r in rows], max_new_tokens=cfg.eval.max_new_tokens,
+            responses = generate_fn(model, tok, [r.chat for r in rows], max_new_tokens=cfg.eval.max_new_tokens,
                                     batch_size=cfg.eval.batch_size, desc=f"generate {kind}/{name}",
                                     seed=cfg.seed, show_progress=show_progress)
             if len(responses) != len(rows):

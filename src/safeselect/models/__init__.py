@@ -28,25 +28,119 @@ def load_model(name: str, model_cfg: ModelConfig | None = None, device: str = "c
     if name in models:
         model, tok = models.get(name)()
     else:
-        path = Path(name).expanduser()
-        if not path.exists() and ("/" not in name or name.startswith((".", "/"))):
-            raise UserError(f"unknown model '{name}': not a registered name{_did_you_mean(name)} nor an existing path")
+        path = resolve_model(name)
         if path.is_dir() and ((path / "adapter_config.json").exists() or (path / "model" / "adapter_config.json").exists()):
             from safeselect.models.saved import load_saved
 
             model, tok = load_saved(path)  # a run's saved adapter (or its run folder), merged onto its base
         else:
-            model, tok = _load_pretrained(str(path) if path.exists() else name)
+            model, tok = _load_pretrained(str(path))
     model = model.to(dtype=dtype, device=resolve_device(device))
     _ensure_pad(tok, model)
+    if model_cfg is not None:
+        apply_chat_settings(tok, model_cfg)
     if model_cfg is not None and model_cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
         model.config.use_cache = False
     return model, tok
 
 
-def load_tokenizer(name: str) -> Any:
-    """Just the tokenizer (cheap): registered models may expose ``tokenizer()`` next to ``load()``."""
+def hf_cache_dir() -> Path:
+    """The local HF hub cache, read at call time: $HF_HUB_CACHE, else $HF_HOME/hub, else huggingface_hub's default."""
+    import os
+
+    if os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE"):
+        return Path(os.environ.get("HF_HUB_CACHE") or os.environ["HUGGINGFACE_HUB_CACHE"]).expanduser()
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE)
+
+
+def from_hf_cache(repo_id: str, repo_type: str = "model") -> Path | None:
+    """The snapshot folder of ``repo_id`` (``gpt2``, ``org/name``) in the local HF cache, or None.
+
+    Offline by design (HF_HUB_OFFLINE semantics): nothing is downloaded at run time.
+    """
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(repo_id, repo_type=repo_type, cache_dir=hf_cache_dir(), local_files_only=True))
+    except (LocalEntryNotFoundError, HFValidationError, OSError, ValueError):
+        return None
+
+
+def resolve_model(name: str) -> Path:
+    """A local folder for a model that is not registered: an existing path, or an HF id from the local cache.
+
+    HF ids load with or without a namespace, as ``from_pretrained`` takes them (``gpt2``,
+    ``HuggingFaceTB/SmolLM2-135M-Instruct``). A name found nowhere raises UserError naming where it looked.
+    """
+    path = Path(name).expanduser()
+    if path.exists():
+        return path
+    snap = None if name.startswith((".", "/", "~")) else from_hf_cache(name)
+    if snap is not None:
+        return snap
+    hint = _did_you_mean(name)
+    if name.lower().startswith("huggingfacetb/smollm2-135m"):
+        hint = " (the embedded copy of SmolLM2-135M-Instruct is the registered name 'smollm2-135m')"
+    raise UserError(f"unknown model '{name}': not a registered name{hint}, an existing path, nor in the local HF "
+                    f"cache ({hf_cache_dir()}; download it once with `hf download {name}` where there is network)")
+
+
+def apply_chat_settings(tok: Any, model_cfg: ModelConfig) -> None:
+    """``model.chat_template`` (a Jinja file or string) replaces the tokenizer's template, and
+    ``model.system_prompt`` is put first in every conversation that does not start with a system message.
+
+    Both live in the tokenizer's template, so training, generation and every selector see the same chat,
+    and a saved tokenizer keeps them.
+    """
+    template = model_cfg.chat_template
+    if template:
+        p = Path(template).expanduser()
+        if "{%" not in template and "{{" not in template:
+            if not p.is_file():
+                raise UserError(f"model.chat_template={template!r}: neither a file nor a Jinja template")
+            template = p.read_text(encoding="utf-8")
+        tok.chat_template = template
+    if model_cfg.system_prompt:
+        if not getattr(tok, "chat_template", None):
+            raise UserError("model.system_prompt needs a chat template (the tokenizer has none: set model.chat_template)")
+        tok.chat_template = with_system_prompt(tok.chat_template, model_cfg.system_prompt)
+
+
+def with_system_prompt(template: str, system_prompt: str) -> str:
+    """A chat template that renders ``system_prompt`` as the first message when the conversation has none."""
+    import json
+
+    # A JSON string literal is a valid Jinja string literal (same quotes and escapes).
+    lit = json.dumps(system_prompt)
+    head = (f"{_SYSTEM_MARK}{{%- if messages | length == 0 or messages[0]['role'] != 'system' -%}}"
+            f"{{%- set messages = [{{'role': 'system', 'content': {lit}}}] + messages -%}}"
+            f"{{%- endif -%}}{_SYSTEM_END}")
+    # A tokenizer saved with a system prompt (the cached aligned model) gets it replaced, not stacked.
+    if template.startswith(_SYSTEM_MARK) and _SYSTEM_END in template:
+        template = template.split(_SYSTEM_END, 1)[1]
+    return head + template
+
+
+_SYSTEM_MARK = "{#- safeselect: model.system_prompt -#}"
+_SYSTEM_END = "{#- end of model.system_prompt -#}"
+
+
+def load_tokenizer(name: str, model_cfg: ModelConfig | None = None) -> Any:
+    """Just the tokenizer (cheap): registered models may expose ``tokenizer()`` next to ``load()``;
+    ``model_cfg`` applies ``model.chat_template`` and ``model.system_prompt``."""
+    tok = _load_tokenizer(name)
+    if model_cfg is not None:
+        apply_chat_settings(tok, model_cfg)
+    return tok
+
+
+def _load_tokenizer(name: str) -> Any:
     import importlib
 
     from safeselect.registry import registry
@@ -62,7 +156,7 @@ def load_tokenizer(name: str) -> Any:
         from transformers import AutoTokenizer
 
         try:
-            tok = AutoTokenizer.from_pretrained(name)
+            tok = AutoTokenizer.from_pretrained(str(resolve_model(name)))
         except OSError as e:
             raise UserError(f"cannot load tokenizer '{name}': {str(e).splitlines()[0]}") from None
     if tok.pad_token is None:

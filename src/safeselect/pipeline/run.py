@@ -55,6 +55,12 @@ def _align_key(cfg: ExperimentConfig, model_name: str, align_rows: list[Row]) ->
         "lora": loading.to_dict(cfg)["model"]["lora"], "align": align,
         "seed": cfg.seed, "rows": [(r.row_id, r.prompt, r.response) for r in align_rows],
     }
+    # Only when set, so the keys (and cached models) of configs without them stay as they were.
+    if cfg.model.system_prompt:
+        payload["system_prompt"] = cfg.model.system_prompt
+    if cfg.model.chat_template:  # the template's text: editing the file gives another aligned model
+        t = Path(cfg.model.chat_template).expanduser()
+        payload["chat_template"] = t.read_text(encoding="utf-8") if t.is_file() else cfg.model.chat_template
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -138,7 +144,7 @@ def select(cfg: ExperimentConfig, bundle: Bundle, out_dir: Path, show_progress: 
     from safeselect.training.encode import response_token_counts
 
     selector = registry("selectors").get(cfg.selection.method)
-    tok = load_tokenizer(cfg.model.name)
+    tok = load_tokenizer(cfg.model.name, cfg.model)
     # Seeded here, whatever ran before in this process: `select` and `run` give the same selection.
     seed_stage(cfg.seed, f"select/{cfg.selection.seed}")
 
@@ -224,8 +230,47 @@ def config_drift(out_dir: str | Path, cfg: ExperimentConfig) -> list[str]:
     now = flatten(loading.to_dict(cfg))
     own = _SELECTOR_SECTIONS.get(cfg.selection.method)
     unused = tuple(f"selection.{sec}." for sec in _SELECTOR_SECTIONS.values() if sec != own)
+    if cfg.selection.method == ALIGNED_ONLY:  # the starting model: no selection, no fine-tuning
+        unused = ("selection.", "finetune.")
     return [f"{k}: {saved[k]!r} -> {now[k]!r}" for k in sorted(saved.keys() & now.keys())
             if k not in _DRIFT_IGNORED and not k.startswith(unused) and saved[k] != now[k]]
+
+
+def sub_config(cfg: ExperimentConfig, method: str) -> ExperimentConfig:
+    """The config of one ``compare`` entry: the same settings with ``selection.method=method``."""
+    import dataclasses
+
+    return dataclasses.replace(cfg, compare=[], selection=dataclasses.replace(cfg.selection, method=method))
+
+
+def run_conflicts(cfg: ExperimentConfig, out_dir: str | Path) -> dict[Path, list[str]]:
+    """Run folders ``cfg`` would write (``out_dir``, or one per ``compare`` entry) that already hold a run,
+    finished or not, of another config: folder -> its ``key: saved -> now`` lines."""
+    out = Path(out_dir)
+    runs = [(out / m, sub_config(cfg, m)) for m in cfg.compare] if cfg.compare else [(out, cfg)]
+    return {d: drift for d, c in runs if (drift := config_drift(d, c))}
+
+
+def describe_conflicts(conflicts: dict[Path, list[str]]) -> str:
+    """One line: which folder holds which other settings (the first three differences)."""
+    folder, drift = next(iter(conflicts.items()))
+    more = f" (and {len(conflicts) - 1} more folder(s))" if len(conflicts) > 1 else ""
+    state = "finished" if is_complete(folder) else "unfinished"
+    return (f"{folder} holds a{'n' if state[0] == 'u' else ''} {state} run of another config "
+            f"({'; '.join(drift[:3])}{'; ...' if len(drift) > 3 else ''}){more}")
+
+
+def clear_runs(folders: list[Path]) -> None:
+    """Delete run folders (``--overwrite``). Only folders holding a ``config.yaml`` (run folders) are removed,
+    and never the working directory or one above it."""
+    import shutil
+
+    cwd = Path.cwd().resolve()
+    for d in folders:
+        r = d.resolve()
+        if r == cwd or r in cwd.parents or not (d / "config.yaml").is_file():
+            raise UserError(f"--overwrite will not delete {d}: not a run folder of its own")
+        shutil.rmtree(d)
 
 
 def read_metrics(out_dir: str | Path) -> dict[str, Any]:
@@ -250,11 +295,11 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, reference_dir: st
     out = Path(out_dir)
     state = accelerator(cfg)
     main = state.is_main_process
+    conflicts = run_conflicts(cfg, out)
+    if conflicts:
+        # Finished or half-done, a folder of another config is never mixed with this one's files.
+        raise UserError(f"{describe_conflicts(conflicts)}: add --overwrite to replace it, or choose another --out")
     if is_complete(out):
-        drift = config_drift(out, cfg)
-        if drift:
-            raise UserError(f"{out} holds a finished run of another config ({'; '.join(drift[:3])}"
-                            f"{'; ...' if len(drift) > 3 else ''}): choose another --out or delete it")
         log.info("skipping %s: already complete", out)
         if main and cfg.finetune.merge:
             _merge(out)
@@ -347,7 +392,7 @@ def finetune(cfg: ExperimentConfig, bundle: Bundle, selection: Any, out: Path, s
 
     if selection.trained_model is not None:
         # The selector trained while it selected (DualSelect): that model is the result.
-        return selection.trained_model, load_tokenizer(cfg.model.name), {}
+        return selection.trained_model, load_tokenizer(cfg.model.name, cfg.model), {}
     model, tok = load_aligned(cfg, bundle)
     # The adapter's initial weights must not depend on what earlier stages drew from the global
     # generator (a cold alignment cache trains in this process, a warm one does not): seeded here,
@@ -404,8 +449,6 @@ def _tracker(cfg: ExperimentConfig, out: Path, main: bool) -> Any:
 
 def run_compare(cfg: ExperimentConfig, out_dir: str | Path, show_progress: bool = True) -> dict[str, dict[str, Any]]:
     """Run each entry of ``cfg.compare`` on the same data and aligned model; ``full`` first (the win-rate reference)."""
-    import dataclasses
-
     out = Path(out_dir)
     methods = list(cfg.compare)
     if "full" in methods:
@@ -418,7 +461,7 @@ def run_compare(cfg: ExperimentConfig, out_dir: str | Path, show_progress: bool 
         check_out(out)
     with run_lock(out) if main else contextlib.nullcontext():
         for m in methods:
-            sub = dataclasses.replace(cfg, compare=[], selection=dataclasses.replace(cfg.selection, method=m))
+            sub = sub_config(cfg, m)
             ref = reference if (reference is not None and m != "full") else None
             results[m] = run_experiment(sub, out / m, reference_dir=ref, show_progress=show_progress, bundle=bundle)
         ordered = {m: results[m] for m in cfg.compare}  # the user's order in the table

@@ -28,7 +28,7 @@ def response_ids(tok: Any, response: str) -> list[int]:
     return list(tok(response, add_special_tokens=False)["input_ids"]) + [tok.eos_token_id]
 
 
-def encode(tok: Any, prompt: str, response: str, max_length: int) -> dict[str, list[int]]:
+def encode(tok: Any, prompt: str | list[dict[str, str]], response: str, max_length: int) -> dict[str, list[int]]:
     """``input_ids`` and ``labels`` (prompt masked). Over-long rows lose the start of the prompt first,
     and the response keeps at least half of ``max_length`` (the learned part matters most)."""
     p = prompt_ids(tok, prompt)
@@ -41,7 +41,7 @@ def encode(tok: Any, prompt: str, response: str, max_length: int) -> dict[str, l
 
 
 def encode_rows(tok: Any, rows: list[Row], max_length: int) -> list[dict[str, list[int]]]:
-    return [encode(tok, r.prompt, r.response, max_length) for r in rows]
+    return [encode(tok, r.chat, r.response, max_length) for r in rows]
 
 
 def response_token_counts(tok: Any, rows: list[Row]) -> list[int]:
