@@ -28,12 +28,9 @@ def run(args: argparse.Namespace) -> int:
     if not out.is_dir():
         raise UserError(f"not a folder: {out}")
     if not (out / "plan.json").exists():
-        from safeselect.core.io import atomic_write_text
-        from safeselect.pipeline.run import runs_report
+        from safeselect.pipeline.run import write_runs_report
 
-        text = runs_report(out, win_rates=not args.no_win_rates)
-        atomic_write_text(out / "report.md", text)
-        print(text)
+        print(write_runs_report(out, win_rates=not args.no_win_rates))
         return 0
     path = build_report(out, plots=not args.no_plots)
     _, grid, rows = collect(out)

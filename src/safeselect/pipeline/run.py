@@ -374,8 +374,7 @@ def _run_locked(cfg: ExperimentConfig, out: Path, bundle: Bundle, meter: Any, st
 
         plot = plot_curve(out, out / LOSS_PLOT)
         # metrics.json last: its presence with complete=true is what marks the run finished.
-        atomic_write_text(out / "report.md", run_report(cfg, metrics, loss_plot=plot is not None,
-                                                         model_saved=trained))
+        write_report(out, run_report(cfg, metrics, loss_plot=plot is not None, model_saved=trained))
         write_json(out / "metrics.json", nest(metrics))
         from safeselect.training.checkpoint import clear
 
@@ -466,7 +465,7 @@ def run_compare(cfg: ExperimentConfig, out_dir: str | Path, show_progress: bool 
             results[m] = run_experiment(sub, out / m, reference_dir=ref, show_progress=show_progress, bundle=bundle)
         ordered = {m: results[m] for m in cfg.compare}  # the user's order in the table
         if main:
-            atomic_write_text(out / "report.md", compare_report(cfg, ordered))
+            write_report(out, compare_report(cfg, ordered), ordered)
     return ordered
 
 
@@ -513,15 +512,21 @@ def fmt(metrics: dict[str, Any], key: str) -> str:
     return str(v)
 
 
-def table(rows: dict[str, dict[str, Any]], win_rates: bool = True) -> str:
-    """Markdown table, one row per run, the headline columns of every run (win rates optional)."""
-    if not rows:
-        return ""
+def table_columns(rows: dict[str, dict[str, Any]], win_rates: bool = True) -> list[tuple[str, str]]:
+    """The headline columns of every run, in first-seen order (win rates optional)."""
     cols: list[tuple[str, str]] = []
     for m in rows.values():
         for c in headline_columns(m):
             if c not in cols and (win_rates or not c[1].startswith("win_rate.")):
                 cols.append(c)
+    return cols
+
+
+def table(rows: dict[str, dict[str, Any]], win_rates: bool = True) -> str:
+    """Markdown table, one row per run, the headline columns of every run (win rates optional)."""
+    if not rows:
+        return ""
+    cols = table_columns(rows, win_rates)
     head = "| run | " + " | ".join(c[0] for c in cols) + " |"
     sep = "|---|" + "---|" * len(cols)
     lines = [head, sep]
@@ -564,11 +569,32 @@ def compare_report(cfg: ExperimentConfig, results: dict[str, dict[str, Any]], wi
 _SHARED_SECTIONS = ("seed", "data.", "model.", "align.", "finetune.", "eval.")
 
 
-def runs_report(out_dir: str | Path, win_rates: bool = True) -> str:
+def write_report(out_dir: str | Path, text: str, results: dict[str, dict[str, Any]] | None = None,
+                 win_rates: bool = True) -> Path:
+    """``report.md`` and, beside it, ``report.html`` (the same as one offline page; with ``results`` of
+    several runs, one chart per headline metric); returns the markdown path."""
+    from safeselect.reporting.html import comparison_figures, write_html
+
+    path = Path(out_dir) / "report.md"
+    atomic_write_text(path, text)
+    figures = comparison_figures(results, table_columns(results, win_rates)) if results and len(results) > 1 else []
+    write_html(path, figures)
+    return path
+
+
+def write_runs_report(out_dir: str | Path, win_rates: bool = True) -> str:
+    """Rebuild report.md and report.html of a folder of runs (``safeselect report``); returns the markdown."""
+    text, results = runs_report(out_dir, win_rates, with_results=True)
+    write_report(out_dir, text, results, win_rates)
+    return text
+
+
+def runs_report(out_dir: str | Path, win_rates: bool = True, with_results: bool = False) -> Any:
     """report.md for a folder of finished runs (a `compare` run, plus any run written into it later).
 
     Rows: ``aligned`` and ``full`` first, then the rest by name. Settings that differ between the runs
     outside ``selection`` are listed under the table: those rows are not like-for-like.
+    ``with_results``: return (text, {run: metrics}) instead of the text.
     """
     import yaml
 
@@ -582,11 +608,13 @@ def runs_report(out_dir: str | Path, win_rates: bool = True) -> str:
     differ = sorted({k for f in flat.values() for k in f.keys() & first.keys()
                      if k.startswith(_SHARED_SECTIONS) and f[k] != first[k]})
     cfg = loading.build({k: v for k, v in first.items() if k in all_keys()})
-    lines = [compare_report(cfg, {n: _with_ranking_auc(out / n) for n in names}, win_rates).rstrip(), ""]
+    results = {n: _with_ranking_auc(out / n) for n in names}
+    lines = [compare_report(cfg, results, win_rates).rstrip(), ""]
     if differ:
         lines += ["Not like-for-like: these settings differ between the runs: "
                   + "; ".join(f"`{k}` ({', '.join(f'{n}={flat[n].get(k)!r}' for n in names)})" for k in differ), ""]
-    return "\n".join(lines)
+    text = "\n".join(lines)
+    return (text, results) if with_results else text
 
 
 def _with_ranking_auc(run: Path) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from safeselect.ablation.runner import is_complete, run_dir
 from safeselect.core.dotted import flatten
 from safeselect.core.io import atomic_write_text
 from safeselect.errors import UserError
+from safeselect.reporting.html import write_html
 
 DEFAULT_METRICS = ["harmful rate", "win rate", "accuracy", "over refusal"]
 _BASE_COLUMNS = ["run_id", "ablation", "parameter", "replacement", "value", "seed", "status", "run.wall_s"]
@@ -311,4 +312,5 @@ def build_report(out_dir: str | Path, plots: bool = True) -> Path:
                             lower_is_better=lower_is_better(m), run_ci=data["run_ci"].get(m))
     path = out / "report.md"
     atomic_write_text(path, "\n".join(md))
+    write_html(path)  # report.html: the same with the plots embedded, offline
     return path
