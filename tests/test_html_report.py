@@ -110,3 +110,20 @@ def test_page_renders_in_headless_chromium(tmp_path):
     res = subprocess.run([*flags, f"--screenshot={shot}", "--window-size=1200,1600", html_file.as_uri()],
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 0 and shot.exists() and shot.stat().st_size > 10_000, res.stderr[-2000:]
+
+
+@pytest.mark.skipif(_chromium() is None, reason="headless Chromium not installed (Debian: apt-get install chromium)")
+def test_header_click_sorts_by_number_with_missing_last(tmp_path):
+    md = ("# t\n\n| run | rate | note |\n|---|---|---|\n| a | 0.50 [0.40, 0.60] | x |\n| b | - | y |\n"
+          "| c | **0.05** | z |\n| d | 12.5 | w |\n")
+    doc = page(md, tmp_path, "t")
+    probe = ("<script>var th = document.querySelectorAll('th')[1]; var out = [];"
+             "function order() { return Array.prototype.map.call(document.querySelectorAll('tbody tr'),"
+             " function (r) { return r.cells[0].textContent; }).join(''); }"
+             "th.click(); out.push(order()); th.click(); out.push(order());"
+             "document.body.setAttribute('data-order', out.join('|'));</script>")
+    f = tmp_path / "probe.html"
+    f.write_text(doc.replace("</body>", probe + "</body>"))
+    dom = subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                          "--dump-dom", f.as_uri()], capture_output=True, text=True, timeout=120)
+    assert 'data-order="cadb|dacb"' in dom.stdout, dom.stdout[-500:]

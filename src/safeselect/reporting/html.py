@@ -31,7 +31,7 @@ code { font: 0.88em ui-monospace, SFMono-Regular, Menlo, monospace; background: 
 .tablewrap { overflow-x: auto; margin: 1em 0; }
 table { border-collapse: collapse; font-size: 0.9em; font-variant-numeric: tabular-nums; }
 th, td { border: 1px solid #d0d7de; padding: 5px 10px; text-align: left; vertical-align: top; }
-th { background: #f6f8fa; position: sticky; top: 0; cursor: pointer; user-select: none; white-space: nowrap; }
+th { background: #f6f8fa; position: sticky; top: 0; cursor: pointer; user-select: none; }
 th:hover { background: #eaeef2; }
 th[aria-sort="ascending"]::after { content: " \\25B2"; font-size: .7em; }
 th[aria-sort="descending"]::after { content: " \\25BC"; font-size: .7em; }
