@@ -40,7 +40,7 @@ def test_run_under_torchrun_two_processes(tmp_path):
     # The main process alone wrote the run files: one table, one loss curve of 2 steps, no leftovers.
     assert proc.stdout.count("| run |") == 1
     assert [json.loads(x)["step"] for x in (out / "train_log.jsonl").read_text().splitlines()] == [1, 2]
-    files = {"config.yaml", "generations.jsonl", "metrics.json", "model", "report.md", "selection.jsonl",
+    files = {"config.yaml", "generations.jsonl", "metrics.json", "model", "report.md", "report.html", "selection.jsonl",
              "train_log.jsonl"}
     assert files <= {p.name for p in out.iterdir()} <= files | {"loss.png"}  # the plot needs matplotlib
     cfg = json.loads((out / "model" / "adapter_config.json").read_text())
