@@ -42,7 +42,7 @@ def test_run_under_torchrun_two_processes(tmp_path):
     assert [json.loads(x)["step"] for x in (out / "train_log.jsonl").read_text().splitlines()] == [1, 2]
     files = {"config.yaml", "generations.jsonl", "metrics.json", "model", "report.md", "report.html", "selection.jsonl",
              "train_log.jsonl"}
-    assert files <= {p.name for p in out.iterdir()} <= files | {"loss.png"}  # the plot needs matplotlib
+    assert files <= {p.name for p in out.iterdir()} <= files | {"loss.png", ".lock"}  # plot: matplotlib; .lock: the run lock
     cfg = json.loads((out / "model" / "adapter_config.json").read_text())
     assert cfg["base_model_name_or_path"] == str(aligned[0].resolve())
     model = AutoPeftModelForCausalLM.from_pretrained(out / "model")
