@@ -152,10 +152,11 @@ def preflight(cfg: ExperimentConfig, train: bool | None = None) -> Bundle:
     Nothing is written. Selector-side pools (DSIR target, SafeInstr demonstrations) are loaded too when the
     configured method or count uses them, so they cannot fail after alignment.
     """
+    from safeselect.data.named_sets import add_named_sets
     from safeselect.registry import registry
 
     check_paths(cfg)
-    bundle = registry("data").get(cfg.data.benchmark)(cfg)
+    bundle = add_named_sets(registry("data").get(cfg.data.benchmark)(cfg), cfg)
     check_rows(bundle, cfg, methods_train(cfg) if train is None else train)
     _check_selector_pools(cfg, bundle)
     return bundle

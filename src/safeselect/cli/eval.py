@@ -23,6 +23,7 @@ from safeselect.core.lock import run_lock
 from safeselect.core.seeding import seed_stage
 from safeselect.errors import UserError
 from safeselect.inputs import check_out
+from safeselect.judges.accuracy import card_section
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -82,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("runs") / f"{Path(args.target).stem}-eval"
     flat = evaluate_config(cfg, out, reference_dir=args.reference, show_progress=not args.quiet)
     print(format_metrics(flat))
+    print("\n" + card_section(list(cfg.eval.judges), [flat]))
     print(f"\neval files in {out}/ (metrics.json, generations.jsonl, config.yaml)")
     return 0
 

@@ -11,6 +11,7 @@ are never dropped silently: they are excluded from the value and counted in
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
@@ -57,6 +58,21 @@ def mean_ci(values: Sequence[float | None], n_boot: int = 1000, seed: int = 0) -
 def proportion(flags: Sequence[bool | None], n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
     """Share of True among the decided ``flags`` (0..1) with a 95% bootstrap interval."""
     return mean_ci([None if f is None else float(bool(f)) for f in flags], n_boot=n_boot, seed=seed)
+
+
+def wilson_interval(k: int, n: int, z: float = 1.959964) -> list[float] | None:
+    """Wilson score interval of a proportion k/n (95% by default); None when n is 0.
+
+    Unlike a bootstrap or normal interval it stays inside [0, 1] and gives 0/n a
+    non-zero upper bound, so a perfect score on few items does not read as certain.
+    """
+    if n <= 0:
+        return None
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return [max(0.0, centre - half), min(1.0, centre + half)]
 
 
 def win_rate(outcomes: Sequence[float | None], n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:

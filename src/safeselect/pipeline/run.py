@@ -27,6 +27,7 @@ from safeselect.errors import UserError
 from safeselect.evaluation.benchmarks import configured as benchmarks_configured
 from safeselect.evaluation.benchmarks import run_benchmarks
 from safeselect.inputs import ALIGNED_ONLY, check_out, preflight
+from safeselect.judges.accuracy import card_section
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +40,10 @@ LOSS_PLOT = "loss.png"
 
 def build_bundle(cfg: ExperimentConfig) -> Bundle:
     """Task mix, safety references, alignment rows and evaluation sets from the configured data builder."""
+    from safeselect.data.named_sets import add_named_sets
     from safeselect.registry import registry
 
-    return registry("data").get(cfg.data.benchmark)(cfg)
+    return add_named_sets(registry("data").get(cfg.data.benchmark)(cfg), cfg)
 
 
 def _align_key(cfg: ExperimentConfig, model_name: str, align_rows: list[Row]) -> str:
@@ -545,6 +547,7 @@ def run_report(cfg: ExperimentConfig, metrics: dict[str, Any], loss_plot: bool =
         f"{cfg.data.harmful_ratio}), selection ratio {cfg.selection.ratio} by {cfg.selection.budget}. "
         f"Judges: {judges}. Figures are 0..1 with 95% bootstrap intervals (win rates 0..100).", "",
         table({cfg.selection.method: metrics}), "",
+        card_section(list(cfg.eval.judges), [metrics]), "",
         "Resources: " + ", ".join(f"{k.split('.', 1)[1]} {v}" for k, v in sorted(res.items())), "",
     ]
     if loss_plot:
@@ -562,6 +565,7 @@ def compare_report(cfg: ExperimentConfig, results: dict[str, dict[str, Any]], wi
         f"{cfg.data.harmful_ratio}), judges {', '.join(cfg.eval.judges)}. 95% bootstrap intervals in brackets; "
         "`aligned` is the starting model before fine-tuning.", "",
         table(results, win_rates), "",
+        card_section(list(cfg.eval.judges), list(results.values())), "",
     ])
 
 
