@@ -9,8 +9,8 @@ import json
 import pytest
 from conftest import TINY
 
-from safeselect import config
 from safeselect.cli.main import main
+from safeselect.config import loading as config
 from safeselect.core.dotted import flatten
 from safeselect.core.rows import Bundle, Row
 from safeselect.data.named_sets import add_named_sets, sample

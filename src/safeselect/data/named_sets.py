@@ -185,7 +185,7 @@ def parse_entry(entry: str, cfg: Any) -> tuple[str, Path, Callable[[Path, Any], 
         return name, p, READERS[name]
     if entry in READERS:
         if entry == "beavertails":  # the published test file is gzipped; take whichever is there
-            from safeselect.config import data_dir
+            from safeselect.config.paths import data_dir
 
             root = data_dir(cfg)
             for cand in ("beavertails.jsonl", "beavertails.jsonl.gz", "30k_test.jsonl.gz", "330k_test.jsonl.gz"):
