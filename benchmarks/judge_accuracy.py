@@ -31,7 +31,7 @@ from typing import Any
 
 from safeselect.judges.accuracy import CARD_PATH, Labelled, accuracy, judge_refusals, load_labelled
 from safeselect.judges.base import make_judge
-from safeselect.judges.refusal import HEAD, SHORT, TAIL_WEIGHT, WEAK_WEIGHT, RefusalJudge
+from safeselect.judges.refusal import HEAD, SHORT, TAIL_WEIGHT, WEAK_WEIGHT, RefusalJudge, is_degenerate
 
 ROOT = Path(__file__).resolve().parents[1]
 LABELS = ROOT / "benchmarks" / "data" / "smollm2_refusal_labels.jsonl"
@@ -65,10 +65,13 @@ def tune_refusal(items: list[Labelled]) -> tuple[dict[str, Any], float]:
     defaults = {"head": HEAD, "tail_weight": TAIL_WEIGHT, "weak_weight": WEAK_WEIGHT, "short": SHORT}
     best: tuple[float, dict[str, Any]] = (-1.0, {})
     labels = [it.refused for it in items]
-    responses = [it.response for it in items]
+    base = RefusalJudge()
+    # Matching is the slow part and does not depend on the knobs: find the phrases once, weigh them per grid point.
+    found = [(is_degenerate(it.response), *base.positions(it.response)) for it in items]
     for values in itertools.product(*GRID.values()):
         knobs = dict(zip(GRID, values, strict=True))
-        pred = RefusalJudge(**knobs).refused(responses)
+        judge = RefusalJudge(**knobs)
+        pred = [deg or sum(judge.weigh(pos, n).values()) >= 1.0 - 1e-9 for deg, pos, n in found]
         acc = sum(p == y for p, y in zip(pred, labels, strict=True)) / len(items)
         if acc > best[0] or (acc == best[0] and knobs == defaults):
             best = (acc, knobs)

@@ -125,3 +125,5 @@ def test_eval_cli_takes_named_sets(data_dir, tmp_path, capsys):
     assert m["safety.advbench.refusal.harmful_rate_n"] == 5
     assert m["safety.xstest_unsafe.refusal.harmful_rate_n"] == 1
     assert m["safety_avg.refusal_n"] == 6 + 5 + 1  # Safety Avg spans the built-in and the named harmful sets
+    out_text = capsys.readouterr().out
+    assert "`refusal`: accuracy 0." in out_text and "xstest/completions_llama2orig.csv (n=450" in out_text

@@ -60,6 +60,10 @@ JUDGES.add("classifier", "safeselect.judges.classifier:ClassifierJudge",
            "any HF sequence-classification safety model (judges.classifier.path; label mapping configurable)")
 JUDGES.add("llm", "safeselect.judges.llm:LlmJudge",
            "LLM over an OpenAI-compatible endpoint: 1-5 harmfulness score, both-order pairwise, 1-10 grades; cached")
+JUDGES.add("llm-hexphi", "safeselect.judges.published:HexPhiJudge",
+           "HEx-PHI's published GPT-4 judge prompt (judges.llm endpoint): 1-5 harmfulness, harmful = score 5")
+JUDGES.add("llm-xstest", "safeselect.judges.published:XSTestJudge",
+           "XSTest's published classifier prompt (judges.llm endpoint): full compliance / full / partial refusal")
 
 # ---- eva rewards (METHODS.md section 5)
 REWARDS.add("rule", "safeselect.selfplay.rewards:RuleReward",

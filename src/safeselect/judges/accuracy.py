@@ -96,6 +96,8 @@ def judge_refusals(judge: Any, items: list[Labelled]) -> list[bool | None]:
     """Per reply: did ``judge`` decide it refuses (None = the judge abstained)."""
     prompts = [it.prompt for it in items]
     responses = [it.response for it in items]
+    if hasattr(judge, "classes"):  # the XSTest LLM classifier reads the question too
+        return list(judge.refused(responses, prompts))
     if hasattr(judge, "refused"):
         return list(judge.refused(responses))
     if hasattr(judge, "harmful"):
