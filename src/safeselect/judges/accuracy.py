@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from safeselect.core.io import iter_jsonl
 from safeselect.core.rows import Row
 from safeselect.core.stats import wilson_interval
 from safeselect.errors import UserError
@@ -69,19 +70,10 @@ def load_xstest_completions(path: str | Path) -> list[Labelled]:
 
 def load_labelled_jsonl(path: str | Path) -> list[Labelled]:
     """Our labelled JSONL: ``prompt``, ``response``, ``label`` (refuse / comply), optional ``unsafe``."""
-    p = Path(path)
-    if not p.exists():
-        raise UserError(f"{p}: file not found")
     out = []
-    for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UserError(f"{p}:{i}: not valid JSON ({e.msg})") from None
-        if not isinstance(obj, dict) or obj.get("label") not in ("refuse", "comply") or "response" not in obj:
-            raise UserError(f"{p}:{i}: needs 'response' and 'label' (refuse or comply)")
+    for i, obj in enumerate(iter_jsonl(path), 1):
+        if obj.get("label") not in ("refuse", "comply") or "response" not in obj:
+            raise UserError(f"{path}: row {i}: needs 'response' and 'label' (refuse or comply)")
         out.append(Labelled(str(obj.get("prompt", "")), str(obj["response"]), obj["label"] == "refuse",
                             obj["label"], obj.get("unsafe")))
     return out
