@@ -54,6 +54,10 @@ def test_killed_finetune_resumes_to_the_same_model_and_metrics(tmp_path, monkeyp
             main(["run", "quickstart", *FT, "--out", str(killed), "--quiet"])
     saved = list((killed / "checkpoints" / "finetune").glob("step-*"))
     assert [p.name for p in saved] == ["step-4"]
+    from safetensors.torch import load_file
+
+    # Only what training changes is saved (the LoRA weights), not the frozen base.
+    assert all("lora_" in k for k in load_file(str(saved[0] / "model.safetensors")))
     assert not (killed / "metrics.json").exists()
     assert main(["run", "quickstart", *FT, "--out", str(killed), "--quiet", "--verbose"]) == 0
     log = capsys.readouterr().err
@@ -71,7 +75,9 @@ def test_killed_finetune_resumes_to_the_same_model_and_metrics(tmp_path, monkeyp
 def test_killed_seal_selector_training_resumes_mid_epoch(tmp_path, monkeypatch):
     from safeselect.selection.seal import SealTrainer
 
-    seal = [*TINY, "compare=[]", "selection.method=seal", "selection.seal.epochs=2", "eval.enabled=false",
+    # Algorithm 1: theta_hat (a second adapter its own optimiser steps by hand) is resumed too.
+    seal = [*TINY, "compare=[]", "selection.method=seal", "selection.seal.algorithm=auxiliary",
+            "selection.seal.epochs=2", "eval.enabled=false",
             "finetune.max_steps=1", "checkpoint.every_steps=2"]
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     assert main(["run", "quickstart", *seal, "--out", str(whole), "--quiet"]) == 0

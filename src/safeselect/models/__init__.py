@@ -217,8 +217,12 @@ def merge_lora(model: Any) -> Any:
     return model
 
 
-def save_model(model: Any, tok: Any, out_dir: str | Path) -> None:
-    """Save as safetensors + tokenizer, atomically (temp dir then rename)."""
+def save_model(model: Any, tok: Any, out_dir: str | Path, keep: tuple[str, ...] = (), **save_kwargs: Any) -> None:
+    """Save as safetensors + tokenizer, atomically (temp dir then rename).
+
+    ``keep``: subfolders of an existing ``out_dir`` carried into the new one (a base saved beside an
+    adapter); ``save_kwargs`` go to ``save_pretrained``.
+    """
     import shutil
     import tempfile
 
@@ -226,8 +230,11 @@ def save_model(model: Any, tok: Any, out_dir: str | Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
     try:
-        model.save_pretrained(tmp, safe_serialization=True)
+        model.save_pretrained(tmp, safe_serialization=True, **save_kwargs)
         tok.save_pretrained(tmp)
+        for sub in keep:
+            if (out / sub).is_dir():
+                (out / sub).rename(tmp / sub)
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)

@@ -66,29 +66,16 @@ def save_run_model(model: Any, tok: Any, out: str | Path, base: str) -> Path:
     ``base``: what the adapter loads its base from (:func:`base_reference`, or an aligned folder).
     Atomic: written beside ``out`` and renamed, so a folder with ``adapter_config.json`` is whole.
     """
-    import shutil
-    import tempfile
+    from safeselect.models import save_model
 
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-    try:
-        if hasattr(model, "peft_config"):
-            for cfg in model.peft_config.values():
-                cfg.base_model_name_or_path = base
-            model.save_pretrained(tmp, safe_serialization=True, selected_adapters=["default"])
-        else:
-            model.save_pretrained(tmp, safe_serialization=True)
-        tok.save_pretrained(tmp)
-        if (out / BASE_DIR).is_dir():  # a base saved beside the adapter stays (the adapter points into it)
-            (out / BASE_DIR).rename(tmp / BASE_DIR)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+    if hasattr(model, "peft_config"):
+        for cfg in model.peft_config.values():
+            cfg.base_model_name_or_path = base
+        # A base saved beside the adapter stays: the adapter points into it.
+        save_model(model, tok, out, keep=(BASE_DIR,), selected_adapters=["default"])
+    else:
+        save_model(model, tok, out)
+    return Path(out)
 
 
 def load_saved(path: str | Path, dtype: str = "float32", device: str = "cpu", merge: bool = True) -> tuple[Any, Any]:

@@ -31,6 +31,20 @@ class Checkpointer:
         self.every = int(every) if root is not None else 0
         self.key = key
         self.acc = acc
+        if self.enabled:
+            acc.register_save_state_pre_hook(self._trained_only)
+
+    def _trained_only(self, models: list[Any], weights: list[dict[str, Any]], _dir: str) -> None:
+        """Keep only the weights training changes (accelerate hook, before it writes ``model.safetensors``).
+
+        Frozen weights (the base under LoRA) are not training state: the resumed run loads them from
+        the same base. A SmolLM2 checkpoint is then the adapter's megabytes, not the model's 540 MB.
+        Weights an optimiser steps by hand (SEAL's theta_hat adapter) count as trained.
+        """
+        stepped = {id(p) for opt in self.acc._optimizers for g in opt.param_groups for p in g["params"]}
+        for i, model in enumerate(models[: len(weights)]):
+            keep = {n for n, p in model.named_parameters() if p.requires_grad or id(p) in stepped}
+            weights[i] = {k: v for k, v in weights[i].items() if k in keep}
 
     @property
     def enabled(self) -> bool:
@@ -90,7 +104,7 @@ class Checkpointer:
             return None
         from safetensors.torch import load_file
 
-        self.acc.load_state(str(d))
+        self.acc.load_state(str(d), strict=False)  # the frozen weights are not in it (see _trained_only)
         state = json.loads((d / STATE_JSON).read_text())
         tensors = load_file(str(d / STATE_TENSORS)) if (d / STATE_TENSORS).exists() else {}
         return state, tensors
