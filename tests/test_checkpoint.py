@@ -113,3 +113,15 @@ def test_loss_curve_is_plotted_and_sent_to_tensorboard(tmp_path):
     acc.Reload()
     logged = [e.value for e in acc.Scalars("finetune/loss")]
     assert logged == pytest.approx([r["loss"] for r in curve], rel=1e-6)
+
+
+def test_missing_tracker_package_is_one_line_before_any_file(tmp_path, capsys):
+    import importlib.util
+
+    if importlib.util.find_spec("wandb") is not None:
+        pytest.skip("wandb is installed")
+    out = tmp_path / "wb"
+    assert main(["run", "quickstart", *TINY, "compare=[]", "tracking.report_to=wandb", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "tracking.report_to=wandb needs its package" in err and len(err.splitlines()) == 1
+    assert not (out / "config.yaml").exists()

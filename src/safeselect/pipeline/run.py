@@ -326,10 +326,10 @@ def _run_locked(cfg: ExperimentConfig, out: Path, bundle: Bundle, meter: Any, st
     from safeselect.selection.base import budget_stats
 
     main = state.is_main_process
+    tracker = _tracker(cfg, out, main)  # first: a tracker whose package is missing stops before config.yaml
     if main:
         atomic_write_text(out / "config.yaml", loading.to_yaml(cfg))
     reference_dir = reference_dir or cfg.eval.reference
-    tracker = _tracker(cfg, out, main)
 
     with meter.stage("align"):
         aligned = aligned_dir(cfg, bundle, show_progress=show_progress)
