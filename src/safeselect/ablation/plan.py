@@ -53,8 +53,12 @@ from safeselect.ablation.mapping import (
     reads_as_percentages,
     tokens,
 )
+from safeselect.config import loading
+from safeselect.config.loading import get
+from safeselect.config.paths import preset_names
 from safeselect.core.dotted import flatten
-from safeselect.errors import UserError
+from safeselect.errors import UserError, suggest
+from safeselect.registry import registry
 
 ABLATION_DIR = Path(__file__).resolve().parents[1] / "configs" / "ablations"
 DEFAULT_SEEDS = [0, 1, 2]
@@ -145,7 +149,6 @@ def override_text(key: str, value: Any) -> str:
 
 def make_config(preset: str | None, flat: dict[str, Any]) -> Any:
     """The config of one run: defaults < preset (name or path) < ``flat`` dotted overrides."""
-    from safeselect.config import loading
 
     return loading.load(preset, [override_text(k, v) for k, v in flat.items()])
 
@@ -160,7 +163,6 @@ def resolve_plan_path(name_or_path: str | Path) -> Path:
     cand = ABLATION_DIR / f"{name_or_path}.yaml"
     if cand.exists():
         return cand
-    from safeselect.errors import suggest
 
     raise UserError(f"unknown plan '{name_or_path}'{suggest(str(name_or_path), shipped_plans())}")
 
@@ -282,8 +284,6 @@ def _yaml_plan(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     known = {"name", "description", "base", "seeds", "seed_keys", "reference", "ablations"}
     for k in data:
         if k not in known:
-            from safeselect.errors import suggest
-
             raise UserError(f"{path}: unknown plan key '{k}'{suggest(k, sorted(known))}")
     header: dict[str, Any] = {"name": data.get("name") or path.stem}
     base = data.get("base") or {}
@@ -422,7 +422,6 @@ def _section_name(heading: str) -> str:
 
 def _markdown_preset(title: str, raws: list[dict[str, Any]], notes: list[str]) -> str | None:
     """The shipped preset named after what a markdown plan ablates (eva, or the selector), when one exists."""
-    from safeselect.config.paths import preset_names
 
     keys = []
     for r in raws:
@@ -446,7 +445,6 @@ def _markdown_preset(title: str, raws: list[dict[str, Any]], notes: list[str]) -
 
 def infer_method(title: str, ablations: list[Ablation], texts: list[str]) -> str | None:
     """The selector a markdown plan is about: from ablated keys (selection.<method>.*) or its name in the text."""
-    from safeselect.registry import registry
 
     names = set(registry("selectors").names()) | {"seal", "dualselect"}
     found = {a.parameter.split(".")[1] for a in ablations
@@ -468,7 +466,6 @@ def load_plan(path: str | Path, overrides: dict[str, Any] | list[str] | None = N
     ``overrides`` (dotted dict or ``key=value`` strings) apply to the base of every run, ``base`` replaces the
     plan's preset, ``seeds`` its seeds.
     """
-    from safeselect.config import loading
 
     p = resolve_plan_path(path)
     if isinstance(overrides, (list, tuple)):
@@ -494,8 +491,6 @@ def load_plan(path: str | Path, overrides: dict[str, Any] | list[str] | None = N
         raise UserError(f"{p}: base config: {e}") from None
 
     def base_value(key: str) -> Any:
-        from safeselect.config.loading import get
-
         return get(base_cfg, key)
 
     ablations = [build_ablation(r, set(base_flat), str(p), base_value) for r in raw_ablations]

@@ -9,6 +9,11 @@ from __future__ import annotations
 
 import argparse
 
+from safeselect.core.io import atomic_write_text
+from safeselect.errors import UserError
+from safeselect.reporting.ablation import build_report, collect
+from safeselect.reporting.runs import runs_report
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="rebuild the tables and plots of an ablation folder or a folder of runs")
@@ -21,16 +26,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from safeselect.errors import UserError
-    from safeselect.reporting.ablation import build_report, collect
-
     out = Path(args.dir)
     if not out.is_dir():
         raise UserError(f"not a folder: {out}")
     if not (out / "plan.json").exists():
-        from safeselect.core.io import atomic_write_text
-        from safeselect.pipeline.run import runs_report
-
         text = runs_report(out, win_rates=not args.no_win_rates)
         atomic_write_text(out / "report.md", text)
         print(text)

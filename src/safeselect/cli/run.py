@@ -6,6 +6,11 @@ import argparse
 from pathlib import Path
 
 from safeselect.cli.common import add_config_args
+from safeselect.config import loading
+from safeselect.inputs import check_out
+from safeselect.pipeline.run import ALIGNED_ONLY, accelerator, run_compare, run_experiment
+from safeselect.registry import registry
+from safeselect.reporting.runs import table
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,9 +26,6 @@ def default_out(config: str) -> Path:
 
 
 def check_methods(cfg) -> None:  # noqa: ANN001 - ExperimentConfig; kept light to import
-    from safeselect.pipeline.run import ALIGNED_ONLY
-    from safeselect.registry import registry
-
     for m in [cfg.selection.method, *cfg.compare]:
         if m != ALIGNED_ONLY:
             registry("selectors").entry(m)
@@ -33,10 +35,6 @@ def check_methods(cfg) -> None:  # noqa: ANN001 - ExperimentConfig; kept light t
 
 
 def run(args: argparse.Namespace) -> int:
-    from safeselect.config import loading
-    from safeselect.inputs import check_out
-    from safeselect.pipeline.run import accelerator, run_compare, run_experiment, table
-
     cfg = loading.load(args.config, args.overrides)
     check_methods(cfg)
     out = check_out(Path(args.out) if args.out else default_out(args.config))

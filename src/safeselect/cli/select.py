@@ -6,6 +6,10 @@ import argparse
 from pathlib import Path
 
 from safeselect.cli.common import add_config_args
+from safeselect.cli.run import check_methods, default_out
+from safeselect.config import loading
+from safeselect.inputs import check_out
+from safeselect.pipeline.run import accelerator, select_only
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,11 +21,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from safeselect.cli.run import check_methods, default_out
-    from safeselect.config import loading
-    from safeselect.inputs import check_out
-    from safeselect.pipeline.run import accelerator, select_only
-
     cfg = loading.load(args.config, args.overrides)
     check_methods(cfg)
     out = check_out(Path(args.out) if args.out else default_out(args.config))

@@ -5,6 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from safeselect.ablation.plan import load_plan
+from safeselect.cli.run import check_methods
+from safeselect.config import loading
+from safeselect.core.io import read_text
+from safeselect.inputs import check_file, preflight
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("validate", help="check a config or an ablation plan")
@@ -14,16 +20,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from safeselect.cli.run import check_methods
-    from safeselect.config import loading
-    from safeselect.inputs import check_file, preflight
-
     path = Path(args.target)
     if path.exists() or path.suffix in (".md", ".yaml", ".yml"):
         check_file(path, "CONFIG_OR_PLAN")  # a folder, or not UTF-8 text: one line
     if path.suffix == ".md" or (path.suffix in (".yaml", ".yml") and _is_plan(path)):
-        from safeselect.ablation.plan import load_plan
-
         plan = load_plan(path)
         print(f"ok: plan {path} with {len(plan.ablations)} ablation(s)")
         return 0
@@ -36,8 +36,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _is_plan(path: Path) -> bool:
     import yaml
-
-    from safeselect.core.io import read_text
 
     try:
         data = yaml.safe_load(read_text(path)) if path.exists() else None

@@ -6,7 +6,9 @@ from pathlib import Path
 from typing import Any
 
 from safeselect.config.schema import LoraConfig, ModelConfig
-from safeselect.errors import UserError
+from safeselect.errors import UserError, suggest
+from safeselect.models.saved import load_saved
+from safeselect.registry import registry
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -21,8 +23,6 @@ def load_model(name: str, model_cfg: ModelConfig | None = None, device: str = "c
     """Return ``(model, tokenizer)`` for a registered name, a local directory or an HF id (offline)."""
     import torch
 
-    from safeselect.registry import registry
-
     models = registry("models")
     dtype = getattr(torch, (model_cfg.dtype if model_cfg else "float32"))
     if name in models:
@@ -32,8 +32,6 @@ def load_model(name: str, model_cfg: ModelConfig | None = None, device: str = "c
         if not path.exists() and ("/" not in name or name.startswith((".", "/"))):
             raise UserError(f"unknown model '{name}': not a registered name{_did_you_mean(name)} nor an existing path")
         if path.is_dir() and ((path / "adapter_config.json").exists() or (path / "model" / "adapter_config.json").exists()):
-            from safeselect.models.saved import load_saved
-
             model, tok = load_saved(path)  # a run's saved adapter (or its run folder), merged onto its base
         else:
             model, tok = _load_pretrained(str(path) if path.exists() else name)
@@ -48,8 +46,6 @@ def load_model(name: str, model_cfg: ModelConfig | None = None, device: str = "c
 def load_tokenizer(name: str) -> Any:
     """Just the tokenizer (cheap): registered models may expose ``tokenizer()`` next to ``load()``."""
     import importlib
-
-    from safeselect.registry import registry
 
     models = registry("models")
     if name in models:
@@ -71,9 +67,6 @@ def load_tokenizer(name: str) -> Any:
 
 
 def _did_you_mean(name: str) -> str:
-    from safeselect.errors import suggest
-    from safeselect.registry import registry
-
     return suggest(name, registry("models").names())
 
 
@@ -121,22 +114,3 @@ def merge_lora(model: Any) -> Any:
     if hasattr(model, "merge_and_unload"):
         return model.merge_and_unload()
     return model
-
-
-def save_model(model: Any, tok: Any, out_dir: str | Path) -> None:
-    """Save as safetensors + tokenizer, atomically (temp dir then rename)."""
-    import shutil
-    import tempfile
-
-    out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-    try:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tok.save_pretrained(tmp)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
