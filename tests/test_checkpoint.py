@@ -22,9 +22,9 @@ def _weights(path) -> dict:
 
 def _results(run) -> dict:
     """metrics.json without what depends on the clock or the machine."""
-    from safeselect.pipeline.run import read_metrics
+    from safeselect.core.rundir import RunDir
 
-    return {k: v for k, v in read_metrics(run).items() if not k.startswith(("resources.", "selection.info.selector_"))}
+    return {k: v for k, v in RunDir(run).read_metrics().items() if not k.startswith(("resources.", "selection.info.selector_"))}
 
 
 def _fail_after(monkeypatch, target, attr, calls: int) -> None:
