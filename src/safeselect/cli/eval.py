@@ -21,8 +21,8 @@ from typing import Any
 
 from safeselect.config import loading
 from safeselect.config.loading import parse_override
-from safeselect.core.io import atomic_write_text
 from safeselect.core.lock import run_lock
+from safeselect.core.rundir import RunDir
 from safeselect.core.seeding import seed_stage
 from safeselect.errors import UserError
 from safeselect.evaluation.benchmarks import run_benchmarks
@@ -156,7 +156,9 @@ def evaluate_config(cfg: Any, out: Path, reference_dir: str | None = None, show_
 
 def _evaluate_locked(cfg: Any, out: Path, bundle: Any, model: Any, tok: Any, meter: Any, reference_dir: str | None,
                      show_progress: bool) -> dict[str, Any]:
-    atomic_write_text(out / "config.yaml", loading.to_yaml(cfg))
+    # Evaluated afresh on every call (another judge or set is a new evaluation), then marked complete.
+    run = RunDir(out).create()
+    run.write_config(loading.to_yaml(cfg))
     seed_stage(cfg.seed, "eval")
     with meter.stage("eval"):
         flat, records = evaluate(model, tok, bundle, cfg, reference_dir=reference_dir, show_progress=show_progress)
