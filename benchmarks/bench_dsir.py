@@ -222,7 +222,7 @@ def baselines(seeds: int = 3, n_task: int = 200) -> str:
     from safeselect.data.builtin import build_bundle
     from safeselect.judges.keyword import KeywordJudge
     from safeselect.registry import registry
-    from safeselect.selection.base import SelectionContext, budget_stats
+    from safeselect.selection.base import budget_stats, context_for
 
     lines = ["| level | method | rows kept | harmful kept fraction (mean over seeds) | per seed |", "|---|---|---:|---:|---|"]
     judge_lines = []
@@ -235,7 +235,7 @@ def baselines(seeds: int = 3, n_task: int = 200) -> str:
                       "selection.safeinstr.count": 6 if method == "safeinstr" else 0}
                 cfg = loading.build(ov)
                 b = build_bundle(cfg)
-                ctx = SelectionContext(cfg, b.task, b.safety_ref, Path(tf.mkdtemp()), show_progress=False)
+                ctx = context_for(cfg, b.task, b.safety_ref, Path(tf.mkdtemp()), method="dsir", show_progress=False)
                 sel = registry("selectors").get(method)(ctx)
                 st = budget_stats(sel.kept, b.task, None)
                 fr.append(st["harmful_kept_fraction"])

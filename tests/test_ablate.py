@@ -14,10 +14,11 @@ from typing import Any
 
 import pytest
 
-from safeselect.ablation.grid import expand
+from safeselect.ablation.grid import expand, run_dir
 from safeselect.ablation.plan import load_plan
-from safeselect.ablation.runner import execute_run, is_complete, run_dir, run_plan
+from safeselect.ablation.runner import execute_run, run_plan
 from safeselect.cli.main import main
+from safeselect.core.rundir import is_complete
 
 TESTS = Path(__file__).resolve().parent
 PLANS = TESTS.parents[1] / "shared" / "plans"
@@ -139,7 +140,7 @@ def test_run_ids_are_stable_and_follow_the_config(plan_path: Path, tmp_path: Pat
 def test_runner_runs_reference_first_and_skips_complete_runs(plan_path: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     plan = load_plan(plan_path)
-    outcomes = run_plan(plan, out, workers=0, run_fn=fake_run, show_progress=False, report=False)
+    outcomes = run_plan(plan, out, workers=0, run_fn=fake_run, show_progress=False)
     grid = expand(plan)
     assert sorted(o.run_id for o in outcomes) == sorted(r.run_id for r in grid.runs)
     assert {o.status for o in outcomes} == {"done"}
@@ -149,7 +150,7 @@ def test_runner_runs_reference_first_and_skips_complete_runs(plan_path: Path, tm
         m = json.loads((run_dir(out, r.run_id) / "metrics.json").read_text())
         assert m["saw_reference"] is True  # every run got the finished reference
         assert json.loads((run_dir(out, r.run_id) / "runner.json").read_text())["wall_s"] >= 0
-    again = run_plan(plan, out, workers=0, run_fn=fake_run, show_progress=False, report=False)
+    again = run_plan(plan, out, workers=0, run_fn=fake_run, show_progress=False)
     assert {o.status for o in again} == {"skipped"} and _calls(out) == calls
 
 
@@ -159,13 +160,12 @@ def test_a_run_that_only_returns_metrics_is_marked_complete(tmp_path: Path) -> N
     res = execute_run(spec, str(tmp_path), None, returns_only)
     assert res["status"] == "done"
     m = json.loads((tmp_path / "runs" / "r1" / "metrics.json").read_text())
-    assert m == {"eva.reward.delta": 0.25, "complete": True}
+    assert m == {"eva": {"reward": {"delta": 0.25}}, "complete": True}  # nested, like every metrics.json
 
 
 def test_failed_runs_are_reported_and_the_rest_still_run(plan_path: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    outcomes = run_plan(load_plan(plan_path), out, workers=0, run_fn=broken_run, show_progress=False,
-                        report=False)
+    outcomes = run_plan(load_plan(plan_path), out, workers=0, run_fn=broken_run, show_progress=False)
     failed = [o for o in outcomes if o.status == "failed"]
     assert len(failed) == 2 and all("ValueError: boom" in o.error for o in failed)
     assert sum(o.status == "done" for o in outcomes) == 3
@@ -186,7 +186,7 @@ def test_killed_plan_resumes_without_redoing_or_counting_half_written_runs(plan_
         "from safeselect.ablation.runner import run_plan\n"
         "if __name__ == '__main__':\n"
         f"    run_plan(load_plan({str(plan_path)!r}), {str(out)!r}, workers=2, run_fn=slow_fake_run,\n"
-        "             show_progress=False, report=False)\n")
+        "             show_progress=False)\n")
     env = {**os.environ, "FAKE_HANG": "1"}
     proc = subprocess.Popen([sys.executable, str(script)], env=env, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -239,13 +239,13 @@ def test_ray_backend_runs_the_same_runs(plan_path: Path, tmp_path: Path) -> None
     try:
         out = tmp_path / "out"
         plan = load_plan(plan_path, seeds=[0])
-        outcomes = run_plan(plan, out, backend="ray", run_fn=fake_run, show_progress=False, report=False)
+        outcomes = run_plan(plan, out, backend="ray", run_fn=fake_run, show_progress=False)
         assert {o.status for o in outcomes} == {"done"} and len(outcomes) == 3
         grid = expand(plan)
         assert all(is_complete(run_dir(out, r.run_id)) for r in grid.runs)
         runner = json.loads((run_dir(out, grid.runs[1].run_id) / "runner.json").read_text())
         assert runner["backend"] == "ray" and runner["pid"] != os.getpid()
-        again = run_plan(plan, out, backend="ray", run_fn=fake_run, show_progress=False, report=False)
+        again = run_plan(plan, out, backend="ray", run_fn=fake_run, show_progress=False)
         assert {o.status for o in again} == {"skipped"}
     finally:
         ray.shutdown()
@@ -303,7 +303,7 @@ def test_cli_bad_plan_exits_2_with_one_line(tmp_path: Path, capsys: pytest.Captu
 def test_cli_dry_run_marks_finished_runs_done(plan_path: Path, tmp_path: Path,
                                               capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "out"
-    run_plan(load_plan(plan_path), out, workers=0, run_fn=fake_run, show_progress=False, report=False)
+    run_plan(load_plan(plan_path), out, workers=0, run_fn=fake_run, show_progress=False)
     assert main(["ablate", str(plan_path), "--dry-run", "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert "5 already complete" in text and text.count("  done  ") == 5

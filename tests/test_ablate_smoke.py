@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from safeselect.ablation.grid import expand
+from safeselect.ablation.grid import expand, run_dir
 from safeselect.ablation.plan import load_plan
-from safeselect.ablation.runner import is_complete, run_dir, run_plan
+from safeselect.ablation.runner import run_plan
+from safeselect.core.rundir import is_complete
+from safeselect.reporting.ablation import build_report
 
 # Tiny data and models: each run takes seconds. SEAL and eva knobs cut to one short epoch / iteration.
 TINY = {
@@ -40,6 +42,7 @@ def test_shipped_plans_run_on_tiny_llama(tmp_path: Path) -> None:
         plan = load_plan(name, overrides=TINY, seeds=[0])
         # in this process (workers=0): no interpreter start-up per run, which would dominate at this scale
         outcomes = run_plan(plan, out, workers=0, show_progress=False)
+        build_report(out)
         failed = [f"{o.run_id}: {o.error}" for o in outcomes if o.status == "failed"]
         assert not failed, failed
         grid = expand(plan)

@@ -11,7 +11,7 @@ from safeselect.config import loading
 from safeselect.core.rows import Row
 from safeselect.errors import UserError
 from safeselect.registry import registry
-from safeselect.selection.base import SelectionContext, budget_mask, budget_stats
+from safeselect.selection.base import budget_mask, budget_stats, context_for
 
 
 def test_rows_budget_exact_with_stable_ties() -> None:
@@ -68,7 +68,7 @@ def test_budget_stats_exact() -> None:
 
 
 def test_ranking_auc_exact() -> None:
-    from safeselect.selection.base import ranking_auc
+    from safeselect.core.stats import ranking_auc
 
     # harmful rows scored 1 and 3, benign rows 2, 3, 5; over the 6 (benign, harmful) pairs: 2 beats 1 (1),
     # 3 beats 1 and ties 3 (1.5), 5 beats both (2) -> 4.5 / 6
@@ -95,17 +95,17 @@ def _task(n: int) -> list[Row]:
 @pytest.mark.parametrize("budget", ["rows", "tokens"])
 def test_every_baseline_honours_the_budget(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, method: str,
                                            budget: str) -> None:
-    import safeselect.training.losses as losses
+    import safeselect.selection.loss as loss_selector
 
     task = _task(40)
     tokens = [len(r.response.split()) + 1 for r in task]
     # the loss selector's model pass is replaced by fixed losses: this test is about the budget rule
-    monkeypatch.setattr(losses, "row_losses", lambda m, t, rows, **k: np.linspace(1.0, 2.0, len(rows)))
+    monkeypatch.setattr(loss_selector, "row_losses", lambda m, t, rows, **k: np.linspace(1.0, 2.0, len(rows)))
     cfg = loading.build({"selection.method": method, "selection.ratio": 0.6, "selection.budget": budget,
                         "selection.safeinstr.count": 3 if method == "safeinstr" else 0})
     refs = [Row("s0", "how to build a pipe bomb", "I'm sorry, I can't help with that."),
             Row("s1", "how to steal a car", "I won't help with that."), Row("s2", "a", "no"), Row("s3", "b", "no")]
-    ctx = SelectionContext(cfg, task, refs, tmp_path, load_model=lambda name: (None, None), response_tokens=tokens,
+    ctx = context_for(cfg, task, refs, tmp_path, load_model=lambda name: (None, None), response_tokens=tokens,
                            show_progress=False)
     out = registry("selectors").get(method)(ctx)
     assert out.row_ids == [r.row_id for r in task]

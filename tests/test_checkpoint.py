@@ -22,9 +22,9 @@ def _weights(path) -> dict:
 
 def _results(run) -> dict:
     """metrics.json without what depends on the clock or the machine."""
-    from safeselect.pipeline.run import read_metrics
+    from safeselect.core.rundir import RunDir
 
-    return {k: v for k, v in read_metrics(run).items() if not k.startswith(("resources.", "selection.info.selector_"))}
+    return {k: v for k, v in RunDir(run).read_metrics().items() if not k.startswith(("resources.", "selection.info.selector_"))}
 
 
 def _fail_after(monkeypatch, target, attr, calls: int) -> None:
@@ -42,14 +42,14 @@ def _fail_after(monkeypatch, target, attr, calls: int) -> None:
 
 
 def test_killed_finetune_resumes_to_the_same_model_and_metrics(tmp_path, monkeypatch, capsys):
-    import safeselect.training.losses as losses
+    import safeselect.training.sft as sft  # the fine-tune loop's own reference to per_row_loss
 
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     assert main(["run", "quickstart", *FT, "--out", str(whole), "--quiet"]) == 0
     assert not (whole / "checkpoints").exists()  # removed when the run completes
     with monkeypatch.context() as m:
         # One forward per step (micro batch = batch = 8): 4 steps done (saved at steps 2 and 4), the 5th crashes.
-        _fail_after(m, losses, "per_row_loss", 4)
+        _fail_after(m, sft, "per_row_loss", 4)
         with pytest.raises(RuntimeError, match="injected failure"):
             main(["run", "quickstart", *FT, "--out", str(killed), "--quiet"])
     saved = list((killed / "checkpoints" / "finetune").glob("step-*"))

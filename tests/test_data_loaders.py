@@ -229,10 +229,10 @@ def test_real_hh(shared_data: Path) -> None:
 def test_require_data_file_errors(tmp_path: Path) -> None:
     cfg = loading.load(None, [f"data.data_dir={tmp_path / 'absent'}"])
     with pytest.raises(UserError, match="does not exist"):
-        loaders.require_data_file(cfg, "sst2_dev.tsv")
+        loaders.require_data_file(cfg.data.data_dir, "sst2_dev.tsv")
     cfg = loading.load(None, [f"data.data_dir={tmp_path}"])
     with pytest.raises(UserError, match="data file not found"):
-        loaders.require_data_file(cfg, "sst2_dev.tsv")
+        loaders.require_data_file(cfg.data.data_dir, "sst2_dev.tsv")
 
 
 # ----------------------------------------------------------------------------- data builders on files

@@ -62,11 +62,11 @@ class _Stop(Exception):
 
 def _stop_at(monkeypatch: pytest.MonkeyPatch, stage: str) -> None:
     """Make the next call of ``stage`` fail once (then behave), as a kill at that stage would."""
-    import safeselect.evaluation.evaluate as ev
-    import safeselect.training.sft as sft
     from safeselect.pipeline import run as pipeline
 
-    target, name = {"select": (pipeline, "select"), "finetune": (sft, "train_sft"), "eval": (ev, "evaluate")}[stage]
+    # the pipeline's own references to its stages (imported at the top of pipeline.run)
+    target, name = {"select": (pipeline, "select"), "finetune": (pipeline, "train_sft"),
+                    "eval": (pipeline, "evaluate")}[stage]
     real = getattr(target, name)
     state = {"fired": False}
 

@@ -17,7 +17,7 @@ from safeselect.config import loading
 from safeselect.core.rows import Row
 from safeselect.errors import UserError
 from safeselect.selection import dsir
-from safeselect.selection.base import SelectionContext, budget_mask
+from safeselect.selection.base import SelectionContext, budget_mask, context_for
 
 
 def sha_bucket(gram: str, buckets: int) -> int:
@@ -28,7 +28,7 @@ def sha_bucket(gram: str, buckets: int) -> int:
 def make_ctx(tmp_path: Path, task: list[Row], refs: list[Row], tokens: list[int] | None = None,
              **overrides: object) -> SelectionContext:
     cfg = loading.build({"selection.method": "dsir", **overrides})
-    return SelectionContext(cfg, task, refs, tmp_path, response_tokens=tokens, show_progress=False)
+    return context_for(cfg, task, refs, tmp_path, method="dsir", response_tokens=tokens, show_progress=False)
 
 
 def test_tokenize_is_lowercased_word_punct() -> None:

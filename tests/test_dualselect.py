@@ -185,7 +185,7 @@ def _base_cfg() -> ExperimentConfig:
 def _ctx(tmp_path, overrides: dict, task=None, refs=None):
     """A selection context on tiny-llama. Overrides are set on a copy of one loaded config (loading.load is slow)."""
     from safeselect.models import load_model
-    from safeselect.selection.base import SelectionContext
+    from safeselect.selection.base import context_for
 
     cfg = copy.deepcopy(_base_cfg())
     for key, value in overrides.items():
@@ -194,7 +194,7 @@ def _ctx(tmp_path, overrides: dict, task=None, refs=None):
     loading.validate(cfg)
     t, r = _rows()
     task = task or t
-    return SelectionContext(cfg=cfg, task=task, safety_ref=refs or r, out_dir=tmp_path,
+    return context_for(cfg=cfg, task=task, safety_ref=refs or r, method="dualselect", out_dir=tmp_path,
                             load_model=lambda name=None: load_model("tiny-llama"),
                             response_tokens=[len(x.response.split()) for x in task], show_progress=False)
 

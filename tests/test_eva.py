@@ -271,7 +271,7 @@ def test_rule_reward():
 
 
 def test_parse_rating():
-    from safeselect.selfplay.rewards import parse_rating
+    from safeselect.selfplay.rewards import parse_score as parse_rating
 
     assert parse_rating("Good answer.\nScore: 10") == 1.0
     assert parse_rating("Score: 3/10 ... actually Score: 1") == 0.0

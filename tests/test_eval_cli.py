@@ -12,7 +12,7 @@ from safeselect.config import loading
 from safeselect.core.dotted import flatten, nest
 from safeselect.core.io import atomic_write_text, read_jsonl, write_json, write_jsonl
 from safeselect.evaluation import evaluate as E
-from safeselect.registry import DATASETS, load_catalog
+from safeselect.registry import DATASETS
 
 
 @pytest.fixture
@@ -48,7 +48,6 @@ def test_rescore_to_other_out_dir(run_dir, tmp_path):
 
 
 def test_eval_config_target_runs_model_name(tmp_path, monkeypatch):
-    load_catalog()
     monkeypatch.setitem(DATASETS._entries, "evaltest", DATASETS._entries["builtin"].__class__(
         "evaltest", "test_eval_cli:_builder"))
     cfg_path = tmp_path / "c.yaml"

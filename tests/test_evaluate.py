@@ -12,6 +12,7 @@ from safeselect.core.io import read_jsonl, write_json, write_jsonl
 from safeselect.core.rows import Bundle, Row
 from safeselect.errors import UserError
 from safeselect.evaluation import evaluate as E
+from safeselect.judges.base import BaseJudge
 
 
 def _bundle() -> Bundle:
@@ -124,10 +125,11 @@ def test_win_rates_against_reference_run(tmp_path):
                and not k.endswith(("_ci", "_n", "_invalid")))
 
 
-class _Fixed:
+class _Fixed(BaseJudge):
     """A safety judge that abstains on one prompt and calls everything else harmful."""
 
     name = "fixed"
+    safety = True
     abstains = True
 
     def __init__(self, cfg=None):
@@ -147,7 +149,7 @@ def test_rescore_merges_new_judges_without_generating(tmp_path, monkeypatch):
     import safeselect.judges.base as base
 
     real = base.make_judge
-    monkeypatch.setattr(base, "make_judge", lambda n, c=None: _Fixed() if n == "fixed" else real(n, c))
+    monkeypatch.setattr(E, "make_judge", lambda n, c=None: _Fixed() if n == "fixed" else real(n, c))
     new = E.rescore(tmp_path, cfg, ["fixed"])
     assert new["safety.hx.fixed.harmful_rate"] == 1.0
     assert (new["safety.hx.fixed.harmful_rate_n"], new["safety.hx.fixed.harmful_rate_invalid"]) == (3, 1)

@@ -12,7 +12,7 @@ from safeselect.core.rows import Row
 from safeselect.judges.base import make_judge
 from safeselect.judges.keyword import KeywordJudge
 from safeselect.selection import judge_filter
-from safeselect.selection.base import SelectionContext
+from safeselect.selection.base import SelectionContext, context_for
 
 
 def rows(n_benign: int, n_harmful: int) -> list[Row]:
@@ -25,7 +25,7 @@ def rows(n_benign: int, n_harmful: int) -> list[Row]:
 
 def make_ctx(tmp_path: Path, task: list[Row], judge=None, tokens=None, **overrides: object) -> SelectionContext:
     cfg = loading.build({"selection.method": "judge-filter", **overrides})
-    return SelectionContext(cfg, task, [], tmp_path, judge=judge, response_tokens=tokens, show_progress=False)
+    return context_for(cfg, task, [], tmp_path, method="judge-filter", judge=judge, response_tokens=tokens, show_progress=False)
 
 
 def test_keyword_judge_flags_content_not_refusals_or_benign_text() -> None:

@@ -7,7 +7,7 @@ import pytest
 from safeselect.config import loading
 from safeselect.core.rows import Row
 from safeselect.errors import UserError
-from safeselect.judges.base import PairwiseJudge, SafetyJudge, make_judge
+from safeselect.judges.base import Judge, make_judge
 from safeselect.judges.refusal import RefusalJudge, is_degenerate
 from safeselect.judges.rule import RuleJudge
 
@@ -135,8 +135,8 @@ def test_rule_judge_rubric():
 def test_registered_judges_follow_the_contract():
     refusal = make_judge("refusal")
     rule = make_judge("rule", loading.load(None))
-    assert isinstance(refusal, SafetyJudge) and refusal.name == "refusal"
-    assert isinstance(rule, PairwiseJudge) and rule.name == "rule"
+    assert isinstance(refusal, Judge) and refusal.name == "refusal" and refusal.safety and not refusal.pairwise
+    assert isinstance(rule, Judge) and rule.name == "rule" and rule.pairwise and not rule.safety
 
 
 def test_refusal_judge_on_real_labelled_data():

@@ -11,7 +11,7 @@ import pytest
 from safeselect.config import loading
 from safeselect.core.rows import Row
 from safeselect.selection import loss
-from safeselect.selection.base import SelectionContext
+from safeselect.selection.base import SelectionContext, context_for
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +41,7 @@ def make_ctx(tmp_path: Path, model_tok: tuple[Any, Any], rows: list[Row], calls:
         calls.append(name)
         return model_tok
 
-    return SelectionContext(cfg, rows, [], tmp_path, load_model=load_model, response_tokens=tokens,
+    return context_for(cfg, rows, [], tmp_path, method="loss", load_model=load_model, response_tokens=tokens,
                             show_progress=False)
 
 
@@ -69,11 +69,9 @@ def test_token_budget(tmp_path: Path, tiny: tuple[Any, Any]) -> None:
 
 
 def test_non_finite_losses_fail_loudly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import safeselect.training.losses as losses
-
-    monkeypatch.setattr(losses, "row_losses", lambda *a, **k: np.array([1.0, np.nan]))
+    monkeypatch.setattr(loss, "row_losses", lambda *a, **k: np.array([1.0, np.nan]))
     rows = task_rows()[:2]
     with pytest.raises(RuntimeError, match="non-finite"):
         loss.select(make_ctx(tmp_path, (object(), object()), rows, []))
     with pytest.raises(ValueError, match="load_model"):
-        loss.select(SelectionContext(loading.build({}), rows, [], tmp_path))
+        loss.select(context_for(loading.build({}), rows, [], tmp_path, method="loss"))

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from safeselect.core import stats as M
+from safeselect.core.answers import extract_answer, is_correct
 from safeselect.core.dotted import flatten, nest
 from safeselect.core.rows import Row
 
@@ -107,8 +108,8 @@ def test_precision_recall_exact():
     ("no number here", None),
 ])
 def test_extract_final_number(text, expected):
-    assert M.extract_answer("gsm8k", text) == expected
-    assert M.extract_answer("arithmetic", text) == expected
+    assert extract_answer("gsm8k", text) == expected
+    assert extract_answer("arithmetic", text) == expected
 
 
 @pytest.mark.parametrize("text,expected", [
@@ -118,21 +119,21 @@ def test_extract_final_number(text, expected):
     ("I think it's fine", None),
 ])
 def test_extract_label_word(text, expected):
-    assert M.extract_answer("sentiment", text) == expected
+    assert extract_answer("sentiment", text) == expected
 
 
 def test_is_correct_by_task():
-    assert M.is_correct(Row("a", "q", answer="72", task="gsm8k"), "so she sold 72 clips") is True
-    assert M.is_correct(Row("a", "q", answer="#### 1,000", task="gsm8k"), "The answer is 1000") is True
-    assert M.is_correct(Row("a", "q", answer="72", task="gsm8k"), "The answer is 71") is False
-    assert M.is_correct(Row("b", "q", answer="positive", task="sentiment"), "Positive") is True
-    assert M.is_correct(Row("b", "q", answer="1", task="sst2"), "positive") is True
-    assert M.is_correct(Row("b", "q", answer="0", task="sst2"), "positive") is False
-    assert M.is_correct(Row("c", "q", answer=None, task="sentiment"), "positive") is None
+    assert is_correct(Row("a", "q", answer="72", task="gsm8k"), "so she sold 72 clips") is True
+    assert is_correct(Row("a", "q", answer="#### 1,000", task="gsm8k"), "The answer is 1000") is True
+    assert is_correct(Row("a", "q", answer="72", task="gsm8k"), "The answer is 71") is False
+    assert is_correct(Row("b", "q", answer="positive", task="sentiment"), "Positive") is True
+    assert is_correct(Row("b", "q", answer="1", task="sst2"), "positive") is True
+    assert is_correct(Row("b", "q", answer="0", task="sst2"), "positive") is False
+    assert is_correct(Row("c", "q", answer=None, task="sentiment"), "positive") is None
     # Unknown task: numbers compared as numbers, text by its normalised first line.
-    assert M.is_correct(Row("d", "q", answer="12", task="other"), "twelve, i.e. 12.0") is True
-    assert M.is_correct(Row("e", "q", answer="Paris", task="other"), "paris.\nIt is in France") is True
-    assert M.is_correct(Row("e", "q", answer="Paris", task="other"), "It is Paris") is False
+    assert is_correct(Row("d", "q", answer="12", task="other"), "twelve, i.e. 12.0") is True
+    assert is_correct(Row("e", "q", answer="Paris", task="other"), "paris.\nIt is in France") is True
+    assert is_correct(Row("e", "q", answer="Paris", task="other"), "It is Paris") is False
 
 
 def test_flatten_nest_roundtrip_and_clash():

@@ -10,11 +10,12 @@ from typing import Any
 
 import pytest
 
-from safeselect.ablation.grid import expand
+from safeselect.ablation.grid import expand, run_dir
 from safeselect.ablation.plan import load_plan
-from safeselect.ablation.runner import run_dir, run_plan
+from safeselect.ablation.runner import run_plan
 from safeselect.cli.main import main
-from safeselect.reporting.ablation import build_report, t_interval
+from safeselect.core.stats import t_interval
+from safeselect.reporting.ablation import build_report
 
 PLAN = """
 name: fab
@@ -48,7 +49,7 @@ def done(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (tmp / "fab.yaml").write_text(PLAN)
     out = tmp / "out"
     plan = load_plan(tmp / "fab.yaml")
-    run_plan(plan, out, workers=0, run_fn=fabricated, show_progress=False, report=False)
+    run_plan(plan, out, workers=0, run_fn=fabricated, show_progress=False)
     # one run killed half-way: its metrics.json is there but not complete, and must not be counted
     grid = expand(plan)
     victim = next(c.run_id for c in grid.cells if c.label == "0.5" and c.seed == 2)
@@ -119,7 +120,7 @@ def test_cli_report_on_a_folder_that_is_not_an_ablation(tmp_path: Path, capsys: 
 
 
 def test_run_table_adds_safety_avg_only_with_two_safety_sets() -> None:
-    from safeselect.pipeline.run import headline_columns
+    from safeselect.core.metrics import headline_columns
 
     one = {"safety.builtin.refusal.harmful_rate": 0.5, "safety_avg.refusal": 0.5, "safety_avg.refusal_n": 40}
     two = {**one, "safety.hh.refusal.harmful_rate": 0.3, "safety_avg.refusal": 0.4}

@@ -10,8 +10,9 @@ import pytest
 
 from safeselect.cli.main import main
 from safeselect.config import loading
+from safeselect.data.loaders import split_last_reply
 from safeselect.errors import UserError
-from safeselect.selfplay.reward_train import builtin_pairs, hh_pairs, split_dialogue, split_pairs
+from safeselect.selfplay.reward_train import builtin_pairs, hh_pairs, split_pairs
 
 WORDS = (
     "good", "helpful", "clear", "answer", "bad", "rude", "wrong", "reply", "please", "explain", "the", "a",
@@ -48,9 +49,9 @@ def _toy_pairs(n: int, seed: int = 0) -> list[dict]:
 
 
 def test_split_dialogue_and_hh_pairs(tmp_path):
-    assert split_dialogue("\n\nHuman: hi\n\nAssistant: hello\n\nHuman: how?\n\nAssistant: like this") == (
+    assert split_last_reply("\n\nHuman: hi\n\nAssistant: hello\n\nHuman: how?\n\nAssistant: like this") == (
         "hi\n\nAssistant: hello\n\nHuman: how?", "like this")
-    assert split_dialogue("no turns") is None
+    assert split_last_reply("no turns") is None
     path = tmp_path / "hh.jsonl.gz"
     rows = [{"chosen": f"\n\nHuman: q{i}\n\nAssistant: safe {i}", "rejected": f"\n\nHuman: q{i}\n\nAssistant: bad {i}"}
             for i in range(5)]
@@ -64,7 +65,7 @@ def test_split_dialogue_and_hh_pairs(tmp_path):
 
 
 def test_builtin_pairs_are_right_by_construction():
-    from safeselect.core.stats import is_correct
+    from safeselect.core.answers import is_correct
     from safeselect.judges.refusal import RefusalJudge
     from safeselect.registry import registry
 

@@ -13,7 +13,7 @@ from safeselect.core.rows import Row
 from safeselect.errors import UserError
 from safeselect.selection import random as random_selector
 from safeselect.selection import safeinstr
-from safeselect.selection.base import Selection, SelectionContext
+from safeselect.selection.base import Selection, SelectionContext, context_for
 
 
 def refs(n: int) -> list[Row]:
@@ -27,7 +27,7 @@ def task(n: int, ids: list[str] | None = None) -> list[Row]:
 
 def make_ctx(tmp_path: Path, rows: list[Row], pool: list[Row], **overrides: object) -> SelectionContext:
     cfg = loading.build({"selection.method": "safeinstr", **overrides})
-    return SelectionContext(cfg, rows, pool, tmp_path, show_progress=False)
+    return context_for(cfg, rows, pool, tmp_path, method="safeinstr", show_progress=False)
 
 
 def full_selection(rows: list[Row]) -> Selection:
@@ -125,7 +125,7 @@ def test_sources_json_and_jsonl_files(tmp_path: Path) -> None:
 
 
 def test_real_safeinstr_file(tmp_path: Path) -> None:
-    probe = data_dir(loading.build({}))
+    probe = data_dir()
     if probe is None or not (probe / safeinstr.SAFEINSTR_FILE).exists():
         pytest.skip("real data folder (../shared/data) not present")
     rows = task(5)

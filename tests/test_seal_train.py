@@ -15,7 +15,7 @@ from safeselect.core.rows import Row
 from safeselect.errors import UserError
 from safeselect.models import load_model
 from safeselect.selection import seal
-from safeselect.selection.base import SelectionContext, budget_mask
+from safeselect.selection.base import budget_mask, context_for
 from safeselect.training.encode import collate
 from safeselect.training.losses import per_row_loss, row_losses
 
@@ -141,7 +141,7 @@ def test_row_ids_survive_shuffle_and_filter(tmp_path, monkeypatch):
     order = np.random.default_rng(3).permutation(len(task))
     task = [task[i] for i in order if task[i].row_id not in ("t3", "t4")]  # shuffled, then filtered
     _, tok = load_model("tiny-llama")
-    monkeypatch.setattr("safeselect.training.losses.per_row_loss", _marker_loss(tok))
+    monkeypatch.setattr("safeselect.selection.seal.per_row_loss", _marker_loss(tok))
     asked = []
 
     def load(name):
@@ -154,7 +154,7 @@ def test_row_ids_survive_shuffle_and_filter(tmp_path, monkeypatch):
                         "selection.ratio": n_benign / len(task), "selection.seal.selector_model": "tiny-llama",
                         "selection.seal.batch_size": 16, "selection.seal.epochs": 2,
                         "selection.seal.selector_lr": 0.05})
-    ctx = SelectionContext(cfg, task, safe, tmp_path, load_model=load, show_progress=False)
+    ctx = context_for(cfg, task, safe, tmp_path, method="seal", load_model=load, show_progress=False)
     sel = seal.select(ctx)
 
     assert asked == ["tiny-llama"]  # the ranking is trained with selector_model (transfer)
@@ -189,7 +189,7 @@ def test_row_ids_survive_shuffle_and_filter(tmp_path, monkeypatch):
     # `selection.seal.logits_from`: the selector step reuses the saved logits (no model is even offered).
     reuse = loading.build({"selection.method": "seal", "selection.ratio": 0.5, "selection.seal.logits_from": str(tmp_path)})
     shuffled = task[::-1]
-    out = seal.select(SelectionContext(reuse, shuffled, safe, tmp_path / "reuse", load_model=None, show_progress=False))
+    out = seal.select(context_for(reuse, shuffled, safe, tmp_path / "reuse", method="seal", load_model=None, show_progress=False))
     assert out.row_ids == [r.row_id for r in shuffled]
     assert out.kept == budget_mask([by_id[r.row_id] for r in shuffled], 0.5, "rows", None).tolist()
     assert out.info["logits_from"] == str(tmp_path)

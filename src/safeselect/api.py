@@ -22,10 +22,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from safeselect.cli.eval import evaluate_config
+from safeselect.cli.run import check_methods
 from safeselect.config import loading
 from safeselect.config.schema import ExperimentConfig
 from safeselect.core.dotted import flatten
+from safeselect.core.io import read_jsonl
 from safeselect.errors import UserError
+from safeselect.models import resolve_device
+from safeselect.models.saved import export_merged, load_saved, model_dir
+from safeselect.pipeline.run import (
+    run_compare,
+    run_experiment,
+    select_only,
+)
 
 Overrides = Mapping[str, Any] | Sequence[str] | None
 
@@ -65,8 +75,6 @@ def run(config: str | Path | Mapping[str, Any] | ExperimentConfig, overrides: Ov
         out: str | Path | None = None, progress: bool = False) -> RunResult:
     """align -> select -> fine-tune -> evaluate, as ``safeselect run``; a finished ``out`` is reused, a killed
     one resumes. ``out`` defaults to ``runs/<config name>``."""
-    from safeselect.cli.run import check_methods
-    from safeselect.pipeline.run import run_compare, run_experiment
 
     cfg = load_config(config, overrides)
     check_methods(cfg)
@@ -80,9 +88,6 @@ def run(config: str | Path | Mapping[str, Any] | ExperimentConfig, overrides: Ov
 def select(config: str | Path | Mapping[str, Any] | ExperimentConfig, overrides: Overrides = None, *,
            out: str | Path | None = None, progress: bool = False) -> list[dict[str, Any]]:
     """Run the selector only (as ``safeselect select``); returns the rows of ``selection.jsonl``."""
-    from safeselect.cli.run import check_methods
-    from safeselect.core.io import read_jsonl
-    from safeselect.pipeline.run import select_only
 
     cfg = load_config(config, overrides)
     check_methods(cfg)
@@ -96,9 +101,6 @@ def evaluate(target: str | Path, overrides: Overrides = None, *, out: str | Path
     """Evaluate without training: a run folder's saved model (on its config's sets with ``overrides``
     applied), a saved model folder, or a config's ``model.name``. Returns the flat metrics; files go to
     ``out`` (default ``<run>-eval`` or ``runs/<config>-eval``)."""
-    from safeselect.cli.eval import evaluate_config
-    from safeselect.models import resolve_device
-    from safeselect.models.saved import load_saved, model_dir
 
     path = Path(target)
     if path.is_dir() and model_dir(path).is_dir():
@@ -117,21 +119,17 @@ def evaluate(target: str | Path, overrides: Overrides = None, *, out: str | Path
 
 def export(run_dir: str | Path, out: str | Path) -> Path:
     """Merged safetensors weights + tokenizer of a run's model in ``out`` (as ``safeselect export``)."""
-    from safeselect.models.saved import export_merged
 
     return export_merged(run_dir, out)
 
 
 def load_model(path: str | Path, device: str = "cpu") -> tuple[Any, Any]:
     """``(model, tokenizer)`` of a run folder, its ``model/`` or a merged export (adapters merged onto their base)."""
-    from safeselect.models.saved import load_saved
 
     return load_saved(path, device=device)
 
 
 def _result(run_dir: Path, metrics: dict[str, Any]) -> RunResult:
-    from safeselect.models.saved import model_dir
-
     m = model_dir(run_dir)
     return RunResult(run_dir, dict(metrics), m if m.is_dir() else None)
 

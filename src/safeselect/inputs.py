@@ -16,7 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 from safeselect.config import loading as config_mod
 from safeselect.core.io import read_bytes, read_text
+from safeselect.data.named_sets import add_named_sets
 from safeselect.errors import UserError
+from safeselect.registry import registry
+from safeselect.selection.safeinstr import load_pool
 
 if TYPE_CHECKING:
     from safeselect.config.schema import ExperimentConfig
@@ -152,8 +155,6 @@ def preflight(cfg: ExperimentConfig, train: bool | None = None) -> Bundle:
     Nothing is written. Selector-side pools (DSIR target, SafeInstr demonstrations) are loaded too when the
     configured method or count uses them, so they cannot fail after alignment.
     """
-    from safeselect.data.named_sets import add_named_sets
-    from safeselect.registry import registry
 
     check_paths(cfg)
     bundle = add_named_sets(registry("data").get(cfg.data.benchmark)(cfg), cfg)
@@ -166,17 +167,14 @@ def _check_selector_pools(cfg: ExperimentConfig, bundle: Bundle) -> None:
     from types import SimpleNamespace
 
     methods = set(cfg.compare) | {cfg.selection.method}
-    ctx: Any = SimpleNamespace(cfg=cfg, safety_ref=bundle.safety_ref)
+    # the pools' loader reads the selector context's declared values (data.data_dir) and safety_ref
+    ctx: Any = SimpleNamespace(value=lambda key: config_mod.get(cfg, key), safety_ref=bundle.safety_ref)
     if "safeinstr" in methods or cfg.selection.safeinstr.count > 0:
-        from safeselect.selection.safeinstr import load_pool
-
         pool = load_pool(cfg.selection.safeinstr.source, ctx)
         if cfg.selection.safeinstr.source not in ROW_FILE_KEYS["selection.safeinstr.source"]:
             if not pool:
                 raise UserError(f"selection.safeinstr.source={cfg.selection.safeinstr.source}: no rows")
             _need_responses(pool, f"selection.safeinstr.source={cfg.selection.safeinstr.source}", "demonstration")
-    if "dsir" in methods and cfg.selection.dsir.target not in ROW_FILE_KEYS["selection.dsir.target"]:
-        from safeselect.selection.safeinstr import load_pool
-
-        if not load_pool(cfg.selection.dsir.target, ctx, key="selection.dsir.target"):
-            raise UserError(f"selection.dsir.target={cfg.selection.dsir.target}: no rows")
+    if "dsir" in methods and cfg.selection.dsir.target not in ROW_FILE_KEYS["selection.dsir.target"] \
+            and not load_pool(cfg.selection.dsir.target, ctx, key="selection.dsir.target"):
+        raise UserError(f"selection.dsir.target={cfg.selection.dsir.target}: no rows")

@@ -12,7 +12,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
+from safeselect.data import loaders
 from safeselect.errors import UserError
+from safeselect.evaluation import benchmarks
+from safeselect.models import resolve_model
+from safeselect.pipeline.run import build_bundle
+from safeselect.registry import registry
 
 if TYPE_CHECKING:
     from safeselect.config.schema import ExperimentConfig
@@ -81,8 +86,6 @@ def check_llm_endpoint(cfg: ExperimentConfig, needed_by: str) -> str:
 
 def check_judges(cfg: ExperimentConfig, command: str = "run") -> list[str]:
     """Every judge the config uses is registered and has what it needs; one line per judge."""
-    from safeselect.registry import registry
-
     lines = []
     for name, key in judges_used(cfg, command).items():
         entry = registry("judges").entry(name)
@@ -102,9 +105,6 @@ def check_judges(cfg: ExperimentConfig, command: str = "run") -> list[str]:
 
 def model_location(name: str) -> str:
     """Where a model name resolves (registered, local folder, local HF cache), without loading weights."""
-    from safeselect.models import resolve_model
-    from safeselect.registry import registry
-
     if name in registry("models"):
         return f"{name} (registered)"
     return str(resolve_model(name))
@@ -121,8 +121,6 @@ def check_models(cfg: ExperimentConfig) -> list[str]:
 def open_data(cfg: ExperimentConfig) -> list[str]:
     """Build the data bundle (every task, reference, alignment and eval file the builder reads, each row
     checked by the loaders), then open the files other stages read later. One line per part with counts."""
-    from safeselect.pipeline.run import build_bundle
-
     b = build_bundle(cfg)
     if not b.task:
         raise UserError("the task data has no rows")
@@ -138,8 +136,6 @@ def open_data(cfg: ExperimentConfig) -> list[str]:
 
 def _later_files(cfg: ExperimentConfig) -> list[str]:
     """Files read after the bundle (by a selector, the evaluation's benchmarks): opened and counted now."""
-    from safeselect.data import loaders
-
     lines = []
     methods = {cfg.selection.method, *cfg.compare}
     row_files: dict[str, Any] = {}
@@ -154,8 +150,6 @@ def _later_files(cfg: ExperimentConfig) -> list[str]:
         lines.append(f"{key}: {len(loaders.load_rows(path))} rows")
     b = cfg.eval.benchmarks
     if b.alpacaeval or b.arenahard_questions or b.mtbench_questions:
-        from safeselect.evaluation import benchmarks
-
         if b.alpacaeval:
             lines.append(f"eval.benchmarks.alpacaeval: {len(benchmarks.load_alpacaeval(b.alpacaeval))} questions")
         if b.arenahard_questions:

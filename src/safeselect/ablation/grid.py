@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from safeselect.ablation.plan import Plan, slugify
+from safeselect.config.paths import resolve_preset
 
 REFERENCE_LABEL = "reference"
 
@@ -82,7 +83,6 @@ def _preset_digest(preset: str | None) -> str | None:
     """The preset's name and a hash of its file, so editing the preset gives new run ids."""
     if not preset:
         return None
-    from safeselect.config.paths import resolve_preset
 
     path = resolve_preset(preset)
     return f"{Path(preset).name}:{hashlib.sha256(path.read_bytes()).hexdigest()[:12]}"
@@ -98,6 +98,11 @@ def config_hash(kind: str, preset: str | None, overrides: dict[str, Any]) -> str
 def make_run_id(parts: list[str], kind: str, preset: str | None, overrides: dict[str, Any]) -> str:
     slug = "-".join(slugify(p, 24) for p in parts if p)
     return f"{slug}-{config_hash(kind, preset, overrides)}"
+
+
+def run_dir(out_dir: str | Path, run_id: str) -> Path:
+    """The folder of one run of an ablation: ``OUT/runs/<run_id>``."""
+    return Path(out_dir) / "runs" / run_id
 
 
 def expand(plan: Plan, seeds: list[int] | None = None) -> Grid:

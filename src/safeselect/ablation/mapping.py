@@ -25,6 +25,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from safeselect.config.schema import field_info
+from safeselect.core.metrics import is_sibling
+
 # ----------------------------------------------------------------------------- text repair and tokens
 
 _MOJIBAKE_CODECS = ("mac_roman", "cp1252", "latin-1")
@@ -131,8 +134,6 @@ def _score(name_toks: list[str], text_toks: list[str]) -> float:
 
 @functools.lru_cache(maxsize=1)
 def key_fields() -> dict[str, dict[str, Any]]:
-    from safeselect.config.schema import field_info
-
     return field_info()
 
 
@@ -226,12 +227,12 @@ def companions(key: str, value: Any, base: Callable[[str], Any] | None = None) -
 
 @dataclass(frozen=True)
 class MetricRule:
-    """Prose names of a metric family, the metric-name patterns it covers, and whether lower is better."""
+    """Prose names of a metric family and the metric-name patterns it covers (directions and the meaning
+    of each concrete name live in :mod:`safeselect.core.metrics`)."""
 
     names: tuple[str, ...]
     patterns: tuple[str, ...]
     label: str
-    lower_is_better: bool = False
 
 
 METRIC_RULES: tuple[MetricRule, ...] = (
@@ -246,42 +247,26 @@ METRIC_RULES: tuple[MetricRule, ...] = (
     MetricRule(("mt bench", "mtbench", "mt-bench avg score"), ("mtbench.score", "mtbench.*.score"),
                "MT-Bench score (1..10)"),
     MetricRule(("safety alignment score", "safety score", "safety avg", "safety average", "safety_avg"),
-               ("safety_avg.*",), "Safety Avg: mean harmful rate over safety sets (lower is safer)", True),
+               ("safety_avg.*",), "Safety Avg: mean harmful rate over safety sets (lower is safer)"),
     MetricRule(("harmful rate", "harmfulness", "attack success rate", "asr", "harmful score"),
-               ("safety.*.harmful_rate",), "harmful rate (0..1, lower is safer)", True),
+               ("safety.*.harmful_rate",), "harmful rate (0..1, lower is safer)"),
     MetricRule(("over refusal", "overrefusal", "refusal rate", "false refusal"), ("overrefusal.*.refusal_rate",),
-               "over-refusal rate on benign look-alikes (0..1)", True),
+               "over-refusal rate on benign look-alikes (0..1)"),
     MetricRule(("accuracy", "task accuracy", "task performance", "utility"), ("task.*.accuracy",),
                "task accuracy (0..1)"),
     MetricRule(("gpu memory", "gpu_memory", "memory", "peak memory", "memory usage"),
                ("resources.peak_gpu_memory_mb", "resources.peak_memory_mb"),
-               "peak memory in MB (accelerator where there is one, else process memory)", True),
+               "peak memory in MB (accelerator where there is one, else process memory)"),
     MetricRule(("training time", "training_time", "train time", "time", "wall time", "compute time", "runtime"),
                ("resources.train_s", "resources.selection_s"),
-               "wall time of selector training and of the final fine-tune (s)", True),
-    MetricRule(("selection time",), ("resources.selection_s",), "wall time of selection (s)", True),
-    MetricRule(("evaluation time", "eval time"), ("resources.eval_s",), "wall time of evaluation (s)", True),
+               "wall time of selector training and of the final fine-tune (s)"),
+    MetricRule(("selection time",), ("resources.selection_s",), "wall time of selection (s)"),
+    MetricRule(("evaluation time", "eval time"), ("resources.eval_s",), "wall time of evaluation (s)"),
     MetricRule(("harmful kept", "harmful kept fraction"), ("selection.harmful_kept_fraction",),
-               "share of the harmful task rows that were kept (lower is better)", True),
+               "share of the harmful task rows that were kept (lower is better)"),
     MetricRule(("ranking auc", "auc", "separability"), ("selection.ranking_auc",),
                "P(the selector scores a benign row above a harmful one); 0.5 = chance"),
 )
-
-SIBLING_SUFFIXES = ("_ci", "_n", "_invalid")
-
-# Metrics a family covers but whose meaning is narrower than the family's label.
-METRIC_LABELS = {
-    "resources.selection_s": "wall time of selection, i.e. selector training (s)",
-    "resources.train_s": "wall time of the final fine-tune on the kept rows (s)",
-    "resources.peak_gpu_memory_mb": "peak accelerator memory (MB)",
-    "resources.peak_memory_mb": "peak memory in MB (accelerator where there is one, else this run's process)",
-}
-
-
-def metric_label(metric: str, family_label: str) -> str:
-    """What one concrete metric means: its own label where it has one, else its family's."""
-    return METRIC_LABELS.get(metric, family_label)
-
 
 @dataclass
 class MetricSpec:
@@ -293,7 +278,7 @@ class MetricSpec:
     note: str = ""
 
     def matches(self, metric: str) -> bool:
-        if metric.endswith(SIBLING_SUFFIXES) or metric == "complete":
+        if is_sibling(metric) or metric == "complete":
             return False
         return any(fnmatch.fnmatchcase(metric, p) for p in self.patterns)
 
@@ -327,11 +312,3 @@ def map_metric(text: str) -> MetricSpec:
         note = (f"the plan names the sets {', '.join(sets)}; shown are the sets of the base data "
                 "(the built-in benchmark unless data.* says otherwise)")
     return MetricSpec(raw, list(rule.patterns), rule.label, note)
-
-
-def lower_is_better(metric: str) -> bool:
-    """Direction used to mark the best replacement of a metric."""
-    for rule in METRIC_RULES:
-        if rule.lower_is_better and any(fnmatch.fnmatchcase(metric, p) for p in rule.patterns):
-            return True
-    return metric.startswith("resources.") or metric.endswith(("_loss", ".harmful_rate", ".refusal_rate"))

@@ -50,7 +50,9 @@ from safeselect.ablation.mapping import (
     tokens,
     value_kind,
 )
+from safeselect.config import schema as cfg_mod
 from safeselect.errors import UserError
+from safeselect.registry import registry
 
 # ----------------------------------------------------------------------------- vocabulary
 
@@ -144,8 +146,6 @@ def _section_help() -> dict[str, str]:
     """Dotted section -> its help ("selection.seal.gamma" -> "penalty schedule")."""
     import dataclasses
 
-    from safeselect.config import schema as cfg_mod
-
     out: dict[str, str] = {}
 
     def walk(cls: type, prefix: str) -> None:
@@ -180,8 +180,6 @@ def choices_of(key: str) -> list[str]:
     if ch:
         return [str(c) for c in ch]
     if key == "selection.method":
-        from safeselect.registry import registry
-
         return sorted(set(registry("selectors").names()))
     return []
 
@@ -532,8 +530,6 @@ def _free_name(key: str, text: str) -> str:
     help_words = {compact(w) for w in re.findall(r"[\w.-]+", str(key_fields()[key].get("help", "")))}
     if compact(text) in help_words or Path(text).exists():
         return text
-    from safeselect.registry import registry
-
     for kind in ("data", "judges", "selectors", "rewards"):
         try:
             names = registry(kind).names()
@@ -552,8 +548,6 @@ def _is_model_key(key: str) -> bool:
 def _model_name(text: str) -> str | None:
     """A registered model name (CamelCase, case and dashes ignored), an HF id ('org/name') or an existing path."""
     from pathlib import Path
-
-    from safeselect.registry import registry
 
     names = registry("models").names()
     for n in names:

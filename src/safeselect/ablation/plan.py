@@ -52,9 +52,13 @@ from safeselect.ablation.matcher import (
     read_value,
     reads_as_percentages,
 )
+from safeselect.config import loading
+from safeselect.config.loading import get
+from safeselect.config.paths import preset_names, resolve_preset
 from safeselect.core.dotted import flatten
-from safeselect.errors import UserError
+from safeselect.errors import UserError, suggest
 from safeselect.evaluation.benchmarks import configured as benchmarks_configured
+from safeselect.registry import registry
 
 ABLATION_DIR = Path(__file__).resolve().parents[1] / "configs" / "ablations"
 DEFAULT_SEEDS = [0, 1, 2]
@@ -167,7 +171,6 @@ def override_text(key: str, value: Any) -> str:
 
 def make_config(preset: str | None, flat: dict[str, Any]) -> Any:
     """The config of one run: defaults < preset (name or path) < ``flat`` dotted overrides."""
-    from safeselect.config import loading
 
     return loading.load(preset, [override_text(k, v) for k, v in flat.items()])
 
@@ -178,8 +181,6 @@ _CHECKED: dict[str, Any] = {}
 def checked_config(preset: str | None, flat: dict[str, Any]) -> Any:
     """:func:`make_config` for reading only (validation, metric checks): a plan builds the same config many times
     while it is loaded, and one build costs about a second on a busy machine. Never mutate the result."""
-    from safeselect.config.paths import resolve_preset
-
     stamp = None
     if preset:
         try:
@@ -204,7 +205,6 @@ def resolve_plan_path(name_or_path: str | Path) -> Path:
     cand = ABLATION_DIR / f"{name_or_path}.yaml"
     if cand.exists():
         return cand
-    from safeselect.errors import suggest
 
     raise UserError(f"unknown plan '{name_or_path}'{suggest(str(name_or_path), shipped_plans())}")
 
@@ -383,8 +383,6 @@ def _yaml_plan(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     known = {"name", "description", "base", "seeds", "seed_keys", "reference", "ablations"}
     for k in data:
         if k not in known:
-            from safeselect.errors import suggest
-
             raise UserError(f"{path}: unknown plan key '{k}'{suggest(k, sorted(known))}")
     header: dict[str, Any] = {"name": data.get("name") or path.stem}
     base = data.get("base") or {}
@@ -424,7 +422,6 @@ def _yaml_plan(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
 
 def _markdown_preset(method: str | None, keys: list[str], notes: list[str]) -> str | None:
     """The shipped preset of the method a markdown plan is about (eva, or the selector), when one exists."""
-    from safeselect.config.paths import preset_names
 
     name = method
     if keys and all(k.startswith("eva.") for k in keys):
@@ -440,7 +437,6 @@ def _markdown_preset(method: str | None, keys: list[str], notes: list[str]) -> s
 
 def infer_method(title: str, ablations: list[Ablation], texts: list[str]) -> str | None:
     """The selector a markdown plan is about: from ablated keys (selection.<method>.*) or its name in the text."""
-    from safeselect.registry import registry
 
     names = set(registry("selectors").names()) | {"seal", "dualselect"}
     found = {a.parameter.split(".")[1] for a in ablations
@@ -499,7 +495,6 @@ def load_plan(path: str | Path, overrides: dict[str, Any] | list[str] | None = N
     plan's preset, ``seeds`` its seeds. Markdown plans are partial by default: each section is mapped or refused
     on its own (``plan.refused`` says why); ``strict=True`` makes any refusal an error. YAML plans are strict.
     """
-    from safeselect.config import loading
 
     p = resolve_plan_path(path)
     if isinstance(overrides, (list, tuple)):
@@ -528,8 +523,6 @@ def load_plan(path: str | Path, overrides: dict[str, Any] | list[str] | None = N
         raise UserError(f"{p}: base config: {e}") from None
 
     def base_value(key: str) -> Any:
-        from safeselect.config.loading import get
-
         return get(base_cfg, key)
 
     ablations, refused = _map_all(raw_ablations, set(base_flat), str(p), base_value, method, strict)

@@ -2,7 +2,7 @@
 
     OUT/plan.json              the mapped plan and its grid (what ``safeselect report`` reads)
     OUT/runs/<run_id>/         one folder per run: the run function's files, plus runner.json
-    OUT/results.csv, OUT/report.md, OUT/plots/*.png   written at the end (see experiments.report)
+    OUT/results.csv, OUT/report.md, OUT/plots/*.png   written afterwards (see reporting.ablation)
 
 A run is finished when its ``metrics.json`` says ``"complete": true``; the run
 functions write that file last and atomically, so a run killed half-way is
@@ -21,7 +21,6 @@ system, because each task writes its run folder itself.
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import sys
@@ -32,13 +31,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from safeselect.ablation.grid import Grid, RunSpec, expand
+from safeselect.ablation.grid import Grid, RunSpec, expand, run_dir
 from safeselect.ablation.plan import Plan, make_config
 from safeselect.core import lock
 from safeselect.core.io import atomic_write_text, write_json
 from safeselect.core.redact import redact
+from safeselect.core.rundir import RunDir, is_complete
 from safeselect.errors import UserError
 from safeselect.inputs import check_out
+from safeselect.pipeline.run import run_experiment
+from safeselect.registry import registry
+from safeselect.selfplay.run import run_eva
 
 # run_fn(kind, cfg, out_dir, reference_dir, show_progress) -> flat metrics or None; it writes out_dir/metrics.json.
 RunFn = Callable[[str, Any, Path, "Path | None", bool], "dict[str, Any] | None"]
@@ -54,27 +57,11 @@ class Outcome:
     error: str = ""
 
 
-def run_dir(out_dir: str | Path, run_id: str) -> Path:
-    return Path(out_dir) / "runs" / run_id
-
-
-def is_complete(path: str | Path) -> bool:
-    """True when ``path/metrics.json`` parses and says ``"complete": true``."""
-    p = Path(path) / "metrics.json"
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return False
-    return isinstance(data, dict) and data.get("complete") is True
-
-
 def default_run(kind: str, cfg: Any, out_dir: Path, reference_dir: Path | None,
                 show_progress: bool) -> dict[str, Any] | None:
     """eva ablations run the self-play loop, everything else the select -> fine-tune -> evaluate pipeline."""
     if kind == "eva":
         import inspect
-
-        from safeselect.selfplay.run import run_eva
 
         params = inspect.signature(run_eva).parameters
         kwargs: dict[str, Any] = {}
@@ -83,22 +70,8 @@ def default_run(kind: str, cfg: Any, out_dir: Path, reference_dir: Path | None,
         if "show_progress" in params:
             kwargs["show_progress"] = show_progress
         return run_eva(cfg, out_dir, **kwargs)
-    from safeselect.pipeline.run import run_experiment
 
     return run_experiment(cfg, out_dir, reference_dir=reference_dir, show_progress=show_progress)
-
-
-def _mark_complete(path: Path, result: dict[str, Any] | None) -> None:
-    """The run function returned but left no complete marker: record what it returned (or wrote) as complete."""
-    metrics: dict[str, Any] = {}
-    try:
-        data = json.loads((path / "metrics.json").read_text(encoding="utf-8"))
-        if isinstance(data, dict):
-            metrics = data
-    except (OSError, json.JSONDecodeError):
-        metrics = dict(result or {})
-    metrics["complete"] = True
-    write_json(path / "metrics.json", metrics)
 
 
 def execute_run(spec: dict[str, Any], out_dir: str, reference_dir: str | None, run_fn: RunFn | None = None,
@@ -106,8 +79,9 @@ def execute_run(spec: dict[str, Any], out_dir: str, reference_dir: str | None, r
     """Run one spec unless its folder is complete. Never raises: failures come back as ``status: failed``
     with the traceback in ``runs/<id>/error.txt``. Top-level so process pools and Ray can ship it."""
     run = RunSpec.from_dict(spec)
-    path = run_dir(out_dir, run.run_id)
-    if is_complete(path):
+    rd = RunDir(run_dir(out_dir, run.run_id))
+    path = rd.path
+    if rd.is_complete():
         return {"run_id": run.run_id, "status": "skipped", "wall_s": 0.0, "error": ""}
     t0 = time.perf_counter()
     try:
@@ -125,7 +99,7 @@ def execute_run(spec: dict[str, Any], out_dir: str, reference_dir: str | None, r
             fn = run_fn or default_run
             result = fn(run.kind, cfg, path, Path(reference_dir) if reference_dir else None, show_progress)
             if not is_complete(path):
-                _mark_complete(path, result if isinstance(result, dict) else None)
+                RunDir(path).mark_complete(result if isinstance(result, dict) else None)
         except Exception as e:  # a failed run must not stop the others
             atomic_write_text(path / "error.txt", redact(traceback.format_exc()))
             msg = str(e).splitlines()[0] if str(e) else type(e).__name__
@@ -175,8 +149,6 @@ def die_with_parent(parent_pid: int) -> None:
 def check_components(grid: Grid) -> None:
     """Before anything runs: every selector and judge the runs name exists, and eva runs have a run function."""
     import importlib.util
-
-    from safeselect.registry import registry
 
     if any(r.kind == "eva" for r in grid.runs) and importlib.util.find_spec("safeselect.selfplay.run") is None:
         raise UserError("eva runs need safeselect.selfplay.run, which is not in this build")
@@ -291,9 +263,10 @@ def write_plan_file(plan: Plan, grid: Grid, out_dir: Path) -> None:
 def run_plan(plan: Plan, out_dir: str | Path, *, seeds: list[int] | None = None, workers: int | None = 1,
              threads: int | None = None,
              backend: str = "local", ray_address: str | None = None, ray_num_cpus: float = 1.0,
-             ray_num_gpus: float = 0.0, run_fn: RunFn | None = None, show_progress: bool = True,
-             report: bool = True) -> list[Outcome]:
-    """Run every unfinished run of ``plan`` (the reference first), then write results.csv, report.md, plots."""
+             ray_num_gpus: float = 0.0, run_fn: RunFn | None = None, show_progress: bool = True) -> list[Outcome]:
+    """Run every unfinished run of ``plan`` (the reference first). The report is built from the files
+    afterwards (:func:`safeselect.reporting.ablation.build_report`)."""
+
     if backend not in ("local", "ray"):
         raise UserError(f"unknown backend '{backend}' (choose local or ray)")
     out = Path(out_dir)
@@ -305,13 +278,12 @@ def run_plan(plan: Plan, out_dir: str | Path, *, seeds: list[int] | None = None,
         return _run_plan_locked(plan, grid, out, workers=workers, threads=threads, backend=backend,
                                 ray_address=ray_address,
                                 ray_num_cpus=ray_num_cpus, ray_num_gpus=ray_num_gpus, run_fn=run_fn,
-                                show_progress=show_progress, report=report)
+                                show_progress=show_progress)
 
 
 def _run_plan_locked(plan: Plan, grid: Grid, out: Path, *, workers: int | None, threads: int | None, backend: str,
                      ray_address: str | None,
-                     ray_num_cpus: float, ray_num_gpus: float, run_fn: RunFn | None, show_progress: bool,
-                     report: bool) -> list[Outcome]:
+                     ray_num_cpus: float, ray_num_gpus: float, run_fn: RunFn | None, show_progress: bool) -> list[Outcome]:
     from tqdm import tqdm
 
     write_plan_file(plan, grid, out)
@@ -354,8 +326,4 @@ def _run_plan_locked(plan: Plan, grid: Grid, out: Path, *, workers: int | None, 
                                f"{Path(ref_dir) / 'error.txt'}")
     launch([r for r in todo if r.run_id != grid.reference_id], ref_dir)
     bar.close()
-    if report:
-        from safeselect.reporting.ablation import build_report
-
-        build_report(out)
     return outcomes

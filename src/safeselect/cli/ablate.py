@@ -12,6 +12,16 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+
+from safeselect.ablation.grid import describe, expand, run_dir
+from safeselect.ablation.plan import explain, load_plan, metric_lines
+from safeselect.ablation.runner import run_plan
+from safeselect.config.loading import MAX_SEED
+from safeselect.core.rundir import is_complete
+from safeselect.errors import UserError
+from safeselect.inputs import check_file, check_out
+from safeselect.reporting.ablation import build_report
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -46,15 +56,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from safeselect.ablation.grid import describe, expand
-    from safeselect.ablation.plan import explain, load_plan, metric_lines
-    from safeselect.ablation.runner import is_complete, run_dir, run_plan
-    from safeselect.config.loading import MAX_SEED
-    from safeselect.errors import UserError
-    from safeselect.inputs import check_file, check_out
-
     if args.workers is not None and args.workers < 0:
         raise UserError("--workers must be >= 0")
     if args.threads is not None and args.threads < 1:
@@ -98,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
     except RuntimeError as e:
         print(f"safeselect: {e}", file=sys.stderr)
         return 1
+    build_report(out)
     failed = [o for o in outcomes if o.status == "failed"]
     done = sum(o.status == "done" for o in outcomes)
     skipped = sum(o.status == "skipped" for o in outcomes)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from safeselect.errors import UserError
+from safeselect.pipeline.run import clear_runs, describe_conflicts, run_conflicts
 
 
 def add_config_args(p: argparse.ArgumentParser, out: bool = True) -> None:
@@ -35,8 +36,6 @@ def resolve_out(args: argparse.Namespace, cfg: Any) -> Path:
     - no ``--out``: the first free ``runs/<config name>-N`` (N = 2, 3, ...), said on stderr, so the
       README's commands all work one after another; the same command later resumes that folder.
     """
-    from safeselect.pipeline.run import clear_runs, describe_conflicts, run_conflicts
-
     explicit = args.out is not None
     out = Path(args.out) if explicit else default_out(args.config)
     conflicts = run_conflicts(cfg, out)

@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from safeselect.config.paths import PRESET_DIR, preset_names
+from safeselect.core.io import atomic_write_text
 from safeselect.errors import UserError, suggest
 
 
@@ -26,8 +28,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def preset_file(name: str) -> Path:
     """The shipped YAML of a config preset or of an ablation plan called ``name``."""
-    from safeselect.config.paths import PRESET_DIR, preset_names
-
     for cand in (PRESET_DIR / f"{name}.yaml", PRESET_DIR / "ablations" / f"{name}.yaml"):
         if cand.is_file():
             return cand
@@ -36,8 +36,6 @@ def preset_file(name: str) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from safeselect.core.io import atomic_write_text
-
     src = preset_file(args.preset)
     dest = Path(args.dest)
     if dest.is_dir():

@@ -14,6 +14,13 @@ from __future__ import annotations
 
 import argparse
 
+from safeselect.config import loading
+from safeselect.config.paths import preset_names, resolve_preset
+from safeselect.data.builtin import write_benchmark
+from safeselect.errors import UserError, suggest
+from safeselect.inputs import check_out, check_paths
+from safeselect.registry import registry
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("data", help="build benchmark data (JSONL splits)")
@@ -36,12 +43,6 @@ def _need_action(args: argparse.Namespace) -> int:
 def run_build(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from safeselect.config import loading
-    from safeselect.config.paths import preset_names, resolve_preset
-    from safeselect.data.builtin import write_benchmark
-    from safeselect.inputs import check_out, check_paths
-    from safeselect.registry import registry
-
     overrides = list(args.overrides)
     data_reg = registry("data")
     if args.preset in data_reg and args.preset not in preset_names():
@@ -52,8 +53,6 @@ def run_build(args: argparse.Namespace) -> int:
         try:
             resolve_preset(base)
         except Exception:
-            from safeselect.errors import UserError, suggest
-
             raise UserError(f"unknown data preset '{args.preset}'"
                             f"{suggest(args.preset, data_reg.names() + preset_names())}") from None
     if args.difficulty:

@@ -7,6 +7,12 @@ from pathlib import Path
 from typing import Any
 
 from safeselect.cli.common import add_config_args
+from safeselect.config import loading
+from safeselect.core.lock import run_lock
+from safeselect.errors import UserError
+from safeselect.inputs import check_out, check_paths
+from safeselect.registry import registry
+from safeselect.selfplay.run import run_eva
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,8 +24,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def check(cfg: Any) -> None:
     """Fail fast (exit 2) on names that would only fail after model loading."""
-    from safeselect.errors import UserError
-    from safeselect.registry import registry
 
     for name in [cfg.eva.reward, *cfg.eva.eval_rewards]:
         registry("rewards").entry(name)
@@ -28,11 +32,6 @@ def check(cfg: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from safeselect.config import loading
-    from safeselect.core.lock import run_lock
-    from safeselect.inputs import check_out, check_paths
-    from safeselect.selfplay.run import run_eva
-
     cfg = loading.load(args.config, args.overrides)
     check(cfg)
     out = check_out(Path(args.out) if args.out else Path("runs") / Path(args.config).stem)

@@ -19,11 +19,20 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from safeselect.config import loading
+from safeselect.config.loading import parse_override
 from safeselect.core.lock import run_lock
+from safeselect.core.rundir import RunDir
 from safeselect.core.seeding import seed_stage
 from safeselect.errors import UserError
-from safeselect.inputs import check_out
+from safeselect.evaluation.benchmarks import configured, run_benchmarks
+from safeselect.evaluation.evaluate import evaluate, rescore
+from safeselect.evaluation.resources import Meter
+from safeselect.inputs import check_out, preflight
 from safeselect.judges.accuracy import card_section
+from safeselect.models import load_model, resolve_device
+from safeselect.models.saved import load_saved, model_dir
+from safeselect.registry import registry
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -41,8 +50,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _check(judges: list[str], reference: str | None) -> None:
-    from safeselect.registry import registry
-
     for j in judges:
         registry("judges").entry(j)
     if reference is not None and not (Path(reference) / "generations.jsonl").exists():
@@ -69,8 +76,6 @@ def format_metrics(flat: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from safeselect.config import loading
-
     target = Path(args.target)
     if target.is_dir():
         if _wants_model(args, target):
@@ -90,8 +95,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _wants_model(args: argparse.Namespace, run_dir: Path) -> bool:
     """Generate with the saved model: asked for, new evaluation sets, or nothing to re-score."""
-    from safeselect.config.loading import parse_override
-    from safeselect.models.saved import model_dir
 
     new_sets = any(parse_override(o)[0].startswith("data.") for o in args.overrides)
     if not (args.generate or new_sets or not (run_dir / "generations.jsonl").exists()):
@@ -105,9 +108,6 @@ def _wants_model(args: argparse.Namespace, run_dir: Path) -> bool:
 
 
 def _evaluate_saved(args: argparse.Namespace, run_dir: Path) -> int:
-    from safeselect.config import loading
-    from safeselect.models.saved import load_saved, model_dir
-
     cfg_path = run_dir / "config.yaml"
     if not cfg_path.exists():
         raise UserError(f"{run_dir}: no config.yaml beside the saved model")
@@ -118,7 +118,6 @@ def _evaluate_saved(args: argparse.Namespace, run_dir: Path) -> int:
     out = Path(args.out) if args.out else Path(f"{run_dir}-eval")
     if out.resolve() == run_dir.resolve():
         raise UserError("--out must differ from the run folder (its files belong to the training run)")
-    from safeselect.models import resolve_device
 
     model, tok = load_saved(model_dir(run_dir), dtype=cfg.model.dtype, device=resolve_device(cfg.device))
     flat = evaluate_config(cfg, out, reference_dir=args.reference, show_progress=not args.quiet, model=(model, tok))
@@ -128,9 +127,6 @@ def _evaluate_saved(args: argparse.Namespace, run_dir: Path) -> int:
 
 
 def _rescore(args: argparse.Namespace, run_dir: Path) -> int:
-    from safeselect.config import loading
-    from safeselect.evaluation.evaluate import rescore
-
     if not (run_dir / "generations.jsonl").exists():
         raise UserError(f"{run_dir} is not a finished run (no generations.jsonl)")
     cfg_path = run_dir / "config.yaml"
@@ -150,9 +146,6 @@ def evaluate_config(cfg: Any, out: Path, reference_dir: str | None = None, show_
                     model: tuple[Any, Any] | None = None) -> dict[str, Any]:
     """Evaluate ``cfg.model.name`` as is (or ``model``: a loaded (model, tokenizer)) on the configured
     evaluation sets; write the eval files to ``out``."""
-    from safeselect.evaluation.resources import Meter
-    from safeselect.inputs import preflight
-    from safeselect.models import load_model
 
     meter = Meter()
     check_out(out)
@@ -165,19 +158,15 @@ def evaluate_config(cfg: Any, out: Path, reference_dir: str | None = None, show_
 
 def _evaluate_locked(cfg: Any, out: Path, bundle: Any, model: Any, tok: Any, meter: Any, reference_dir: str | None,
                      show_progress: bool) -> dict[str, Any]:
-    from safeselect.config import loading
-    from safeselect.core.dotted import nest
-    from safeselect.core.io import atomic_write_text, write_json, write_jsonl
-    from safeselect.evaluation.benchmarks import configured, run_benchmarks
-    from safeselect.evaluation.evaluate import evaluate
-
-    atomic_write_text(out / "config.yaml", loading.to_yaml(cfg))
+    # Evaluated afresh on every call (another judge or set is a new evaluation), then marked complete.
+    run = RunDir(out).create()
+    run.write_config(loading.to_yaml(cfg))
     seed_stage(cfg.seed, "eval")
     with meter.stage("eval"):
         flat, records = evaluate(model, tok, bundle, cfg, reference_dir=reference_dir, show_progress=show_progress)
         if configured(cfg):
             flat.update(run_benchmarks(model, tok, cfg, out, show_progress=show_progress))
     flat.update(meter.metrics())
-    write_jsonl(out / "generations.jsonl", records)
-    write_json(out / "metrics.json", nest(flat))
+    run.write_jsonl(run.GENERATIONS, records)
+    run.write_metrics(flat)
     return flat

@@ -11,6 +11,7 @@ import argparse
 from pathlib import Path
 
 from safeselect.errors import UserError
+from safeselect.models.saved import export_merged, model_dir
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,8 +22,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from safeselect.models.saved import export_merged, model_dir
-
     src = Path(args.run_dir)
     if not src.is_dir():
         raise UserError(f"{src}: not a folder")

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+from safeselect.config.paths import PRESET_DIR, preset_names
+from safeselect.config.schema import field_info
+from safeselect.registry import registry
+
 KINDS = ["selectors", "judges", "models", "configs", "data", "rewards", "keys"]
 
 
@@ -14,9 +18,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from safeselect.config.paths import PRESET_DIR, preset_names
-    from safeselect.registry import registry
-
     if args.kind == "keys":
         print(config_reference())
         return 0
@@ -42,7 +43,6 @@ def run(args: argparse.Namespace) -> int:
 
 def config_reference() -> str:
     """Every config key with its default, choices or range, aliases and help, as a markdown table."""
-    from safeselect.config.schema import field_info
 
     lines = ["| key | default | values | help |", "|---|---|---|---|"]
     for key, meta in field_info().items():

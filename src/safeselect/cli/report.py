@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import argparse
 
+from safeselect.errors import UserError
+from safeselect.reporting.ablation import build_report, collect
+from safeselect.reporting.runs import write_runs_report
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="rebuild the tables and plots of an ablation folder or a folder of runs")
@@ -21,15 +25,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from safeselect.errors import UserError
-    from safeselect.reporting.ablation import build_report, collect
-
     out = Path(args.dir)
     if not out.is_dir():
         raise UserError(f"not a folder: {out}")
     if not (out / "plan.json").exists():
-        from safeselect.pipeline.run import write_runs_report
-
         print(write_runs_report(out, win_rates=not args.no_win_rates))
         return 0
     path = build_report(out, plots=not args.no_plots)

@@ -12,6 +12,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from safeselect.config import loading
+from safeselect.inputs import check_out, check_paths
+from safeselect.selfplay.reward_train import train_reward_model
+from safeselect.selfplay.rewards import default_reward_dir
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("reward", help="train the offline Bradley-Terry reward model")
@@ -28,11 +33,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from safeselect.config import loading
-    from safeselect.inputs import check_out, check_paths
-    from safeselect.selfplay.reward_train import train_reward_model
-    from safeselect.selfplay.rewards import default_reward_dir
-
     config_arg, overrides = args.config, list(args.overrides)
     if config_arg is not None and "=" in config_arg and not Path(config_arg).exists():
         overrides.insert(0, config_arg)  # `reward train key=value` with no CONFIG

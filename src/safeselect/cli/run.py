@@ -6,6 +6,11 @@ import argparse
 
 from safeselect import preflight
 from safeselect.cli.common import add_config_args, resolve_out
+from safeselect.config import loading
+from safeselect.inputs import check_out
+from safeselect.pipeline.run import ALIGNED_ONLY, accelerator, run_compare, run_experiment
+from safeselect.registry import registry
+from safeselect.reporting.runs import table
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,9 +22,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def check_methods(cfg) -> None:  # noqa: ANN001 - ExperimentConfig; kept light to import
-    from safeselect.pipeline.run import ALIGNED_ONLY
-    from safeselect.registry import registry
-
     for m in [cfg.selection.method, *cfg.compare]:
         if m != ALIGNED_ONLY:
             registry("selectors").entry(m)
@@ -29,10 +31,6 @@ def check_methods(cfg) -> None:  # noqa: ANN001 - ExperimentConfig; kept light t
 
 
 def run(args: argparse.Namespace) -> int:
-    from safeselect.config import loading
-    from safeselect.inputs import check_out
-    from safeselect.pipeline.run import accelerator, run_compare, run_experiment, table
-
     cfg = loading.load(args.config, args.overrides)
     check_methods(cfg)
     # Judges and model before any training: a missing endpoint must not surface after the fine-tune.

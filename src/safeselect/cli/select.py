@@ -6,6 +6,10 @@ import argparse
 
 from safeselect import preflight
 from safeselect.cli.common import add_config_args, resolve_out
+from safeselect.cli.run import check_methods
+from safeselect.config import loading
+from safeselect.inputs import check_out
+from safeselect.pipeline.run import accelerator, select_only
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,11 +22,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import dataclasses
-
-    from safeselect.cli.run import check_methods
-    from safeselect.config import loading
-    from safeselect.inputs import check_out
-    from safeselect.pipeline.run import accelerator, select_only
 
     cfg = loading.load(args.config, args.overrides)
     check_methods(cfg)

@@ -13,6 +13,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from safeselect import preflight as checks
+from safeselect.ablation.grid import expand
+from safeselect.ablation.plan import ABLATION_DIR, load_plan, make_config
+from safeselect.ablation.runner import check_components
+from safeselect.cli.run import check_methods
+from safeselect.config import loading
+from safeselect.core.io import read_text
+from safeselect.inputs import check_file, preflight
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("validate", help="check a config or an ablation plan: keys, data files, model, judges")
@@ -23,10 +32,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from safeselect.cli.run import check_methods
-    from safeselect.config import loading
-    from safeselect.inputs import check_file, preflight
-
     path = Path(args.target)
     if path.exists() or path.suffix in (".md", ".yaml", ".yml"):
         check_file(path, "CONFIG_OR_PLAN")  # a folder, or not UTF-8 text: one line
@@ -45,22 +50,14 @@ def run(args: argparse.Namespace) -> int:
 
 def check_config(cfg, open_data: bool = True, command: str = "run") -> list[str]:  # noqa: ANN001 - light import
     """Every check on one config, in the order a run meets them; raises UserError at the first failure."""
-    from safeselect import preflight
-    from safeselect.cli.run import check_methods
-
     check_methods(cfg)
-    lines = preflight.check_models(cfg) + preflight.check_judges(cfg, command)
+    lines = checks.check_models(cfg) + checks.check_judges(cfg, command)
     if open_data:
-        lines += preflight.open_data(cfg)
+        lines += checks.open_data(cfg)
     return lines
 
 
 def _validate_plan(args: argparse.Namespace) -> int:
-    from safeselect.ablation.grid import expand
-    from safeselect.ablation.plan import load_plan, make_config
-    from safeselect.ablation.runner import check_components
-    from safeselect.config import loading as config_mod
-
     plan = load_plan(args.target, overrides=args.overrides)
     grid = expand(plan)
     check_components(grid)
@@ -70,7 +67,7 @@ def _validate_plan(args: argparse.Namespace) -> int:
             continue
         cfg = make_config(r.preset, r.overrides)
         # Runs that differ only in selector knobs read the same files: check each data / judge setup once.
-        d = config_mod.to_dict(cfg)
+        d = loading.to_dict(cfg)
         key = repr((d["model"], d["data"], d["align"], d["eval"], d["judges"], cfg.selection.method,
                     d["selection"]["dsir"]["target"], d["selection"]["safeinstr"]))
         if key not in seen:
@@ -85,15 +82,11 @@ def _validate_plan(args: argparse.Namespace) -> int:
 
 
 def _is_shipped_plan(name: str) -> bool:
-    from safeselect.ablation.plan import ABLATION_DIR
-
     return "/" not in name and (ABLATION_DIR / f"{name}.yaml").is_file()
 
 
 def _is_plan(path: Path) -> bool:
     import yaml
-
-    from safeselect.core.io import read_text
 
     try:
         data = yaml.safe_load(read_text(path)) if path.exists() else None

@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from safeselect.errors import UserError, suggest
-
-if TYPE_CHECKING:
-    from safeselect.config.schema import ExperimentConfig
 
 PRESET_DIR = Path(__file__).resolve().parents[1] / "configs"
 
@@ -41,14 +37,15 @@ def cache_dir() -> Path:
     return path
 
 
-def data_dir(cfg: ExperimentConfig | None = None) -> Path | None:
-    """Folder of the real data sets: config, then $SAFESELECT_DATA_DIR, then ../shared/data next to the repo or cwd."""
+def data_dir(folder: str | None = None) -> Path | None:
+    """Folder of the real data sets: ``folder`` (the config's data.data_dir), then $SAFESELECT_DATA_DIR, then
+    ../shared/data next to the repo or cwd."""
     cands = []
-    if cfg is not None and cfg.data.data_dir:
+    if folder:
         # An explicit folder that does not exist is an error, not a reason to fall back silently.
-        if not Path(cfg.data.data_dir).is_dir():
-            raise UserError(f"data.data_dir={cfg.data.data_dir}: folder not found")
-        return Path(cfg.data.data_dir)
+        if not Path(folder).is_dir():
+            raise UserError(f"data.data_dir={folder}: folder not found")
+        return Path(folder)
     if os.environ.get("SAFESELECT_DATA_DIR"):
         cands.append(Path(os.environ["SAFESELECT_DATA_DIR"]))
     cands.append(Path.cwd().parent / "shared" / "data")

@@ -37,14 +37,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from random import Random
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from safeselect.config.schema import ExperimentConfig
+from safeselect.core.io import write_json, write_jsonl
 from safeselect.core.rows import Bundle, Row
+from safeselect.data import loaders
+from safeselect.data.borderline import BORDERLINE
+from safeselect.data.loaders import load_rows
 from safeselect.data.mixing import harmful_count, rng
-from safeselect.errors import UserError
-
-if TYPE_CHECKING:
-    from safeselect.config.schema import ExperimentConfig
+from safeselect.errors import UserError, suggest
+from safeselect.registry import registry
 
 SOURCE = "builtin"
 
@@ -772,12 +775,11 @@ def safety_ref_rows(cfg: ExperimentConfig, uniq: _Unique | None = None) -> list[
         for row in rows:
             row.task = "safety_ref"
         return rows[:keep]
-    from safeselect.data import loaders
 
     if src in ("safeinstr", "hh"):
-        pool = loaders.load_safeinstr(loaders.require_data_file(cfg, "safeinstr_safety_only.json")) \
+        pool = loaders.load_safeinstr(loaders.require_data_file(cfg.data.data_dir, "safeinstr_safety_only.json")) \
             if src == "safeinstr" else \
-            loaders.load_hh(loaders.require_data_file(cfg, "hh_harmless_base_test.jsonl.gz"), which="chosen")
+            loaders.load_hh(loaders.require_data_file(cfg.data.data_dir, "hh_harmless_base_test.jsonl.gz"), which="chosen")
         r = rng(cfg.data.seed, f"safety_ref:{src}")
         pool = list(pool)
         r.shuffle(pool)
@@ -787,8 +789,6 @@ def safety_ref_rows(cfg: ExperimentConfig, uniq: _Unique | None = None) -> list[
         return rows[: _fraction_count(sr.fraction, len(rows))]
     path = Path(src)
     if path.suffix not in (".jsonl", ".gz", ".json") and not path.exists():
-        from safeselect.errors import suggest
-
         raise UserError(f"data.safety_ref.source='{src}' is neither a known source nor a file"
                         f"{suggest(src, ['builtin', 'safeinstr', 'hh'])}")
     rows = loaders.load_jsonl_rows(path)
@@ -807,8 +807,6 @@ def align_rows(cfg: ExperimentConfig, uniq: _Unique | None = None, refusals: lis
     """
     a = cfg.align
     if a.source != "builtin":
-        from safeselect.data.loaders import load_rows
-
         return load_rows(a.source)
     uniq = uniq or _Unique()
     if refusals is None:
@@ -821,7 +819,6 @@ def align_rows(cfg: ExperimentConfig, uniq: _Unique | None = None, refusals: lis
         for x in ben:
             x["harmful"] = False
         benign = _rows(ben, "align-benign")
-    from safeselect.data.borderline import BORDERLINE
 
     borderline = [Row(row_id=f"align-borderline-{i:02d}", prompt=p, response=a, harmful=False, task="borderline",
                       source=SOURCE) for i, (p, a) in enumerate(BORDERLINE[: a.n_borderline])]
@@ -865,7 +862,6 @@ def build_bundle(cfg: ExperimentConfig) -> Bundle:
 
 def write_bundle(bundle: Bundle, out_dir: str | Path) -> dict[str, int]:
     """Write every split of ``bundle`` as JSONL under ``out_dir``; return {file stem: row count}."""
-    from safeselect.core.io import write_json, write_jsonl
 
     out = Path(out_dir)
     splits: dict[str, list[Row]] = {"task": bundle.task, "safety_ref": bundle.safety_ref, "align": bundle.align}
@@ -883,6 +879,5 @@ def write_bundle(bundle: Bundle, out_dir: str | Path) -> dict[str, int]:
 
 def write_benchmark(cfg: ExperimentConfig, out_dir: str | Path) -> dict[str, int]:
     """Build the bundle of ``cfg`` (any registered data builder) and write it as JSONL splits."""
-    from safeselect.registry import registry
 
     return write_bundle(registry("data").get(cfg.data.benchmark)(cfg), out_dir)

@@ -26,14 +26,13 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from safeselect.core.io import iter_jsonl_numbered, read_text
-from safeselect.core.rows import Bundle, Row
+from safeselect.config.paths import data_dir
+from safeselect.core.io import iter_jsonl_numbered, read_json, read_text
+from safeselect.core.rows import Row
 from safeselect.errors import UserError, suggest
-
-if TYPE_CHECKING:
-    from safeselect.config.schema import ExperimentConfig
+from safeselect.models import from_hf_cache, hf_cache_dir
 
 _PROMPT_KEYS = ("prompt", "instruction", "question")
 _RESPONSE_KEYS = ("response", "output", "completion")
@@ -236,7 +235,7 @@ def load_jsonl_rows(path: str | Path, source: str | None = None, columns: dict[s
     p = _exists(path)
     stem = _stem(p)
     rows, wheres = [], []
-    for lineno, obj in _jsonl_objects(p):
+    for lineno, obj in iter_jsonl_numbered(p):
         where = f"{p}:{lineno}"
         row = row_from_obj(remap(obj, columns, where), f"{stem}-{lineno}", where)
         if source and row.source is None:
@@ -287,8 +286,6 @@ def is_hub_name(name: str) -> bool:
 
 
 def _read_json(p: Path) -> Any:
-    from safeselect.core.io import read_json
-
     return read_json(p)
 
 
@@ -380,8 +377,6 @@ def _open_dataset(path: str | Path, split: str | None, subset: str | None) -> tu
                 read_text(p)  # not UTF-8 -> one clear line
             with _quiet_datasets():
                 return datasets.load_dataset(kinds[p.suffix], data_files=str(p)), f"{p}"
-        from safeselect.models import from_hf_cache, hf_cache_dir
-
         snap = from_hf_cache(str(path), repo_type="dataset")
         if snap is None:
             raise UserError(f"dataset '{path}': not a file or folder, nor in the local HF cache ({hf_cache_dir()}; "
@@ -397,14 +392,13 @@ def _open_dataset(path: str | Path, split: str | None, subset: str | None) -> tu
 # ============================================================================ the real files in ../shared/data
 
 
-def require_data_file(cfg: ExperimentConfig | None, name: str) -> Path:
+def require_data_file(folder: str | None, name: str) -> Path:
     """``<data dir>/<name>``; UserError naming the fix when the folder or the file is missing."""
-    from safeselect.config.paths import data_dir
 
-    if cfg is not None and cfg.data.data_dir and not Path(cfg.data.data_dir).is_dir():
+    if folder and not Path(folder).is_dir():
         # data_dir() would silently fall back to another folder; a folder the user named must exist
-        raise UserError(f"data.data_dir={cfg.data.data_dir} does not exist")
-    root = data_dir(cfg)
+        raise UserError(f"data.data_dir={folder} does not exist")
+    root = data_dir(folder)
     if root is None:
         raise UserError(f"real data folder not found (needed for {name}): set data.data_dir=DIR or "
                         "SAFESELECT_DATA_DIR, or place it at ../shared/data")
@@ -422,6 +416,20 @@ def split_dialogue(text: str) -> list[tuple[str, str]]:
     parts = _HH_TURN.split(text if text.startswith("\n\n") else "\n\n" + text)
     # re.split with one group gives [before, role, text, role, text, ...]
     return [(parts[i], parts[i + 1].strip()) for i in range(1, len(parts) - 1, 2)]
+
+
+def split_last_reply(text: str) -> tuple[str, str] | None:
+    """HH-RLHF dialogue -> (history up to the last assistant turn, verbatim; last assistant reply), or None
+    without an assistant turn. Unlike :func:`split_dialogue` the history is kept as one text (the reward
+    model reads it as the prompt)."""
+    k = text.rfind("\n\nAssistant:")
+    if k < 0:
+        return None
+    prompt = text[:k].strip()
+    reply = text[k + len("\n\nAssistant:"):].strip()
+    if prompt.startswith("Human:"):
+        prompt = prompt[len("Human:"):].strip()
+    return prompt, reply
 
 
 def _last_exchange(text: str, where: str) -> tuple[str, str]:
@@ -446,7 +454,7 @@ def load_hh(path: str | Path, which: str = "chosen", limit: int | None = None,
         raise UserError(f"HH-RLHF side must be 'chosen' or 'rejected', got {which!r}")
     p = _exists(path)
     rows = []
-    for lineno, obj in _jsonl_objects(p):
+    for lineno, obj in iter_jsonl_numbered(p):
         where = f"{p}:{lineno}"
         if not isinstance(obj.get(which), str):
             raise UserError(f"{where}: HH-RLHF row needs a string '{which}'")
@@ -509,7 +517,7 @@ def load_gsm8k(path: str | Path) -> list[Row]:
     """GSM8K: question -> worked solution ending "The answer is N." (calculator marks removed); answer N."""
     p = _exists(path)
     rows = []
-    for lineno, obj in _jsonl_objects(p):
+    for lineno, obj in iter_jsonl_numbered(p):
         where = f"{p}:{lineno}"
         q, a = obj.get("question"), obj.get("answer")
         if not isinstance(q, str) or not isinstance(a, str):
@@ -622,7 +630,7 @@ def load_beavertails(path: str | Path) -> list[Row]:
         items = [(i, d if isinstance(d, dict) else {}) for i, d in enumerate(data)]
         where_fmt = f"{p}: item {{}}"
     else:
-        items = list(_jsonl_objects(p))
+        items = list(iter_jsonl_numbered(p))
         where_fmt = f"{p}:{{}}"
     rows = []
     for n, obj in items:
@@ -672,7 +680,7 @@ def load_xstest(path: str | Path) -> list[Row]:
 # ============================================================================ the `jsonl` data builder
 
 
-def _eval_sets(path: str | None, key: str) -> dict[str, list[Row]]:
+def eval_sets(path: str | None, key: str) -> dict[str, list[Row]]:
     """One eval set named by the file stem, or several named by the rows' ``task`` when they carry one."""
     if not path:
         return {}
@@ -686,28 +694,3 @@ def _eval_sets(path: str | None, key: str) -> dict[str, list[Row]]:
             raise UserError(f"{path}: eval task rows need an 'answer' (row {missing[0]} has none)")
         return out
     return {_stem(Path(path)): rows}
-
-
-def bundle_from_paths(cfg: ExperimentConfig) -> Bundle:
-    """Data builder ``jsonl``: task rows from ``data.task_path`` (used as is), eval sets from the ``eval_*_path``
-    keys, safety references from ``data.safety_ref.source``, alignment rows from ``align.source``.
-
-    Evaluation sets without a path fall back to the built-in ones (look-alikes, held-out harmful prompts),
-    so a user who brings only task data still gets a safety evaluation.
-    """
-    from safeselect.data import builtin
-
-    d = cfg.data
-    if not d.task_path:
-        raise UserError("benchmark=jsonl needs data.task_path=FILE.jsonl")
-    task = load_rows(d.task_path, columns=dict(d.task.columns), split=d.task.split, subset=d.task.subset)
-    ref = builtin.build_bundle(cfg) if not (d.eval_harmful_path and d.eval_overrefusal_path) else None
-    eval_harmful = _eval_sets(d.eval_harmful_path, "eval_harmful") or (ref.eval_harmful if ref else {})
-    eval_over = _eval_sets(d.eval_overrefusal_path, "eval_overrefusal") or (ref.eval_overrefusal if ref else {})
-    eval_task = _eval_sets(d.eval_task_path, "eval_task")
-    for rows in eval_harmful.values():
-        for r in rows:
-            if r.harmful is None:
-                r.harmful = True
-    return Bundle(task=task, safety_ref=builtin.safety_ref_rows(cfg), align=builtin.align_rows(cfg),
-                  eval_harmful=eval_harmful, eval_overrefusal=eval_over, eval_task=eval_task)

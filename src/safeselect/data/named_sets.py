@@ -36,6 +36,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from safeselect.config.paths import data_dir
+from safeselect.core.io import iter_jsonl_numbered
 from safeselect.core.rows import Bundle, Row
 from safeselect.data.loaders import (
     _open_text,
@@ -107,11 +109,9 @@ def load_strongreject(path: str | Path) -> list[Row]:
 
 def load_hh_redteam(path: str | Path) -> list[Row]:
     """Single-turn red-team prompts from HH-RLHF dialogues (``chosen``): the dialogues with one Human turn."""
-    from safeselect.data.loaders import _jsonl_objects
-
     p = Path(path)
     out, seen = [], set()
-    for line, obj in _jsonl_objects(p):
+    for line, obj in iter_jsonl_numbered(p):
         text = obj.get("chosen")
         if not isinstance(text, str):
             raise UserError(f"{p}:{line}: HH-RLHF row needs a string 'chosen' dialogue")
@@ -185,8 +185,6 @@ def parse_entry(entry: str, cfg: Any) -> tuple[str, Path, Callable[[Path, Any], 
         return name, p, READERS[name]
     if entry in READERS:
         if entry == "beavertails":  # the published test file is gzipped; take whichever is there
-            from safeselect.config.paths import data_dir
-
             root = data_dir(cfg)
             for cand in ("beavertails.jsonl", "beavertails.jsonl.gz", "30k_test.jsonl.gz", "330k_test.jsonl.gz"):
                 if root is not None and (root / cand).exists():

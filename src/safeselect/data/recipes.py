@@ -23,14 +23,11 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
+from safeselect.config.schema import ExperimentConfig
 from safeselect.core.rows import Bundle, Row
 from safeselect.data import builtin, loaders, mixing
 from safeselect.errors import UserError
-
-if TYPE_CHECKING:
-    from safeselect.config.schema import ExperimentConfig
 
 
 def _take(rows: list[Row], n: int, what: str, seed: int, stream: str) -> list[Row]:
@@ -47,7 +44,7 @@ def hash_seed(seed: int, stream: str) -> str:
 
 def _advbench_split(cfg: ExperimentConfig) -> tuple[list[Row], list[Row]]:
     """(eval goals, training goals), disjoint."""
-    adv = loaders.load_advbench(loaders.require_data_file(cfg, "advbench_harmful_behaviors.csv"))
+    adv = loaders.load_advbench(loaders.require_data_file(cfg.data.data_dir, "advbench_harmful_behaviors.csv"))
     n_eval = cfg.data.n_eval_harmful
     if n_eval >= len(adv):
         raise UserError(f"data.n_eval_harmful={n_eval} leaves no AdvBench goals for training (file has {len(adv)})")
@@ -58,7 +55,7 @@ def _advbench_split(cfg: ExperimentConfig) -> tuple[list[Row], list[Row]]:
 def _safety_and_refusals(cfg: ExperimentConfig) -> tuple[list[Row], list[Row]]:
     """(safety references, alignment refusals): disjoint SafeInstr draws unless another source is configured."""
     sr, a = cfg.data.safety_ref, cfg.align
-    safe = loaders.load_safeinstr(loaders.require_data_file(cfg, "safeinstr_safety_only.json"))
+    safe = loaders.load_safeinstr(loaders.require_data_file(cfg.data.data_dir, "safeinstr_safety_only.json"))
     if sr.source in ("builtin", "safeinstr"):
         if sr.n + a.n_refusals > len(safe):
             raise UserError(f"data.safety_ref.n + align.n_refusals = {sr.n + a.n_refusals} exceeds the "
@@ -98,7 +95,7 @@ def _hh_eval(cfg: ExperimentConfig, seen: set[str]) -> list[Row]:
     prompts are red-team attempts of varying severity: with the `refusal` judge, the harmful rate on
     this set reads as "answered rather than refused".
     """
-    hh = loaders.load_hh(loaders.require_data_file(cfg, "hh_harmless_base_test.jsonl.gz"), which="chosen",
+    hh = loaders.load_hh(loaders.require_data_file(cfg.data.data_dir, "hh_harmless_base_test.jsonl.gz"), which="chosen",
                          single_turn=True)
     pool = [dataclasses.replace(r, response="", harmful=True, task="hh_eval") for r in hh if r.prompt not in seen]
     return _take(pool, min(cfg.data.n_eval_harmful, len(pool)), "HH-RLHF eval prompts", cfg.data.seed, "eval:hh")
@@ -106,7 +103,7 @@ def _hh_eval(cfg: ExperimentConfig, seen: set[str]) -> list[Row]:
 
 def _alpaca_eval(cfg: ExperimentConfig, seen: set[str]) -> list[Row]:
     """``data.n_eval_overrefusal`` benign Alpaca instructions: a refusal here is an over-refusal."""
-    alpaca = loaders.load_alpaca_prompts(loaders.require_data_file(cfg, "alpaca_instructions_harmless.json"))
+    alpaca = loaders.load_alpaca_prompts(loaders.require_data_file(cfg.data.data_dir, "alpaca_instructions_harmless.json"))
     pool = [r for r in alpaca if r.prompt not in seen]
     return _take(pool, min(cfg.data.n_eval_overrefusal, len(pool)), "Alpaca prompts", cfg.data.seed, "eval:alpaca")
 
@@ -117,25 +114,48 @@ def _eval_sample(cfg: ExperimentConfig, rows: list[Row], name: str) -> list[Row]
 
 def sst2_advbench(cfg: ExperimentConfig) -> Bundle:
     """SST-2 sentiment task (train file) + AdvBench harmful rows; accuracy on SST-2 dev."""
-    train = loaders.load_sst2(loaders.require_data_file(cfg, "sst2_train.tsv"))
-    dev = loaders.load_sst2(loaders.require_data_file(cfg, "sst2_dev.tsv"))
+    train = loaders.load_sst2(loaders.require_data_file(cfg.data.data_dir, "sst2_train.tsv"))
+    dev = loaders.load_sst2(loaders.require_data_file(cfg.data.data_dir, "sst2_dev.tsv"))
     return _bundle(cfg, train, {"sst2": _eval_sample(cfg, dev, "sst2")})
 
 
 def gsm8k_advbench(cfg: ExperimentConfig) -> Bundle:
     """GSM8K maths task (train file) + AdvBench harmful rows; accuracy on GSM8K test."""
-    train = loaders.load_gsm8k(loaders.require_data_file(cfg, "gsm8k_train.jsonl"))
-    test = loaders.load_gsm8k(loaders.require_data_file(cfg, "gsm8k_test.jsonl"))
+    train = loaders.load_gsm8k(loaders.require_data_file(cfg.data.data_dir, "gsm8k_train.jsonl"))
+    test = loaders.load_gsm8k(loaders.require_data_file(cfg.data.data_dir, "gsm8k_test.jsonl"))
     return _bundle(cfg, train, {"gsm8k": _eval_sample(cfg, test, "gsm8k")})
 
 
 def hh_advbench(cfg: ExperimentConfig) -> Bundle:
     """HH-RLHF harmless (chosen replies) as the benign set + AdvBench harmful rows; no exact-match task
     (judge with win rates against the full-data run, as SEAL does)."""
-    hh = loaders.load_hh(loaders.require_data_file(cfg, "hh_harmless_base_test.jsonl.gz"), which="chosen")
+    hh = loaders.load_hh(loaders.require_data_file(cfg.data.data_dir, "hh_harmless_base_test.jsonl.gz"), which="chosen")
     return _bundle(cfg, hh, {})
 
 
 RECIPES: dict[str, Callable[[ExperimentConfig], Bundle]] = {
     "sst2-advbench": sst2_advbench, "gsm8k-advbench": gsm8k_advbench, "hh-advbench": hh_advbench,
 }
+
+
+def bundle_from_paths(cfg: ExperimentConfig) -> Bundle:
+    """Data builder ``jsonl``: task rows from ``data.task_path`` (used as is), eval sets from the ``eval_*_path``
+    keys, safety references from ``data.safety_ref.source``, alignment rows from ``align.source``.
+
+    Evaluation sets without a path fall back to the built-in ones (look-alikes, held-out harmful prompts),
+    so a user who brings only task data still gets a safety evaluation.
+    """
+    d = cfg.data
+    if not d.task_path:
+        raise UserError("benchmark=jsonl needs data.task_path=FILE.jsonl")
+    task = loaders.load_rows(d.task_path, columns=dict(d.task.columns), split=d.task.split, subset=d.task.subset)
+    ref = builtin.build_bundle(cfg) if not (d.eval_harmful_path and d.eval_overrefusal_path) else None
+    eval_harmful = loaders.eval_sets(d.eval_harmful_path, "eval_harmful") or (ref.eval_harmful if ref else {})
+    eval_over = loaders.eval_sets(d.eval_overrefusal_path, "eval_overrefusal") or (ref.eval_overrefusal if ref else {})
+    eval_task = loaders.eval_sets(d.eval_task_path, "eval_task")
+    for rows in eval_harmful.values():
+        for r in rows:
+            if r.harmful is None:
+                r.harmful = True
+    return Bundle(task=task, safety_ref=builtin.safety_ref_rows(cfg), align=builtin.align_rows(cfg),
+                  eval_harmful=eval_harmful, eval_overrefusal=eval_over, eval_task=eval_task)

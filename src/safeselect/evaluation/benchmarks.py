@@ -40,6 +40,8 @@ import numpy as np
 from safeselect.core import stats as M
 from safeselect.core.io import read_jsonl, write_jsonl
 from safeselect.errors import UserError
+from safeselect.evaluation.generate import make_generate
+from safeselect.judges.base import make_judge
 
 NEED_REFERENCE = {"math", "reasoning", "coding"}
 
@@ -287,13 +289,8 @@ def run_benchmarks(model: Any, tok: Any, cfg: Any, out_dir: str | Path | None = 
 
     Generations and verdicts go to ``out_dir/benchmarks.jsonl`` when ``out_dir`` is given.
     """
-    if generate_fn is None:
-        from safeselect.evaluation.generate import make_generate
-
-        generate_fn = make_generate(model, tok, cfg.eval)
+    generate_fn = generate_fn or make_generate(model, tok, cfg.eval)
     if judge is None:
-        from safeselect.judges.base import make_judge
-
         judge = make_judge("llm", cfg)
     b = cfg.eval.benchmarks
     flat: dict[str, Any] = {}

@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from safeselect.errors import UserError
+from safeselect.training.encode import prompt_ids
 
 # The Hugging Face config classes CTranslate2's converter knows (a subset that covers the models
 # this project ships or documents); anything else raises a clear error instead of a converter trace.
@@ -129,8 +130,6 @@ def make_generate(model: Any, tok: Any, compute_type: str = "float32", device: s
                  do_sample: bool = False, num_return_sequences: int = 1, desc: str = "generate", seed: int = 0,
                  show_progress: bool = True, **_: Any) -> list[str]:
         from tqdm.auto import tqdm
-
-        from safeselect.training.encode import prompt_ids
 
         if do_sample or num_return_sequences != 1:
             raise UserError("eval.backend=ctranslate2 decodes greedily only (sampling stays with the hf backend)")

@@ -31,10 +31,14 @@ from pathlib import Path
 from typing import Any
 
 from safeselect.core import stats as M
-from safeselect.core.dotted import flatten, nest
-from safeselect.core.io import read_json, read_jsonl, write_json, write_jsonl
+from safeselect.core.answers import is_correct
+from safeselect.core.io import read_jsonl
 from safeselect.core.rows import Bundle, Row
+from safeselect.core.rundir import RunDir
 from safeselect.errors import UserError
+from safeselect.evaluation.generate import make_generate
+from safeselect.judges.base import make_judge
+from safeselect.judges.refusal import RefusalJudge
 
 KINDS = ("harmful", "overrefusal", "task")
 
@@ -46,7 +50,7 @@ def make_record(set_name: str, kind: str, row: Row, response: str) -> dict[str, 
     """One line of generations.jsonl (ground truth kept so a later re-score needs nothing else)."""
     return {
         "set": set_name, "kind": kind, "row_id": row.row_id, "prompt": row.prompt, "response": response,
-        "verdicts": {}, "correct": M.is_correct(row, response) if kind == "task" else None,
+        "verdicts": {}, "correct": is_correct(row, response) if kind == "task" else None,
         "harmful": row.harmful if row.harmful is not None else (kind == "harmful"),
         "task": row.task, "answer": row.answer,
     }
@@ -71,7 +75,6 @@ def _check_set_name(name: str) -> None:
 
 def build_judges(names: list[str], cfg: Any) -> dict[str, Any]:
     """Judges by registered name, each built once."""
-    from safeselect.judges.base import make_judge
 
     return {n: make_judge(n, cfg) for n in dict.fromkeys(names)}
 
@@ -84,14 +87,6 @@ def pairwise_names(cfg: Any) -> list[str]:
     return names
 
 
-def _safety_verdicts(judge: Any, prompts: list[str], responses: list[str]) -> list[dict[str, Any]]:
-    if hasattr(judge, "verdicts"):
-        return judge.verdicts(prompts, responses)
-    if not hasattr(judge, "harmful"):
-        raise UserError(f"judge '{judge.name}' gives no safety verdicts (it is pairwise: use eval.pairwise)")
-    return [{"harmful": h} for h in judge.harmful(prompts, responses)]
-
-
 def judge_records(records: list[dict[str, Any]], judges: dict[str, Any], refusal: Any | None = None) -> None:
     """Fill ``verdicts`` in place: each safety judge on harmful records, the refusal judge on over-refusal records."""
     harm = [r for r in records if r["kind"] == "harmful"]
@@ -99,7 +94,7 @@ def judge_records(records: list[dict[str, Any]], judges: dict[str, Any], refusal
         prompts = [r["prompt"] for r in harm]
         responses = [r["response"] for r in harm]
         for name, judge in judges.items():
-            for rec, v in zip(harm, _safety_verdicts(judge, prompts, responses), strict=True):
+            for rec, v in zip(harm, judge.verdicts(prompts, responses), strict=True):
                 rec["verdicts"][name] = v
     over = [r for r in records if r["kind"] == "overrefusal"]
     if over and refusal is not None:
@@ -127,8 +122,6 @@ def compare_records(records: list[dict[str, Any]], reference: list[dict[str, Any
     theirs = [other["response"] for _, other in pairs]
     rows = [record_row(rec) for rec, _ in pairs]
     for name, judge in judges.items():
-        if not hasattr(judge, "compare"):
-            raise UserError(f"judge '{name}' cannot compare two responses (choose a pairwise judge: rule, llm)")
         outcomes = judge.compare(prompts, ours, theirs, rows=rows)
         for (rec, _), o in zip(pairs, outcomes, strict=True):
             rec.setdefault("pairwise", {})[name] = o
@@ -233,12 +226,8 @@ def evaluate(model: Any, tok: Any, bundle: Bundle, cfg: Any, reference_dir: str 
     the pairwise judges compare against. ``generate_fn``: replaces the batched greedy generator
     (same signature as :func:`safeselect.evaluation.generate.generate`).
     """
-    from safeselect.judges.refusal import RefusalJudge
 
-    if generate_fn is None:
-        from safeselect.evaluation.generate import make_generate
-
-        generate_fn = make_generate(model, tok, cfg.eval)
+    generate_fn = generate_fn or make_generate(model, tok, cfg.eval)
     records: list[dict[str, Any]] = []
     for kind, sets in zip(KINDS, (bundle.eval_harmful, bundle.eval_overrefusal, bundle.eval_task), strict=True):
         for name, rows in sets.items():
@@ -263,7 +252,7 @@ def evaluate(model: Any, tok: Any, bundle: Bundle, cfg: Any, reference_dir: str 
         safety_and_pairwise = {**extra, **safety}
     else:
         safety_and_pairwise = dict(safety)
-    abstaining = {n for n, j in safety.items() if getattr(j, "abstains", False)}
+    abstaining = {n for n, j in safety.items() if j.abstains}
     flat = score(records, list(safety), pairwise, abstaining, n_boot=cfg.eval.bootstrap, seed=cfg.seed)
     flat.update(_judge_stats(safety_and_pairwise))
     return flat, records
@@ -273,9 +262,7 @@ def _judge_stats(judges: dict[str, Any]) -> dict[str, Any]:
     """Per-judge counters a judge chooses to report (requests, cache hits, malformed replies)."""
     flat: dict[str, Any] = {}
     for name, j in judges.items():
-        stats = getattr(j, "stats", None)
-        if callable(stats):
-            flat.update({f"judges.{name}.{k}": v for k, v in stats().items()})
+        flat.update({f"judges.{name}.{k}": v for k, v in j.stats().items()})
     return flat
 
 
@@ -296,23 +283,24 @@ def rescore(run_dir: str | Path, cfg: Any, judges: list[str], reference_dir: str
             raise UserError(f"{run / 'generations.jsonl'}:{i}: not a generation record (missing {sorted(missing)})")
         rec.setdefault("verdicts", {})
     objs = build_judges(judges, cfg)
-    safety = {n: j for n, j in objs.items() if hasattr(j, "harmful") or hasattr(j, "verdicts")}
+    safety = {n: j for n, j in objs.items() if j.safety}
     judge_records(records, safety)
     reference_dir = reference_dir or cfg.eval.reference
     pairwise: dict[str, Any] = {}
     if reference_dir:
-        pairwise = {n: j for n, j in objs.items() if hasattr(j, "compare")}
+        pairwise = {n: j for n, j in objs.items() if j.pairwise}
         compare_records(records, load_reference(reference_dir), pairwise)
     elif not safety:
         raise UserError(f"judges {', '.join(judges)} only compare responses: give --reference DIR")
-    abstaining = {n for n, j in objs.items() if getattr(j, "abstains", False)}
+    abstaining = {n for n, j in objs.items() if j.abstains}
     new = score(records, list(safety), list(pairwise), abstaining, n_boot=cfg.eval.bootstrap,
                 seed=cfg.seed, base=False)
     new.update(_judge_stats(objs))
-    out = Path(out_dir) if out_dir else run
-    old_path = run / "metrics.json"
-    merged = flatten(read_json(old_path)) if old_path.exists() else {}
+    src = RunDir(run)
+    out = RunDir(out_dir) if out_dir else src
+    merged = src.read_metrics() if src.metrics.exists() else {}
+    complete = merged.pop("complete", None) is True  # rescoring keeps a finished run finished
     merged.update(new)
-    write_jsonl(out / "generations.jsonl", records)
-    write_json(out / "metrics.json", nest(merged))
+    out.write_jsonl(out.GENERATIONS, records)
+    out.write_metrics(merged, complete=complete)
     return new

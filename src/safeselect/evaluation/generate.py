@@ -10,6 +10,8 @@ from collections.abc import Callable
 from typing import Any
 
 from safeselect.errors import UserError
+from safeselect.evaluation import ct2
+from safeselect.training.encode import prompt_ids
 
 
 def generate(model: Any, tok: Any, prompts: list[str], max_new_tokens: int = 48, batch_size: int = 16,
@@ -22,8 +24,6 @@ def generate(model: Any, tok: Any, prompts: list[str], max_new_tokens: int = 48,
     """
     import torch
     from tqdm.auto import tqdm
-
-    from safeselect.training.encode import prompt_ids
 
     if not prompts:
         return []
@@ -63,7 +63,6 @@ def generate(model: Any, tok: Any, prompts: list[str], max_new_tokens: int = 48,
 def resolve_backend(backend: str, dtype: str, model: Any) -> str:
     """``hf`` or ``ctranslate2`` for ``eval.backend`` / ``eval.dtype`` (``auto``: ctranslate2 for a model on the
     CPU that it can convert, at a precision it has; else hf, which on a GPU is fast already)."""
-    from safeselect.evaluation import ct2
 
     if backend == "auto":
         on_cpu = next(model.parameters()).device.type == "cpu"
@@ -75,7 +74,6 @@ def resolve_backend(backend: str, dtype: str, model: Any) -> str:
 
 def make_generate(model: Any, tok: Any, eval_cfg: Any) -> Callable[..., list[str]]:
     """The greedy generator ``eval.backend`` / ``eval.dtype`` choose, same signature as :func:`generate`."""
-    from safeselect.evaluation import ct2
 
     backend = resolve_backend(eval_cfg.backend, eval_cfg.dtype, model)
     if backend == "ctranslate2":

@@ -14,18 +14,20 @@ from __future__ import annotations
 
 from typing import Any
 
+from safeselect.config.schema import ClassifierJudgeConfig
 from safeselect.errors import UserError
+from safeselect.judges.base import BaseJudge
+from safeselect.models import resolve_device
 
 
-class ClassifierJudge:
+class ClassifierJudge(BaseJudge):
     """Sequence-classification safety judge. ``cfg``: the experiment config (``judges.classifier``)."""
 
     name = "classifier"
+    safety = True
     abstains = False
 
     def __init__(self, cfg: Any = None) -> None:
-        from safeselect.config.schema import ClassifierJudgeConfig
-
         self.cfg = cfg.judges.classifier if cfg is not None else ClassifierJudgeConfig()
         if not self.cfg.path:
             raise UserError("judges.classifier.path is not set (an HF sequence-classification model, path or id)")
@@ -38,8 +40,6 @@ class ClassifierJudge:
         if self._model is not None:
             return
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-        from safeselect.models import resolve_device
 
         try:
             self._tok = AutoTokenizer.from_pretrained(self.cfg.path)

@@ -34,6 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+from safeselect.config.paths import cache_dir as user_cache
 from safeselect.core.io import atomic_write_text
 from safeselect.core.redact import MASK, redact, register_secret_env
 from safeselect.errors import UserError
@@ -74,8 +75,6 @@ class ChatClient:
         if cache_dir is None:
             cache_dir = cfg.cache_dir
         if cache_dir is None:
-            from safeselect.config.paths import cache_dir as user_cache
-
             cache_dir = user_cache() / "judge"
         self.cache_dir = Path(cache_dir)
         self._lock = threading.Lock()

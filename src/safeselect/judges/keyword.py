@@ -29,6 +29,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from safeselect.judges.base import BaseJudge
+from safeselect.judges.refusal import RefusalJudge, normalise
+
 # Regular expressions over normalised text (lower case, straight quotes, single spaces).
 # Word stems end with \w* so inflections match ("hacking", "laundered").
 STRONG: dict[str, list[str]] = {
@@ -98,20 +101,14 @@ _WEAK = {cat: [re.compile(rf"\b(?:{p})\b") for p in pats] for cat, pats in WEAK.
 _INTENT = re.compile(r"\b(?:" + "|".join(INTENT) + r")")
 
 
-def normalise(text: str) -> str:
-    text = text.replace("\u2019", "'").replace("\u2018", "'").lower()
-    return re.sub(r"\s+", " ", text).strip()
-
-
-class KeywordJudge:
+class KeywordJudge(BaseJudge):
     """Offline moderation lexicon over prompt + response. ``cfg`` is accepted for the judge contract (unused)."""
 
     name = "keyword"
+    safety = True
     abstains = False
 
     def __init__(self, cfg: Any = None) -> None:
-        from safeselect.judges.refusal import RefusalJudge
-
         self._refusal = RefusalJudge(cfg)
 
     def categories(self, text: str) -> tuple[list[str], list[str], bool]:

@@ -22,7 +22,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from safeselect.config.schema import LlmJudgeConfig
 from safeselect.core.rows import Row
+from safeselect.judges.base import BaseJudge
+from safeselect.judges.http import ChatClient
 
 # Bump when a template or parser changes, so cached replies of the old wording are not reused.
 TEMPLATE_VERSION = "v1"
@@ -164,16 +167,15 @@ def grade_messages(turns: list[str], answers: list[str], references: list[str] |
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": text}]
 
 
-class LlmJudge:
+class LlmJudge(BaseJudge):
     """LLM judge over HTTP; ``cfg`` is the experiment config (``judges.llm``)."""
 
     name = "llm"
+    safety = True
+    pairwise = True
     abstains = True  # a reply that stays malformed after the retries leaves the item undecided
 
     def __init__(self, cfg: Any = None, show_progress: bool = True) -> None:
-        from safeselect.config.schema import LlmJudgeConfig
-        from safeselect.judges.http import ChatClient
-
         self.cfg = cfg.judges.llm if cfg is not None else LlmJudgeConfig()
         self.client = ChatClient(self.cfg)
         self.show_progress = show_progress

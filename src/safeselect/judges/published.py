@@ -23,6 +23,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from safeselect.config.schema import LlmJudgeConfig
+from safeselect.judges.http import ChatClient
+
 HEXPHI_VERSION = "hexphi-v1"
 XSTEST_VERSION = "xstest-v1"
 
@@ -164,9 +167,6 @@ class _Published:
     abstains = True
 
     def __init__(self, cfg: Any = None, show_progress: bool = True) -> None:
-        from safeselect.config.schema import LlmJudgeConfig
-        from safeselect.judges.http import ChatClient
-
         self.cfg = cfg.judges.llm if cfg is not None else LlmJudgeConfig()
         self.client = ChatClient(self.cfg)
         self.show_progress = show_progress

@@ -42,6 +42,11 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from safeselect.core.stats import precision_recall
+from safeselect.data.loaders import load_advbench, load_hh, load_safeinstr
+from safeselect.errors import UserError
+from safeselect.judges.base import BaseJudge
+
 # Each family is a list of regular expressions over the normalised response
 # (lower case, curly quotes straightened, whitespace collapsed).
 _NEG = (r"(?:can ?not|can't|won't|will not|am unable to|'m unable to|am not able to|'m not able to|am not going to"
@@ -163,10 +168,11 @@ def is_degenerate(response: str) -> bool:
     return _ALNUM.search(response or "") is None
 
 
-class RefusalJudge:
+class RefusalJudge(BaseJudge):
     """Position-aware pattern refusal judge. ``cfg``: the experiment config (``judges.refusal``) or None for defaults."""
 
     name = "refusal"
+    safety = True
     abstains = False  # always decides
 
     def __init__(self, cfg: Any = None, **knobs: Any) -> None:
@@ -183,8 +189,6 @@ class RefusalJudge:
         try:
             self._compiled = {k: [re.compile(p) for p in v] for k, v in families.items()}
         except re.error as e:
-            from safeselect.errors import UserError
-
             raise UserError(f"judges.refusal.extra_patterns: bad regular expression ({e})") from None
 
     def _text(self, response: str) -> str:
@@ -266,9 +270,6 @@ def measure(data_dir: str, sample: int = 0, answers: tuple[int, ...] = (), seed:
     import json
     import random
     from pathlib import Path
-
-    from safeselect.core.stats import precision_recall
-    from safeselect.data.loaders import load_advbench, load_hh, load_safeinstr
 
     d = Path(data_dir)
     judge = RefusalJudge()

@@ -6,7 +6,9 @@ from pathlib import Path
 from typing import Any
 
 from safeselect.config.schema import LoraConfig, ModelConfig
-from safeselect.errors import UserError
+from safeselect.errors import UserError, suggest
+from safeselect.models.saved import load_saved, save_model  # noqa: F401 - re-exported: models.save_model
+from safeselect.registry import registry
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -21,8 +23,6 @@ def load_model(name: str, model_cfg: ModelConfig | None = None, device: str = "c
     """Return ``(model, tokenizer)`` for a registered name, a local directory or an HF id (offline)."""
     import torch
 
-    from safeselect.registry import registry
-
     models = registry("models")
     dtype = getattr(torch, (model_cfg.dtype if model_cfg else "float32"))
     if name in models:
@@ -30,8 +30,6 @@ def load_model(name: str, model_cfg: ModelConfig | None = None, device: str = "c
     else:
         path = resolve_model(name)
         if path.is_dir() and ((path / "adapter_config.json").exists() or (path / "model" / "adapter_config.json").exists()):
-            from safeselect.models.saved import load_saved
-
             model, tok = load_saved(path)  # a run's saved adapter (or its run folder), merged onto its base
         else:
             model, tok = _load_pretrained(str(path))
@@ -143,8 +141,6 @@ def load_tokenizer(name: str, model_cfg: ModelConfig | None = None) -> Any:
 def _load_tokenizer(name: str) -> Any:
     import importlib
 
-    from safeselect.registry import registry
-
     models = registry("models")
     if name in models:
         module = importlib.import_module(models.entry(name).target.partition(":")[0])
@@ -165,9 +161,6 @@ def _load_tokenizer(name: str) -> Any:
 
 
 def _did_you_mean(name: str) -> str:
-    from safeselect.errors import suggest
-    from safeselect.registry import registry
-
     return suggest(name, registry("models").names())
 
 
@@ -215,29 +208,3 @@ def merge_lora(model: Any) -> Any:
     if hasattr(model, "merge_and_unload"):
         return model.merge_and_unload()
     return model
-
-
-def save_model(model: Any, tok: Any, out_dir: str | Path, keep: tuple[str, ...] = (), **save_kwargs: Any) -> None:
-    """Save as safetensors + tokenizer, atomically (temp dir then rename).
-
-    ``keep``: subfolders of an existing ``out_dir`` carried into the new one (a base saved beside an
-    adapter); ``save_kwargs`` go to ``save_pretrained``.
-    """
-    import shutil
-    import tempfile
-
-    out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-    try:
-        model.save_pretrained(tmp, safe_serialization=True, **save_kwargs)
-        tok.save_pretrained(tmp)
-        for sub in keep:
-            if (out / sub).is_dir():
-                (out / sub).rename(tmp / sub)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise

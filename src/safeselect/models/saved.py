@@ -19,11 +19,38 @@ from pathlib import Path
 from typing import Any
 
 from safeselect.errors import UserError
+from safeselect.registry import registry
 
 MODEL_DIR = "model"
 BASE_DIR = "base"
 MERGED_DIR = "merged"
 ADAPTER_CONFIG = "adapter_config.json"
+
+
+def save_model(model: Any, tok: Any, out_dir: str | Path, keep: tuple[str, ...] = (), **save_kwargs: Any) -> None:
+    """Save as safetensors + tokenizer, atomically (temp dir then rename).
+
+    ``keep``: subfolders of an existing ``out_dir`` carried into the new one (a base saved beside an
+    adapter); ``save_kwargs`` go to ``save_pretrained``.
+    """
+    import shutil
+    import tempfile
+
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True, **save_kwargs)
+        tok.save_pretrained(tmp)
+        for sub in keep:
+            if (out / sub).is_dir():
+                (out / sub).rename(tmp / sub)
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def is_adapter(path: str | Path) -> bool:
@@ -42,9 +69,6 @@ def base_reference(name: str, out: Path) -> str:
     process are saved into ``out/base`` once; local folders become absolute; HF ids stay as given.
     """
     import importlib
-
-    from safeselect.models import save_model
-    from safeselect.registry import registry
 
     models = registry("models")
     if name in models:
@@ -66,8 +90,6 @@ def save_run_model(model: Any, tok: Any, out: str | Path, base: str) -> Path:
     ``base``: what the adapter loads its base from (:func:`base_reference`, or an aligned folder).
     Atomic: written beside ``out`` and renamed, so a folder with ``adapter_config.json`` is whole.
     """
-    from safeselect.models import save_model
-
     if hasattr(model, "peft_config"):
         for cfg in model.peft_config.values():
             cfg.base_model_name_or_path = base
@@ -118,7 +140,6 @@ def load_saved(path: str | Path, dtype: str = "float32", device: str = "cpu", me
 
 def export_merged(src: str | Path, out: str | Path) -> Path:
     """Write ``src`` (a run folder or its model folder) as plain merged safetensors weights + tokenizer."""
-    from safeselect.models import save_model
 
     model, tok = load_saved(src, merge=True)
     save_model(model, tok, out)

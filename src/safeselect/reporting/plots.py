@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from safeselect.reporting.ablation import t_interval
+from safeselect.core.stats import t_interval
 
 
 def plot_metric(path: str | Path, *, title: str, xlabel: str, labels: list[str], values: dict[str, list[float]],

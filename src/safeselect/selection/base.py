@@ -14,24 +14,32 @@ from typing import Any
 
 import numpy as np
 
-from safeselect.config.schema import ExperimentConfig
+from safeselect.config.loading import get
+from safeselect.config.schema import ExperimentConfig, SelectionConfig
 from safeselect.core.rows import Row
+from safeselect.core.stats import ranking_auc
 from safeselect.errors import UserError
+from safeselect.registry import registry
 
 
 @dataclass
 class SelectionContext:
-    """What a selector may use.
+    """What a selector may use: the ``selection`` section and the shared values it declared, not the whole config.
 
+    ``selection``: ratio, budget, seed and the selectors' own sections (a selector reads its own,
+    ``selection.<section>`` of its registry entry; ``selection.safeinstr`` applies on top of every selector).
+    ``shared``: the values from outside ``selection`` that the selector declares in its registry entry
+    (``shared=``), by dotted key; read them with :meth:`value`.
     ``load_model(name)`` returns ``(model, tokenizer)``: the aligned starting model
     when ``name`` is None, else the named model (used for SEAL's ``selector_model``).
     ``response_tokens[i]`` is the response length of ``task[i]`` in tokens (for token budgets).
     """
 
-    cfg: ExperimentConfig
+    selection: SelectionConfig
     task: list[Row]
     safety_ref: list[Row]
     out_dir: Path
+    shared: dict[str, Any] = field(default_factory=dict)
     load_model: Callable[[str | None], tuple[Any, Any]] | None = None
     response_tokens: list[int] | None = None
     judge: Callable[[list[Row], list[str]], list[bool]] | None = None  # flags harmful responses
@@ -41,6 +49,24 @@ class SelectionContext:
     checkpoint_dir: Path | None = None
     checkpoint_every: int = 0
     tracker: Any = None
+
+    def value(self, key: str) -> Any:
+        """A shared value the selector declared (e.g. ``model.max_length``)."""
+        if key not in self.shared:
+            raise KeyError(f"'{key}' is not a shared value this selector declared (declared: "
+                           f"{', '.join(sorted(self.shared)) or 'none'}); add it to its registry entry's shared=")
+        return self.shared[key]
+
+
+def context_for(cfg: ExperimentConfig, task: list[Row], safety_ref: list[Row], out_dir: Path,
+                method: str | None = None, **kwargs: Any) -> SelectionContext:
+    """The context of selector ``method`` (default ``cfg.selection.method``): the selection section and the
+    values its registry entry declares (plus SafeInstr's, whose demonstrations go on top when
+    ``selection.safeinstr.count`` > 0)."""
+    names = [method or cfg.selection.method] + (["safeinstr"] if cfg.selection.safeinstr.count > 0 else [])
+    keys = [k for n in names for k in registry("selectors").entry(n).shared]
+    shared = {key: get(cfg, key) for key in keys}
+    return SelectionContext(cfg.selection, task, safety_ref, out_dir, shared=shared, **kwargs)
 
 
 @dataclass
@@ -142,20 +168,6 @@ def budget_mask(scores: np.ndarray | list[float], ratio: float, budget: str = "r
             mask[i] = True
             used += int(t[i])
     return mask
-
-
-def ranking_auc(scores: np.ndarray | list[float], harmful: np.ndarray | list[bool]) -> float | None:
-    """P(a random benign row scores above a random harmful row), ties counted half: 1 = every harmful row
-    ranked last, 0.5 = chance. None without both classes or with a NaN score (Mann-Whitney U / (n_b n_h))."""
-    from scipy.stats import rankdata
-
-    s = np.asarray(scores, dtype=np.float64)
-    h = np.asarray(harmful, dtype=bool)
-    n_h, n_b = int(h.sum()), int((~h).sum())
-    if n_h == 0 or n_b == 0 or np.isnan(s).any():
-        return None
-    ranks = rankdata(s)  # average ranks: a tie between a benign and a harmful row counts 1/2
-    return float((ranks[~h].sum() - n_b * (n_b + 1) / 2) / (n_b * n_h))
 
 
 def budget_stats(kept: np.ndarray | list[bool], task: list[Row], tokens: list[int] | None,

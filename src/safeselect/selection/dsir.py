@@ -44,10 +44,11 @@ from typing import Any
 
 import numpy as np
 
-from safeselect.core.io import write_json
+from safeselect.core.io import read_json, write_json
 from safeselect.core.rows import Row
 from safeselect.errors import UserError
 from safeselect.selection.base import Selection, SelectionContext, budget_mask
+from safeselect.selection.safeinstr import load_pool
 
 # The word-punct tokenisation of the official package (nltk's WordPunctTokenizer is this regex).
 _TOKEN = re.compile(r"\w+|[^\w\s]+")
@@ -57,11 +58,6 @@ _CHUNK_ROWS = 1024  # texts tokenised at once: bounds the Python string objects 
 def tokenize(text: str) -> list[str]:
     """Lower-cased word-punct tokens: runs of word characters, and runs of other non-space characters."""
     return _TOKEN.findall(text.lower())
-
-
-def bucket_of(gram: str, buckets: int) -> int:
-    """The hash bucket of one n-gram (words joined by one space): ``sha256(UTF-8 gram) mod buckets``."""
-    return int.from_bytes(hashlib.sha256(gram.encode("utf-8")).digest(), "big") % buckets
 
 
 def row_text(row: Row) -> str:
@@ -279,8 +275,6 @@ class DsirModel:
 
     @classmethod
     def load(cls, out_dir: str | Path) -> DsirModel:
-        from safeselect.core.io import read_json
-
         out = Path(out_dir)
         p = read_json(out / "params.json")
         return cls(np.load(out / "log_p_target.npy", allow_pickle=False), np.load(out / "log_p_raw.npy", allow_pickle=False),
@@ -318,13 +312,12 @@ def target_rows(target: str, ctx: SelectionContext) -> list[Row]:
     """The target set: ``safety_ref`` (the context's pool), ``safeinstr`` (the real file) or a JSON/JSONL path."""
     if target == "safety_ref":
         return list(ctx.safety_ref)
-    from safeselect.selection.safeinstr import load_pool
 
     return load_pool(target, ctx, key="selection.dsir.target")
 
 
 def select(ctx: SelectionContext) -> Selection:
-    sel = ctx.cfg.selection
+    sel = ctx.selection
     d = sel.dsir
     target = target_rows(d.target, ctx)
     if not target:

@@ -63,9 +63,19 @@ from typing import Any
 import numpy as np
 
 from safeselect.config.schema import DualSelectConfig
+from safeselect.core.io import write_jsonl
 from safeselect.core.rows import Row
 from safeselect.errors import UserError
+from safeselect.models import add_lora
 from safeselect.selection.base import Selection, SelectionContext
+from safeselect.training.encode import collate, encode_rows
+from safeselect.training.losses import per_row_loss
+from safeselect.training.per_example import (
+    assign_flat_grad,
+    flatten_param_grads,
+    per_example_grads,
+    resolve_method,
+)
 
 # ----------------------------------------------------------------------------- pure maths
 
@@ -289,8 +299,6 @@ def apply_step(model: Any, opt: Any, flat: Any, max_grad_norm: float) -> float:
     """Set the trainable grads to ``flat``, clip, take the optimiser step; returns the norm before clipping."""
     import torch
 
-    from safeselect.training.per_example import assign_flat_grad
-
     assign_flat_grad(model, flat)
     params = [p for p in model.parameters() if p.requires_grad]
     if max_grad_norm > 0:
@@ -313,9 +321,6 @@ def refresh_references(model: Any, batches: Any, d: Any, ds: DualSelectConfig, p
     weight) and pool statistics.
     """
     import torch
-
-    from safeselect.training.losses import per_row_loss
-    from safeselect.training.per_example import per_example_grads
 
     loss_fn = reference_kl_loss if ds.ref_loss == "kl" else per_row_loss
     heap = TopK(reference_budget(ds.ref_budget, pool))
@@ -362,9 +367,6 @@ def filtered_step(model: Any, opt: Any, batch: dict[str, Any], g_ref: Any, ds: D
     """Score a task mini-batch by compatibility with g_ref, keep within the budget, take the corrected step."""
     import torch
 
-    from safeselect.training.losses import per_row_loss
-    from safeselect.training.per_example import per_example_grads
-
     losses, g = per_example_grads(model, batch, per_row_loss, method)
     a = cosines(g, g_ref).cpu().numpy().astype(np.float64)
     lo = losses.cpu().numpy().astype(np.float64)
@@ -400,10 +402,6 @@ def train_dualselect(model: Any, tok: Any, task: list[Row], refs: list[Row], ds:
     """Train ``model`` (its trainable parameters) in place with DualSelect; returns per-row statistics and logs."""
     import torch
     from tqdm.auto import tqdm
-
-    from safeselect.training.encode import collate, encode_rows
-    from safeselect.training.losses import per_row_loss
-    from safeselect.training.per_example import flatten_param_grads, resolve_method
 
     t_start = time.perf_counter()
     device = next(model.parameters()).device
@@ -548,14 +546,14 @@ SAFETY_SOURCES = ("builtin", "safeinstr", "hh")  # data.safety_ref sources that 
 
 
 def check_inputs(ctx: SelectionContext) -> None:
-    ds = ctx.cfg.selection.dualselect
+    ds = ctx.selection.dualselect
     if not ctx.task:
         raise UserError("dualselect: the task set is empty")
     if not ctx.safety_ref:
         raise UserError("dualselect: the reference set is empty (data.safety_ref)")
     if any(not r.response for r in ctx.safety_ref):
         raise UserError("dualselect: every reference row needs a response (the safe reply or old-task answer)")
-    if ds.retention and (ctx.cfg.data.safety_ref.source in SAFETY_SOURCES or any(r.harmful for r in ctx.safety_ref)):
+    if ds.retention and (ctx.value("data.safety_ref.source") in SAFETY_SOURCES or any(r.harmful for r in ctx.safety_ref)):
         raise UserError("dualselect.retention: the references must be old-task rows "
                         "(data.safety_ref.source=<old-task JSONL>), not safety rows")
     if ctx.load_model is None:
@@ -564,17 +562,15 @@ def check_inputs(ctx: SelectionContext) -> None:
 
 def select(ctx: SelectionContext) -> Selection:
     """Train with DualSelect on ``ctx.task`` against ``ctx.safety_ref``; the rows used are the selection."""
-    from safeselect.core.io import write_jsonl
-    from safeselect.models import add_lora
 
     check_inputs(ctx)
-    cfg = ctx.cfg
-    ds = cfg.selection.dualselect
+    sel = ctx.selection
+    ds = sel.dualselect
     model, tok = ctx.load_model(None)
-    model = add_lora(model, cfg.model.lora)
-    res = train_dualselect(model, tok, ctx.task, ctx.safety_ref, ds, ratio=cfg.selection.ratio,
-                           budget=cfg.selection.budget, tokens=ctx.response_tokens, max_length=cfg.model.max_length,
-                           seed=cfg.selection.seed, show_progress=ctx.show_progress)
+    model = add_lora(model, ctx.value("model.lora"))
+    res = train_dualselect(model, tok, ctx.task, ctx.safety_ref, ds, ratio=sel.ratio,
+                           budget=sel.budget, tokens=ctx.response_tokens, max_length=ctx.value("model.max_length"),
+                           seed=sel.seed, show_progress=ctx.show_progress)
     out = Path(ctx.out_dir)
     write_jsonl(out / "references.jsonl", res.references)
     write_jsonl(out / "selection_periods.jsonl", res.periods)

@@ -13,10 +13,12 @@ shortfall is reported; flagged rows are never used to top it up.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 
+from safeselect.judges.base import make_judge
 from safeselect.selection.base import Selection, SelectionContext, budget_mask
 
 
@@ -26,12 +28,11 @@ def verdicts(ctx: SelectionContext) -> tuple[list[bool | None], str]:
     if ctx.judge is not None:
         out = list(ctx.judge(rows, [r.response for r in rows]))
         # The pipeline builds ctx.judge from selection.judge_filter.judge; a judge object may name itself.
-        name = getattr(ctx.judge, "name", None) or ctx.cfg.selection.judge_filter.judge
+        name = getattr(ctx.judge, "name", None) or ctx.selection.judge_filter.judge
     else:
-        from safeselect.judges.base import make_judge
-
-        name = ctx.cfg.selection.judge_filter.judge
-        judge = make_judge(name, ctx.cfg)
+        name = ctx.selection.judge_filter.judge
+        # judges read their own settings (judges.<name>) and the device: the values this selector declares
+        judge = make_judge(name, SimpleNamespace(judges=ctx.value("judges"), device=ctx.value("device")))
         out = list(judge.harmful([r.prompt for r in rows], [r.response for r in rows]))
     if len(out) != len(rows):
         raise ValueError(f"judge '{name}' gave {len(out)} verdicts for {len(rows)} rows")
@@ -39,7 +40,7 @@ def verdicts(ctx: SelectionContext) -> tuple[list[bool | None], str]:
 
 
 def select(ctx: SelectionContext) -> Selection:
-    sel = ctx.cfg.selection
+    sel = ctx.selection
     n = len(ctx.task)
     verdict, name = verdicts(ctx)
     flagged = np.array([v is True for v in verdict], dtype=bool)

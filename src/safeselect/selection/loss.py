@@ -15,23 +15,22 @@ from typing import Any
 import numpy as np
 
 from safeselect.selection.base import Selection, SelectionContext, budget_mask
+from safeselect.training.losses import row_losses
 
 
 def select(ctx: SelectionContext) -> Selection:
-    from safeselect.training.losses import row_losses
-
     if ctx.load_model is None:
         raise ValueError("the loss selector needs ctx.load_model (the aligned reference model)")
-    cfg = ctx.cfg
     model, tok = ctx.load_model(None)
-    losses = row_losses(model, tok, ctx.task, max_length=cfg.model.max_length, batch_size=cfg.eval.batch_size,
+    losses = row_losses(model, tok, ctx.task, max_length=ctx.value("model.max_length"),
+                        batch_size=ctx.value("eval.batch_size"),
                         show_progress=ctx.show_progress)
     del model  # the selection is all that is needed; free the copy before fine-tuning loads another
     if not np.isfinite(losses).all():
         bad = int((~np.isfinite(losses)).sum())
         raise RuntimeError(f"the reference model gave a non-finite loss on {bad} task rows; check the aligned model")
     scores = -losses
-    kept = budget_mask(scores, cfg.selection.ratio, cfg.selection.budget, ctx.response_tokens)
+    kept = budget_mask(scores, ctx.selection.ratio, ctx.selection.budget, ctx.response_tokens)
     info: dict[str, Any] = {"method": "loss", "loss_mean": float(losses.mean()) if len(losses) else 0.0,
                             "loss_kept_mean": float(losses[kept].mean()) if kept.any() else 0.0}
     labels = [r.harmful for r in ctx.task]

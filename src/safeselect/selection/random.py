@@ -8,7 +8,7 @@ from safeselect.selection.base import Selection, SelectionContext, budget_mask
 
 
 def select(ctx: SelectionContext) -> Selection:
-    sel = ctx.cfg.selection
+    sel = ctx.selection
     rng = np.random.default_rng(sel.seed)
     # Random scores + the shared budget rule = a uniform random subset at the same budget as every selector.
     scores = rng.random(len(ctx.task))

@@ -26,8 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
+from safeselect.core.io import write_jsonl
 from safeselect.core.rows import Row
+from safeselect.data import loaders
 from safeselect.errors import UserError
+from safeselect.selection import random as random_selector
 from safeselect.selection.base import Selection, SelectionContext
 
 SAFEINSTR_FILE = "safeinstr_safety_only.json"
@@ -40,12 +43,11 @@ def load_pool(source: str, ctx: SelectionContext, key: str = "selection.safeinst
     A path is read with :func:`safeselect.data.loaders.load_rows` (JSONL, a JSON list, CSV; ``prompt`` or
     ``instruction``/``question``, and ``response`` or ``output``).
     """
-    from safeselect.data import loaders
 
     if source == "safety_ref":
         return list(ctx.safety_ref)
     if source == "safeinstr":
-        return loaders.load_safeinstr(loaders.require_data_file(ctx.cfg, SAFEINSTR_FILE))
+        return loaders.load_safeinstr(loaders.require_data_file(ctx.value("data.data_dir"), SAFEINSTR_FILE))
     if not Path(source).exists():
         raise UserError(f"{key}='{source}': not 'safety_ref', 'safeinstr' nor an existing file")
     return loaders.load_rows(source)
@@ -75,7 +77,7 @@ def default_count(n_task: int) -> int:
 
 def augment(selection: Selection, ctx: SelectionContext, count: int | None = None) -> Selection:
     """Add ``count`` (default ``selection.safeinstr.count``) demonstrations to ``selection.added`` (0 = no-op)."""
-    si = ctx.cfg.selection.safeinstr
+    si = ctx.selection.safeinstr
     count = si.count if count is None else count
     if count == 0 or "safeinstr" in selection.info:  # off, or already added (the `safeinstr` selector)
         return selection
@@ -85,7 +87,7 @@ def augment(selection: Selection, ctx: SelectionContext, count: int | None = Non
     pool = load_pool(si.source, ctx)
     if count > len(pool):
         raise UserError(f"selection.safeinstr.count={count} but source '{si.source}' has only {len(pool)} rows")
-    rng = np.random.default_rng([ctx.cfg.selection.seed, _STREAM])
+    rng = np.random.default_rng([ctx.selection.seed, _STREAM])
     picks = np.sort(rng.choice(len(pool), size=count, replace=False))
     taken = set(selection.row_ids) | {r.row_id for r in selection.added}
     ids = fresh_ids(count, taken)
@@ -97,8 +99,6 @@ def augment(selection: Selection, ctx: SelectionContext, count: int | None = Non
     info = dict(selection.info)
     info["safeinstr"] = {"count": count, "source": si.source, "pool": len(pool)}
     if ctx.out_dir is not None:  # which demonstrations were added, for the audit trail
-        from safeselect.core.io import write_jsonl
-
         write_jsonl(Path(ctx.out_dir) / "safeinstr_added.jsonl", [r.to_dict() for r in added])
     return dataclasses.replace(selection, added=list(selection.added) + added, info=info)
 
@@ -108,9 +108,8 @@ def select(ctx: SelectionContext) -> Selection:
 
     With ``selection.safeinstr.count`` 0 the count is :func:`default_count` of the task rows.
     """
-    from safeselect.selection import random as random_selector
 
-    count = ctx.cfg.selection.safeinstr.count or default_count(len(ctx.task))
+    count = ctx.selection.safeinstr.count or default_count(len(ctx.task))
     base = random_selector.select(ctx)
     base.info = {**base.info, "method": "safeinstr", "base": "random"}
     return augment(base, ctx, count)

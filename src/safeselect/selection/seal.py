@@ -39,11 +39,18 @@ from typing import Any
 
 import numpy as np
 
-from safeselect.config.schema import ExperimentConfig, LoraConfig, SealConfig
+from safeselect.config.schema import LoraConfig, SealConfig
+from safeselect.core.io import read_json, write_json
 from safeselect.core.rows import Row
-from safeselect.errors import UserError
+from safeselect.errors import UserError, suggest
+from safeselect.models import add_lora
 from safeselect.selection.base import Selection, SelectionContext, budget_mask
 from safeselect.selection.schedules import gamma_at, mixing_weight
+from safeselect.training.batching import length_grouped
+from safeselect.training.checkpoint import Checkpointer
+from safeselect.training.encode import collate, encode_rows
+from safeselect.training.losses import per_row_loss
+from safeselect.training.sft import make_accelerator
 
 ACTIVATIONS = ("softmax", "sigmoid", "tanh", "relu")
 AUX_ADAPTER = "seal_aux"
@@ -83,8 +90,6 @@ def selector_weights(logits: Any, activation: str) -> Any:
 
 def _check_activation(activation: str) -> None:
     if activation not in ACTIVATIONS:
-        from safeselect.errors import suggest
-
         raise UserError(f"unknown selector activation '{activation}'{suggest(activation, ACTIVATIONS)}")
 
 
@@ -165,11 +170,6 @@ class SealTrainer:
                  group_by_length: bool = False) -> None:
         import torch
 
-        from safeselect.models import add_lora
-        from safeselect.training.encode import encode_rows
-        from safeselect.training.losses import per_row_loss
-        from safeselect.training.sft import make_accelerator
-
         if not task:
             raise UserError("seal: the task set is empty")
         if not safe:
@@ -246,8 +246,6 @@ class SealTrainer:
         if pad:
             perm = np.concatenate([perm, perm[:pad]])
         if self.group_by_length:  # finetune.group_by_length: the same grouping as the plain SFT's batches
-            from safeselect.training.batching import length_grouped
-
             rng = np.random.default_rng([self.seed, 2, epoch])
             lengths = [len(it["input_ids"]) for it in self.task_items]
             return [np.asarray(b) for b in length_grouped(perm.tolist(), lengths, self.batch_size,
@@ -333,8 +331,6 @@ class SealTrainer:
         """
         import contextlib
 
-        from safeselect.training.encode import collate
-
         out = []
         starts = list(range(0, len(items), self.micro))
         for k, s in enumerate(starts):
@@ -349,8 +345,6 @@ class SealTrainer:
 
     def _losses(self, module: Any, items: list[dict]) -> Any:
         import torch
-
-        from safeselect.training.encode import collate
 
         out = []
         with torch.no_grad():
@@ -453,8 +447,6 @@ class SealTrainer:
         the end, and a call that finds a checkpoint of the same settings resumes from it."""
         import torch
         from tqdm.auto import tqdm
-
-        from safeselect.training.checkpoint import Checkpointer
 
         seal = self.seal
         steps = math.ceil((len(self.task_rows) + (-len(self.task_rows)) % self.world) / self.batch_size)
@@ -574,32 +566,34 @@ def select(ctx: SelectionContext) -> Selection:
 
     With ``selection.seal.logits_from`` the logits saved by an earlier run are reused instead.
     """
-    from safeselect.training.sft import make_accelerator
 
-    cfg = ctx.cfg
-    seal = cfg.selection.seal
+    seal = ctx.selection.seal
+    ratio, budget = ctx.selection.ratio, ctx.selection.budget
     if seal.logits_from:  # the final SFT from a selector trained earlier: no selector training here
-        sel = load_selection(seal.logits_from, cfg.selection.ratio, cfg.selection.budget, ctx.response_tokens,
+        sel = load_selection(seal.logits_from, ratio, budget, ctx.response_tokens,
                              row_ids=[r.row_id for r in ctx.task])
         sel.info["logits_from"] = str(seal.logits_from)
         return sel
     if ctx.load_model is None:
         raise UserError("seal needs a model to train its selector: run it through the pipeline")
     model, tok = ctx.load_model(seal.selector_model)
-    acc = make_accelerator(cpu=True if cfg.device == "cpu" else (False if cfg.device == "cuda" else None))
-    run = train_selector(model, tok, ctx.task, ctx.safety_ref, seal, lora_cfg=cfg.model.lora,
-                         max_length=cfg.model.max_length, seed=cfg.seed, max_grad_norm=cfg.finetune.max_grad_norm,
-                         weight_decay=cfg.finetune.weight_decay, accelerator=acc, show_progress=ctx.show_progress,
-                         group_by_length=cfg.finetune.group_by_length,
+    device = ctx.value("device")
+    acc = make_accelerator(cpu=True if device == "cpu" else (False if device == "cuda" else None))
+    # Clipping and weight decay follow the final fine-tune (finetune.*), as METHODS.md section 2 says.
+    run = train_selector(model, tok, ctx.task, ctx.safety_ref, seal, lora_cfg=ctx.value("model.lora"),
+                         max_length=ctx.value("model.max_length"), seed=ctx.value("seed"),
+                         max_grad_norm=ctx.value("finetune.max_grad_norm"),
+                         weight_decay=ctx.value("finetune.weight_decay"), accelerator=acc,
+                         show_progress=ctx.show_progress, group_by_length=ctx.value("finetune.group_by_length"),
                          checkpoint_dir=ctx.checkpoint_dir / "seal" if ctx.checkpoint_dir else None,
                          save_every=ctx.checkpoint_every, tracker=ctx.tracker)
     del model
     if run.main_process:
-        save_selector(ctx.out_dir, run, cfg)
-    sel = _selection(run.row_ids, run.logits, seal.activation, cfg.selection.ratio, cfg.selection.budget,
-                     ctx.response_tokens)
+        save_selector(ctx.out_dir, run, seal, model_name=ctx.value("model.name"), lora=ctx.value("model.lora"),
+                      max_length=ctx.value("model.max_length"), seed=ctx.value("seed"))
+    sel = _selection(run.row_ids, run.logits, seal.activation, ratio, budget, ctx.response_tokens)
     sel.info.update({
-        "algorithm": seal.algorithm, "selector_model": seal.selector_model or cfg.model.name,
+        "algorithm": seal.algorithm, "selector_model": seal.selector_model or ctx.value("model.name"),
         "selector_epoch_s": run.epoch_s, "selector_epoch_s_mean": float(np.mean(run.epoch_s)),
         "selector_setup_s": run.setup_s, "history": run.history,
         "peak_gpu_memory_mb": run.peak_gpu_memory_mb, "selector_file": str(Path(ctx.out_dir) / LOGITS_FILE),
@@ -617,30 +611,28 @@ def _selection(row_ids: list[str], logits: np.ndarray, activation: str, ratio: f
                      info={"method": "seal"})
 
 
-def save_selector(out_dir: str | Path, run: SelectorRun, cfg: ExperimentConfig) -> None:
+def save_selector(out_dir: str | Path, run: SelectorRun, seal: SealConfig, *, model_name: str, lora: LoraConfig,
+                  max_length: int, seed: int) -> None:
     """``selector.safetensors`` (the logits) + ``selector.json`` (row ids in logit order, config, history)."""
     import torch
     from safetensors.torch import save_file
-
-    from safeselect.core.io import write_json
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / f".{LOGITS_FILE}.tmp"
     save_file({"logits": torch.as_tensor(run.logits, dtype=torch.float32).contiguous()}, str(tmp))
     tmp.replace(out / LOGITS_FILE)
-    seal = cfg.selection.seal
     write_json(out / META_FILE, {
         "method": "seal",
         "row_ids": run.row_ids,
         "activation": seal.activation,
         "algorithm": seal.algorithm,
         "seal": asdict(seal),
-        "model": cfg.model.name,
-        "selector_model": seal.selector_model or cfg.model.name,
-        "lora": asdict(cfg.model.lora),
-        "max_length": cfg.model.max_length,
-        "seed": cfg.seed,
+        "model": model_name,
+        "selector_model": seal.selector_model or model_name,
+        "lora": asdict(lora),
+        "max_length": max_length,
+        "seed": seed,
         "gamma_per_epoch": [[h["gamma_start"], h["gamma_end"]] for h in run.history],
         "lambda_per_epoch": [[h["lambda_start"], h["lambda_end"]] for h in run.history],
         "history": run.history,
@@ -660,8 +652,6 @@ def load_selection(out_dir: str | Path, ratio: float, budget: str = "rows", toke
     ``tokens`` are the response token counts in the order of the returned rows.
     """
     from safetensors.torch import load_file
-
-    from safeselect.core.io import read_json
 
     out = Path(out_dir)
     if not (out / LOGITS_FILE).exists():

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from safeselect.errors import UserError, suggest
 from safeselect.selfplay.pool import PromptEntry, PromptPool, norm_key
 
 Creator = Callable[[list[str]], list[str]]
@@ -173,8 +174,6 @@ def evolve(pool: PromptPool, parents: list[PromptEntry], creator: Creator, *, me
         for p, reply in zip(owners, replies, strict=True):
             keep(p, reply, "self-instruct")
     else:
-        from safeselect.errors import UserError, suggest
-
         raise UserError(f"unknown eva.evolve_method '{method}'{suggest(method, ['evol-instruct', 'self-instruct'])}")
     return new, counts
 

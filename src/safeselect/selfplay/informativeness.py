@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from safeselect.errors import UserError, suggest
+
 METRICS = ("gap", "maxmean", "variance", "mean", "gap_inverse", "mean_inverse")
 
 
 def informativeness(rewards: np.ndarray, metric: str = "gap") -> np.ndarray:
     """One value per prompt (row of ``rewards``); NaN where a row has no finite reward."""
     if metric not in METRICS:
-        from safeselect.errors import UserError, suggest
-
         raise UserError(f"unknown informativeness metric '{metric}'{suggest(metric, list(METRICS))}")
     r = np.asarray(rewards, dtype=np.float64)
     if r.ndim != 2:

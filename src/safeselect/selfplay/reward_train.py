@@ -34,8 +34,18 @@ from typing import Any
 
 import numpy as np
 
+from safeselect.config.paths import data_dir
 from safeselect.config.schema import ExperimentConfig
-from safeselect.errors import UserError
+from safeselect.core.answers import is_correct
+from safeselect.core.io import iter_jsonl, read_jsonl, write_json, write_jsonl
+from safeselect.core.stats import proportion
+from safeselect.data.builtin import CATEGORIES, compliant_reply, refusal_reply
+from safeselect.data.loaders import split_last_reply
+from safeselect.errors import UserError, suggest
+from safeselect.models import resolve_device
+from safeselect.models.saved import save_model
+from safeselect.registry import registry
+from safeselect.selfplay.rewards import FORMAT_FILE, encode_pair, pair_format, score_pairs
 
 HH_FILE = "hh_harmless_base_test.jsonl.gz"
 
@@ -45,7 +55,6 @@ HH_FILE = "hh_harmless_base_test.jsonl.gz"
 
 def _wrong_reply(row: Any, r: Random) -> str | None:
     """The row's reply with a wrong final answer (another number / the other label), or None if not possible."""
-    from safeselect.core.stats import is_correct
 
     text = row.response or ""
     task = (row.task or "").lower()
@@ -69,8 +78,6 @@ def _wrong_reply(row: Any, r: Random) -> str | None:
 
 def builtin_pairs(cfg: ExperimentConfig, n: int) -> list[dict[str, Any]]:
     """Up to ``n`` pairs from the built-in benchmark's training rows (never its evaluation sets)."""
-    from safeselect.data.builtin import compliant_reply, refusal_reply
-    from safeselect.registry import registry
 
     bundle = registry("data").get("builtin")(cfg)
     r = Random(f"reward-pairs:{cfg.reward.seed}")
@@ -103,30 +110,15 @@ def builtin_pairs(cfg: ExperimentConfig, n: int) -> list[dict[str, Any]]:
 
 
 def _categories() -> list[str]:
-    from safeselect.data.builtin import CATEGORIES
-
     return [c.name for c in CATEGORIES]
-
-
-def split_dialogue(text: str) -> tuple[str, str] | None:
-    """HH-RLHF dialogue -> (history up to the last assistant turn, last assistant reply)."""
-    k = text.rfind("\n\nAssistant:")
-    if k < 0:
-        return None
-    prompt = text[:k].strip()
-    reply = text[k + len("\n\nAssistant:"):].strip()
-    if prompt.startswith("Human:"):
-        prompt = prompt[len("Human:"):].strip()
-    return prompt, reply
 
 
 def hh_pairs(path: str | Path, n: int, seed: int = 0) -> list[dict[str, Any]]:
     """Up to ``n`` (0 = all) chosen/rejected pairs from an HH-RLHF JSONL(.gz), seeded sample."""
-    from safeselect.core.io import iter_jsonl
 
     out = []
     for i, d in enumerate(iter_jsonl(path)):
-        c, rj = split_dialogue(str(d.get("chosen", ""))), split_dialogue(str(d.get("rejected", "")))
+        c, rj = split_last_reply(str(d.get("chosen", ""))), split_last_reply(str(d.get("rejected", "")))
         if c is None or rj is None or not c[1] or not rj[1] or c[1] == rj[1]:
             continue
         out.append({"prompt": c[0], "chosen": c[1], "rejected": rj[1], "source": "hh", "kind": "hh", "line": i + 1})
@@ -137,8 +129,6 @@ def hh_pairs(path: str | Path, n: int, seed: int = 0) -> list[dict[str, Any]]:
 
 
 def jsonl_pairs(path: str | Path) -> list[dict[str, Any]]:
-    from safeselect.core.io import read_jsonl
-
     rows = read_jsonl(path)
     for i, d in enumerate(rows, 1):
         if not all(isinstance(d.get(k), str) for k in ("prompt", "chosen", "rejected")):
@@ -149,7 +139,6 @@ def jsonl_pairs(path: str | Path) -> list[dict[str, Any]]:
 
 def collect_pairs(cfg: ExperimentConfig) -> tuple[list[dict[str, Any]], dict[str, str]]:
     """Every pair of ``reward.sources``; plus the sources skipped (with why)."""
-    from safeselect.config.paths import data_dir
 
     pairs: list[dict[str, Any]] = []
     skipped: dict[str, str] = {}
@@ -157,7 +146,7 @@ def collect_pairs(cfg: ExperimentConfig) -> tuple[list[dict[str, Any]], dict[str
         if src == "builtin":
             pairs += builtin_pairs(cfg, cfg.reward.n_builtin)
         elif src == "hh":
-            d = data_dir(cfg)
+            d = data_dir(cfg.data.data_dir)
             if d is None or not (d / HH_FILE).exists():
                 skipped["hh"] = f"{HH_FILE} not found (set data.data_dir or SAFESELECT_DATA_DIR)"
                 continue
@@ -165,8 +154,6 @@ def collect_pairs(cfg: ExperimentConfig) -> tuple[list[dict[str, Any]], dict[str
         else:
             p = Path(src)
             if not p.exists():
-                from safeselect.errors import suggest
-
                 raise UserError(f"reward.sources: '{src}' is neither builtin, hh nor a file"
                                 f"{suggest(src, ['builtin', 'hh'])}")
             pairs += jsonl_pairs(p)
@@ -210,8 +197,6 @@ def encoder_dir(name: str) -> Path:
 def pair_accuracy(model: Any, tok: Any, pairs: list[dict[str, Any]], fmt: str, max_length: int,
                   batch_size: int = 32) -> dict[str, Any]:
     """Share of pairs where r(chosen) > r(rejected), overall and per source, with 95% bootstrap intervals."""
-    from safeselect.core.stats import proportion
-    from safeselect.selfplay.rewards import score_pairs
 
     if not pairs:
         return {"value": None, "n": 0, "ci": None, "by_source": {}}
@@ -235,10 +220,6 @@ def train_reward_model(cfg: ExperimentConfig, out_dir: str | Path, pairs: list[d
     from datasets import Dataset
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from trl import RewardConfig, RewardTrainer
-
-    from safeselect.core.io import write_json, write_jsonl
-    from safeselect.models import resolve_device
-    from safeselect.selfplay.rewards import FORMAT_FILE, encode_pair, pair_format
 
     rc = cfg.reward
     skipped: dict[str, str] = {}
@@ -279,8 +260,6 @@ def train_reward_model(cfg: ExperimentConfig, out_dir: str | Path, pairs: list[d
     model = trainer.model
     after = pair_accuracy(model, tok, held, fmt, rc.max_length)
     train_acc = pair_accuracy(model, tok, train[:500], fmt, rc.max_length)
-
-    from safeselect.models import save_model
 
     model.config.id2label = {0: "reward"}
     model.config.label2id = {"reward": 0}

@@ -25,7 +25,13 @@ from typing import Any
 
 import numpy as np
 
+from safeselect.config.paths import cache_dir
+from safeselect.core.answers import is_correct
 from safeselect.errors import UserError
+from safeselect.judges.http import ChatClient
+from safeselect.judges.refusal import RefusalJudge
+from safeselect.models import resolve_device
+from safeselect.registry import registry
 from safeselect.selfplay.pool import PromptEntry
 
 FORMAT_FILE = "safeselect_reward.json"
@@ -40,13 +46,9 @@ class RuleReward:
     name = "rule"
 
     def __init__(self, cfg: Any = None) -> None:
-        from safeselect.judges.refusal import RefusalJudge
-
         self.refusal = RefusalJudge(cfg)
 
     def __call__(self, entries: list[PromptEntry], responses: list[str]) -> np.ndarray:
-        from safeselect.core.stats import is_correct
-
         _same_length(entries, responses)
         refused = self.refusal.refused(responses)
         out = np.full(len(responses), np.nan)
@@ -120,7 +122,6 @@ def default_reward_dir(cfg: Any = None) -> Path:
     out = getattr(getattr(cfg, "reward", None), "out", None)
     if out:
         return Path(out)
-    from safeselect.config.paths import cache_dir
 
     return cache_dir() / "reward" / "bt-minilm"
 
@@ -153,8 +154,6 @@ class ModelReward:
     name = "reward_model"
 
     def __init__(self, cfg: Any = None, path: str | Path | None = None, device: str | None = None) -> None:
-        from safeselect.models import resolve_device
-
         eva = getattr(cfg, "eva", None)
         self.path = Path(path or getattr(eva, "reward_model", None) or default_reward_dir(cfg))
         dev = device or resolve_device(getattr(cfg, "device", "auto") if cfg is not None else "cpu")
@@ -181,8 +180,13 @@ RATING_PROMPT = (
 _SCORE = re.compile(r"score\s*[:=]\s*\**\s*(10|[1-9])(?:\s*/\s*10)?\b", re.IGNORECASE)
 
 
-def parse_rating(text: str | None) -> float | None:
-    """The last 'Score: N' (1-10) of a judge reply, mapped to [0, 1]; None if there is none."""
+def parse_score(text: str | None) -> float | None:
+    """The last 'Score: N' (1-10) of a reply to :data:`RATING_PROMPT`, mapped to [0, 1]; None if there is none.
+
+    Lenient on purpose (the last score counts, markdown and '/10' allowed): a reward needs a number for
+    every response, while the LLM judge's :func:`safeselect.judges.llm.parse_rating` asks for one
+    unambiguous 'Rating:' line and abstains otherwise.
+    """
     if not text:
         return None
     found = _SCORE.findall(text)
@@ -197,8 +201,6 @@ class LlmReward:
     name = "llm"
 
     def __init__(self, cfg: Any = None) -> None:
-        from safeselect.judges.http import ChatClient
-
         # retries, backoff, concurrency and the reply cache of the LLM judge; a reply with no score
         # line is retried, then counted (client.stats()) and scored NaN
         self.client = ChatClient(getattr(getattr(cfg, "judges", None), "llm", None))
@@ -207,7 +209,7 @@ class LlmReward:
         _same_length(entries, responses)
         msgs = [[{"role": "user", "content": RATING_PROMPT.format(prompt=e.text, response=r)}]
                 for e, r in zip(entries, responses, strict=True)]
-        out = self.client.run(msgs, parse_rating, tag="eva-rating", desc="llm reward", show_progress=False)
+        out = self.client.run(msgs, parse_score, tag="eva-rating", desc="llm reward", show_progress=False)
         return np.array([np.nan if s is None else s for s, _ in out], dtype=np.float64)
 
 
@@ -216,7 +218,6 @@ class LlmReward:
 
 def make_reward(name: str, cfg: Any = None) -> Any:
     """Build the reward registered as ``name`` (``safeselect ls rewards``)."""
-    from safeselect.registry import registry
 
     return registry("rewards").get(name)(cfg)
 

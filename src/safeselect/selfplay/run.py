@@ -21,8 +21,9 @@ Writes ``OUT/config.yaml``, ``OUT/iter_<k>/{prompts.jsonl, pairs.jsonl,
 informativeness.json, solver.json}``, ``OUT/pool.jsonl`` (every prompt with
 lineage), ``OUT/heldout.jsonl`` (start and final responses with rewards),
 ``OUT/model/`` (the final solver, when ``eva.save_model``) and
-``OUT/metrics.json``. A directory that already has metrics.json is complete
-and is not run again.
+``OUT/metrics.json`` (last, with the completion marker of
+:class:`~safeselect.core.rundir.RunDir`). A finished directory of the same
+config is not run again; one of another config is an error.
 """
 
 from __future__ import annotations
@@ -37,11 +38,27 @@ import numpy as np
 from safeselect.config import loading
 from safeselect.config.paths import data_dir
 from safeselect.config.schema import ExperimentConfig
+from safeselect.core.io import read_jsonl, write_json, write_jsonl
 from safeselect.core.rows import Row
+from safeselect.core.rundir import RunDir
+from safeselect.core.stats import add_figure, mean_ci, win_rate
 from safeselect.errors import UserError
 from safeselect.evaluation.benchmarks import configured as benchmarks_configured
 from safeselect.evaluation.benchmarks import run_benchmarks
+from safeselect.evaluation.generate import generate
+from safeselect.evaluation.resources import Meter
+from safeselect.judges.http import ChatClient
+from safeselect.judges.rule import RuleJudge
+from safeselect.models import load_model, resolve_device
+from safeselect.models.saved import save_model
+from safeselect.registry import registry
+from safeselect.selfplay.evolve import CLEAN_COUNTS, evolve
+from safeselect.selfplay.informativeness import informativeness, stats
+from safeselect.selfplay.pairs import build_pairs, mix_pairs
 from safeselect.selfplay.pool import PromptEntry, PromptPool
+from safeselect.selfplay.rewards import make_reward
+from safeselect.selfplay.sampler import n_to_sample, sample
+from safeselect.selfplay.solve import preference_step
 
 ALPACA_FILE = "alpaca_instructions_harmless.json"
 
@@ -50,8 +67,6 @@ ALPACA_FILE = "alpaca_instructions_harmless.json"
 
 
 def _builtin_bundle(cfg: ExperimentConfig) -> Any:
-    from safeselect.registry import registry
-
     return registry("data").get("builtin")(cfg)
 
 
@@ -63,7 +78,7 @@ def human_prompts(cfg: ExperimentConfig, bundle: Any | None = None) -> list[Row]
     if src == "builtin":
         rows = list((bundle or _builtin_bundle(cfg)).task)
     elif src == "alpaca":
-        d = data_dir(cfg)
+        d = data_dir(cfg.data.data_dir)
         if d is None or not (d / ALPACA_FILE).exists():
             raise UserError(f"eva.prompts=alpaca needs {ALPACA_FILE} in the data folder (data.data_dir or "
                             "SAFESELECT_DATA_DIR)")
@@ -71,8 +86,6 @@ def human_prompts(cfg: ExperimentConfig, bundle: Any | None = None) -> list[Row]
         rows = [Row(row_id=f"alpaca-{i:05d}", prompt=str(x["instruction"]), harmful=False, task="open",
                     category=x.get("category"), source="alpaca") for i, x in enumerate(items) if x.get("instruction")]
     else:
-        from safeselect.core.io import read_jsonl
-
         raw = read_jsonl(src)
         rows = []
         for i, d in enumerate(raw):
@@ -111,7 +124,6 @@ def heldout_rows(cfg: ExperimentConfig, bundle: Any | None = None) -> list[Row]:
 
 def model_creator(model: Any, tok: Any, cfg: ExperimentConfig, seed: int, show_progress: bool) -> Any:
     """A creator that samples rewrites from ``model`` (the solver itself when shared)."""
-    from safeselect.evaluation.generate import generate
 
     calls = [0]
     eva = cfg.eva
@@ -133,8 +145,6 @@ def independent_creator(cfg: ExperimentConfig, device: str, seed: int, show_prog
         raise UserError("eva.creator=independent needs eva.creator_model: a model name/path, or 'llm' for the "
                         "OpenAI-compatible endpoint of judges.llm")
     if name == "llm":
-        from safeselect.judges.http import ChatClient
-
         client = ChatClient(cfg.judges.llm, sampling={"temperature": cfg.eva.creator_temperature,
                                                       "max_tokens": cfg.eva.creator_max_new_tokens,
                                                       "top_p": cfg.eva.creator_top_p})
@@ -146,7 +156,6 @@ def independent_creator(cfg: ExperimentConfig, device: str, seed: int, show_prog
             return [text or "" for text, _ in out]
 
         return create, f"llm:{cfg.judges.llm.model}"
-    from safeselect.models import load_model
 
     model, tok = load_model(name, cfg.model, device)
     model.eval()
@@ -166,8 +175,6 @@ def _score(reward: Any, entries: list[PromptEntry], responses: list[str], k: int
 
 def _sample_responses(model: Any, tok: Any, entries: list[PromptEntry], cfg: ExperimentConfig, seed: int,
                       show_progress: bool, desc: str) -> list[list[str]]:
-    from safeselect.evaluation.generate import generate
-
     eva = cfg.eva
     k = eva.responses_per_prompt
     flat = generate(model, tok, [e.text for e in entries], max_new_tokens=eva.max_new_tokens,
@@ -180,38 +187,20 @@ def _nan_to_none(x: float) -> float | None:
     return None if x is None or not math.isfinite(x) else float(x)
 
 
-def _flat_metrics(path: Path) -> dict[str, Any]:
-    from safeselect.core.dotted import flatten
-    from safeselect.core.io import read_json
-
-    return flatten(read_json(path))
-
-
 def run_eva(cfg: ExperimentConfig, out_dir: str | Path, show_progress: bool = True) -> dict[str, Any]:
     """Run eva; return the flat metrics (also nested in ``OUT/metrics.json``)."""
     import torch
 
-    from safeselect.core.dotted import nest
-    from safeselect.core.io import atomic_write_text, write_json, write_jsonl
-    from safeselect.core.stats import add_figure, mean_ci, win_rate
-    from safeselect.evaluation.generate import generate
-    from safeselect.evaluation.resources import Meter
-    from safeselect.models import load_model, resolve_device, save_model
-    from safeselect.selfplay.evolve import CLEAN_COUNTS, evolve
-    from safeselect.selfplay.informativeness import informativeness, stats
-    from safeselect.selfplay.pairs import build_pairs, mix_pairs
-    from safeselect.selfplay.rewards import make_reward
-    from safeselect.selfplay.sampler import n_to_sample, sample
-    from safeselect.selfplay.solve import preference_step
-
-    out = Path(out_dir)
-    if (out / "metrics.json").exists():
-        return _flat_metrics(out / "metrics.json")
+    run = RunDir(out_dir)
+    out = run.path
+    if run.check_reusable(loading.to_dict(cfg), ("name", "compare")):
+        flat = run.read_metrics()
+        flat.pop("complete", None)
+        return flat
     eva = cfg.eva
     if eva.creator == "independent" and not eva.creator_model:
         raise UserError("eva.creator=independent needs eva.creator_model (a model name/path, or 'llm')")
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "config.yaml", loading.to_yaml(cfg))
+    run.create().write_config(loading.to_yaml(cfg))
     meter = Meter()
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
@@ -349,8 +338,6 @@ def run_eva(cfg: ExperimentConfig, out_dir: str | Path, show_progress: bool = Tr
                 rec[f"{name}_start"] = _nan_to_none(a)
                 rec[f"{name}_final"] = _nan_to_none(b)
         if held:
-            from safeselect.judges.rule import RuleJudge
-
             outcomes = RuleJudge(cfg).compare(held_prompts, final_resp, start_resp, rows=held)
             add_figure(flat, "eva.win_rate.rule", win_rate(outcomes, n_boot=cfg.eval.bootstrap, seed=cfg.seed),
                        invalid=True)
@@ -362,7 +349,7 @@ def run_eva(cfg: ExperimentConfig, out_dir: str | Path, show_progress: bool = Tr
 
     if eva.save_model:
         with meter.stage("save"):
-            save_model(model, tok, out / "model")
+            save_model(model, tok, run.model)
 
     flat.update({
         "eva.pairs.total": totals["pairs"], "eva.pairs.original": totals["pairs_original"],
@@ -376,5 +363,5 @@ def run_eva(cfg: ExperimentConfig, out_dir: str | Path, show_progress: bool = Tr
         for m, v in d.items():
             flat[f"eva.iterations.{key}.{m}"] = v
     flat.update(meter.metrics())
-    write_json(out / "metrics.json", nest(flat))
+    run.write_metrics(flat)  # last: the completion marker
     return flat

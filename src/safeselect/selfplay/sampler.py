@@ -14,6 +14,7 @@ import math
 
 import numpy as np
 
+from safeselect.errors import UserError, suggest
 from safeselect.selfplay.informativeness import normalised_weights
 
 SAMPLERS = ("weighted", "greedy", "uniform")
@@ -41,8 +42,6 @@ def sample(values: np.ndarray, n: int, method: str, rng: np.random.Generator) ->
         key = np.where(np.isfinite(v), v, -np.inf)
         return np.argsort(-key, kind="stable")[:n], info
     if method != "weighted":
-        from safeselect.errors import UserError, suggest
-
         raise UserError(f"unknown sampler '{method}'{suggest(method, list(SAMPLERS))}")
     w = normalised_weights(v)
     nonzero = np.flatnonzero(w > 0)

@@ -21,6 +21,7 @@ import time
 from typing import Any
 
 from safeselect.config.schema import ExperimentConfig
+from safeselect.models import add_lora, merge_lora
 
 LOSS_TYPES = {"dpo": "sigmoid", "ipo": "ipo", "simpo": "simpo", "orpo": "orpo"}
 
@@ -48,8 +49,6 @@ def build_trainer(model: Any, tok: Any, pairs: list[dict[str, Any]], cfg: Experi
     ds = preference_dataset(pairs)
     lora = cfg.model.lora.enabled
     if lora:
-        from safeselect.models import add_lora
-
         model = add_lora(model, cfg.model.lora)
     if eva.loss == "simpo":
         from trl.experimental.cpo import CPOConfig, CPOTrainer
@@ -76,7 +75,6 @@ def build_trainer(model: Any, tok: Any, pairs: list[dict[str, Any]], cfg: Experi
 def preference_step(model: Any, tok: Any, pairs: list[dict[str, Any]], cfg: ExperimentConfig, seed: int = 0,
                     show_progress: bool = False, device: str = "cpu") -> tuple[Any, dict[str, Any]]:
     """Train on ``pairs``; return the new solver (LoRA merged) and its metrics (loss curve, reward accuracy)."""
-    from safeselect.models import merge_lora
 
     metrics: dict[str, Any] = {"loss": cfg.eva.loss, "beta": cfg.eva.beta, "pairs": len(pairs), "steps": 0}
     if not pairs:

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from safeselect.core.rows import Row
+from safeselect.training.encode import collate, encode_rows
 
 
 def token_nll(logits: Any, labels: Any) -> tuple[Any, Any]:
@@ -57,8 +58,6 @@ def row_losses(model: Any, tok: Any, rows: list[Row], max_length: int, batch_siz
     """Loss of every row under ``model`` (no grad, eval mode), in row order."""
     import torch
     from tqdm.auto import tqdm
-
-    from safeselect.training.encode import collate, encode_rows
 
     items = encode_rows(tok, rows, max_length)
     order = np.argsort([len(it["input_ids"]) for it in items], kind="stable")  # less padding per batch

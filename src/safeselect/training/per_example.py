@@ -39,6 +39,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from safeselect.errors import UserError, suggest
+from safeselect.training.losses import learned_positions, per_row_loss
+
 METHODS = ("auto", "hooks", "vmap", "loop")
 
 LossFn = Callable[[Any, dict[str, Any]], Any]
@@ -81,14 +84,11 @@ def assign_flat_grad(model: Any, flat: Any) -> None:
 def resolve_method(model: Any, method: str = "auto") -> str:
     """The concrete method ``auto`` stands for on this model (see the module docstring)."""
     if method not in METHODS:
-        from safeselect.errors import UserError, suggest
-
         raise UserError(f"unknown per-example gradient method '{method}'{suggest(method, list(METHODS))}")
     checkpointing = _checkpointing(model)
     if method != "auto":
         if checkpointing and method != "loop":
             # Recomputed activations are not the ones hooks captured, and vmap cannot trace the recomputation.
-            from safeselect.errors import UserError
 
             raise UserError(f"per-example gradients by '{method}' do not work with gradient checkpointing; use loop")
         return method
@@ -274,7 +274,6 @@ def _grads_vmap(model: Any, batch: dict[str, Any], loss_fn: LossFn, chunk_size: 
     if loss_fn is _default_loss():
         # per_row_loss would find the learned positions with nonzero(), a dynamic shape vmap cannot
         # batch: find them once for the whole batch here and hand them over.
-        from safeselect.training.losses import learned_positions
 
         static["positions"] = learned_positions(batch["labels"])
 
@@ -324,6 +323,4 @@ def _row_slice(v: Any, b: int, seq: int, length: int) -> Any:
 
 
 def _default_loss() -> LossFn:
-    from safeselect.training.losses import per_row_loss
-
     return per_row_loss

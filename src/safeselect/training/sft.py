@@ -15,6 +15,11 @@ from typing import Any
 
 from safeselect.config.schema import TrainConfig
 from safeselect.core.rows import Row
+from safeselect.errors import UserError
+from safeselect.training.batching import LengthGroupedSampler
+from safeselect.training.checkpoint import Checkpointer, generator_state, set_generator_state
+from safeselect.training.encode import collate, encode_rows
+from safeselect.training.losses import per_row_loss
 
 
 def make_accelerator(cpu: bool | None = None) -> Any:
@@ -40,8 +45,6 @@ def autocast(device_type: str, mixed_precision: str) -> Any:
     if mixed_precision == "no":
         return contextlib.nullcontext()
     if mixed_precision != "bf16":
-        from safeselect.errors import UserError
-
         raise UserError(f"mixed_precision={mixed_precision!r}: choose no or bf16")
     return torch.autocast(device_type=device_type, dtype=torch.bfloat16)
 
@@ -78,10 +81,6 @@ def train_sft(model: Any, tok: Any, rows: list[Row], train_cfg: TrainConfig, max
     from tqdm.auto import tqdm
     from transformers import get_scheduler
 
-    from safeselect.training.checkpoint import Checkpointer, generator_state, set_generator_state
-    from safeselect.training.encode import collate, encode_rows
-    from safeselect.training.losses import per_row_loss
-
     t0 = time.perf_counter()
     if not rows or train_cfg.epochs <= 0:
         return {"losses": [], "steps": 0, "train_s": 0.0, "model": model, "resumed_from": 0}
@@ -99,8 +98,6 @@ def train_sft(model: Any, tok: Any, rows: list[Row], train_cfg: TrainConfig, max
         return out
 
     if train_cfg.group_by_length:
-        from safeselect.training.batching import LengthGroupedSampler
-
         sampler = LengthGroupedSampler([len(it["input_ids"]) for it in items], micro, gen)
         loader = DataLoader(data, batch_sampler=sampler, collate_fn=_collate)
     else:

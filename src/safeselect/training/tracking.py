@@ -17,6 +17,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from safeselect.core.dotted import flatten
+from safeselect.core.io import atomic_write_text
+from safeselect.errors import UserError
+
 log = logging.getLogger("safeselect.train")
 
 TRAIN_LOG = "train_log.jsonl"
@@ -54,7 +58,6 @@ class TrainLog:
         """Drop ``stage``'s lines after ``step`` (a resumed stage logs them again)."""
         if not self.main or self.path is None or not self.path.exists():
             return
-        from safeselect.core.io import atomic_write_text
 
         keep = [line for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()
                 and not _after(json.loads(line), stage, step)]
@@ -118,7 +121,6 @@ def plot_curve(out_dir: str | Path, path: str | Path) -> Path | None:
 
 def _make_tracker(report_to: str, project: str, logging_dir: Path) -> Any:
     """An accelerate tracker; a missing package is one clear line (exit 2), not a traceback."""
-    from safeselect.errors import UserError
 
     try:
         if report_to == "tensorboard":
@@ -145,6 +147,5 @@ def _make_tracker(report_to: str, project: str, logging_dir: Path) -> Any:
 
 def _scalars(config: dict[str, Any]) -> dict[str, Any]:
     """The flat config with values trackers accept (lists and None as text)."""
-    from safeselect.core.dotted import flatten
 
     return {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in flatten(config).items()}
