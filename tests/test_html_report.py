@@ -16,8 +16,8 @@ import pytest
 from safeselect.ablation.plan import load_plan
 from safeselect.ablation.runner import run_plan
 from safeselect.cli.main import main
-from safeselect.pipeline.run import write_report
 from safeselect.reporting.html import comparison_figures, page
+from safeselect.reporting.runs import write_report
 
 PLAN = """
 name: html toy

@@ -132,7 +132,7 @@ def test_dataset_folders_and_names_with_split_and_columns(tmp_path, hf_cache):
         loaders.load_rows("acme/not-here")
     # through the config: data.task.split and data.task.columns
     from safeselect.config import loading as config
-    from safeselect.data.loaders import bundle_from_paths
+    from safeselect.data.recipes import bundle_from_paths
 
     cfg = config.load("quickstart", [*TINY, "data.benchmark=jsonl", f"data.task_path={parquet}",
                                      "data.task.split=test", "data.task.columns={prompt: instruction, response: output}"])

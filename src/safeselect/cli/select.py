@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 from safeselect import preflight
 from safeselect.cli.common import add_config_args, resolve_out
@@ -21,8 +22,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import dataclasses
-
     cfg = loading.load(args.config, args.overrides)
     check_methods(cfg)
     preflight.check_models(cfg)

@@ -204,14 +204,16 @@ def select_only(cfg: ExperimentConfig, out: Path, show_progress: bool = True) ->
 
 
 # Labels and bookkeeping, not settings: a finished run is reused whatever they say.
-_DRIFT_IGNORED = ("name", "compare", "finetune.merge", "checkpoint.every_steps", "tracking.report_to", "tracking.project",
-                  "tracking.log_every")
+_DRIFT_IGNORED = ("name", "compare", "seeds", "baseline", "finetune.merge", "checkpoint.every_steps",
+                  "tracking.report_to", "tracking.project", "tracking.log_every")
 
 
 def drift_ignored(cfg: ExperimentConfig) -> tuple[str, ...]:
     """Keys that cannot change this run's result: labels, and the sections of the selectors it does not use
     (each selector's registry entry names its section; selection.safeinstr is no selector's own section,
     since its count adds demonstrations on top of every selector)."""
+    if cfg.selection.method == ALIGNED_ONLY:  # the starting model: no selection, no fine-tuning
+        return (*_DRIFT_IGNORED, "selection.", "finetune.")
     own = registry("selectors").entry(cfg.selection.method).section if cfg.selection.method in registry(
         "selectors") else ""
     others = {e.section for e in registry("selectors").entries() if e.section and e.section != own}
