@@ -185,7 +185,7 @@ def parse_entry(entry: str, cfg: Any) -> tuple[str, Path, Callable[[Path, Any], 
         return name, p, READERS[name]
     if entry in READERS:
         if entry == "beavertails":  # the published test file is gzipped; take whichever is there
-            root = data_dir(cfg)
+            root = data_dir(cfg.data.data_dir)
             for cand in ("beavertails.jsonl", "beavertails.jsonl.gz", "30k_test.jsonl.gz", "330k_test.jsonl.gz"):
                 if root is not None and (root / cand).exists():
                     return entry, root / cand, READERS[entry]
