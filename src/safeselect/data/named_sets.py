@@ -189,7 +189,7 @@ def parse_entry(entry: str, cfg: Any) -> tuple[str, Path, Callable[[Path, Any], 
             for cand in ("beavertails.jsonl", "beavertails.jsonl.gz", "30k_test.jsonl.gz", "330k_test.jsonl.gz"):
                 if root is not None and (root / cand).exists():
                     return entry, root / cand, READERS[entry]
-        return entry, require_data_file(cfg, DEFAULT_FILES[entry]), READERS[entry]
+        return entry, require_data_file(cfg.data.data_dir, DEFAULT_FILES[entry]), READERS[entry]
     p = Path(entry)
     if p.suffix.lower() in (".jsonl", ".csv", ".json", ".gz") or "/" in entry:
         if not p.exists():
