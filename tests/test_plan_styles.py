@@ -17,6 +17,7 @@ from safeselect.ablation.matcher import Query, map_section
 from safeselect.ablation.plan import explain, load_plan
 from safeselect.ablation.runner import run_plan
 from safeselect.cli.main import main
+from safeselect.reporting.ablation import build_report
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from plan_mapping import evaluate, load_fixture, summary  # noqa: E402
@@ -250,6 +251,7 @@ def test_partial_plan_runs_what_maps_and_the_report_lists_the_rest(loaded: dict,
     plan.seeds = [0]
     assert [a.parameter for a in plan.ablations] == ["selection.seal.activation", "data.safety_ref.fraction"]
     run_plan(plan, tmp_path / "out", workers=0, run_fn=_fake_run, show_progress=False)
+    build_report(tmp_path / "out")  # the report is built from the files afterwards
     md = (tmp_path / "out" / "report.md").read_text()
     assert "Not run (parts of the plan that could not be mapped to a setting):" in md
     assert "section 'Selector optimiser'" in md
@@ -301,6 +303,7 @@ def test_ablate_runs_the_alignment_benchmarks_when_configured(tmp_path: Path) ->
         plan.reference = None  # one run is enough here
         outcomes = run_plan(plan, tmp_path / "out", workers=0, show_progress=False)
     assert [o.status for o in outcomes] == ["done"], outcomes
+    build_report(tmp_path / "out")
     run = next((tmp_path / "out" / "runs").iterdir())
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["win_rate"]["alpacaeval"]["llm_n"] == 2 and 1 <= metrics["mtbench"]["score"] <= 10
