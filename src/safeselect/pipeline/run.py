@@ -55,7 +55,9 @@ def _align_key(cfg: ExperimentConfig, model_name: str, align_rows: list[Row]) ->
     payload = {
         "model": model_name, "dtype": cfg.model.dtype, "max_length": cfg.model.max_length,
         "lora": loading.to_dict(cfg)["model"]["lora"], "align": align,
-        "seed": cfg.seed, "rows": [(r.row_id, r.prompt, r.response) for r in align_rows],
+        # align.seed (inside "align") and the rows decide the model; the experiment seed does not, so every
+        # seed of a comparison starts from the same aligned model.
+        "rows": [(r.row_id, r.prompt, r.response) for r in align_rows],
     }
     # Only when set, so the keys (and cached models) of configs without them stay as they were.
     if cfg.model.system_prompt:
