@@ -35,10 +35,10 @@ def main() -> None:
     args = ap.parse_args()
 
     from safeselect.config import loading
-    from safeselect.data.builtin import is_bad_row
+    from safeselect.core.rows import is_bad_row
     from safeselect.evaluation.evaluate import evaluate
-    from safeselect.pipeline.run import aligned_dir, build_bundle, load_aligned
     from safeselect.models import add_lora
+    from safeselect.pipeline.run import aligned_dir, build_bundle, load_aligned
     from safeselect.training.sft import train_sft
 
     out = Path(args.out)

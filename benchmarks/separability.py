@@ -36,7 +36,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from safeselect.config import loading
-    from safeselect.data.builtin import is_bad_row
+    from safeselect.core.rows import is_bad_row
     from safeselect.pipeline.run import build_bundle, load_aligned
     from safeselect.selection.base import budget_mask
     from safeselect.training.losses import row_losses

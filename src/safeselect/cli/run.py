@@ -23,6 +23,14 @@ def check_methods(cfg) -> None:  # noqa: ANN001 - ExperimentConfig; kept light t
     for m in [cfg.selection.method, *cfg.compare]:
         if m != ALIGNED_ONLY:
             registry("selectors").entry(m)
+    if cfg.baseline is not None and cfg.baseline not in cfg.compare:
+        from safeselect.errors import UserError, suggest
+
+        raise UserError(f"baseline='{cfg.baseline}' is not one of compare={cfg.compare}{suggest(cfg.baseline, cfg.compare)}")
+    if cfg.seeds and not cfg.compare:
+        from safeselect.errors import UserError
+
+        raise UserError("seeds=[...] runs a comparison at each seed: give `compare` too (e.g. compare=[full,random])")
     for j in cfg.eval.judges:
         registry("judges").entry(j)
     registry("data").entry(cfg.data.benchmark)
@@ -39,6 +47,12 @@ def run(args: argparse.Namespace) -> int:
     preflight.check_models(cfg)
     preflight.check_judges(cfg, "run")
     out = check_out(resolve_out(args, cfg))
+    if cfg.seeds:
+        from safeselect.pipeline.run import run_seeds
+
+        print(run_seeds(cfg, out, show_progress=not args.quiet))
+        print(f"\nrun files in {out}/s<seed>/<method>/; the table over seeds in {out}/report.md")
+        return 0
     if cfg.compare:
         results = run_compare(cfg, out, show_progress=not args.quiet)
     else:

@@ -85,7 +85,7 @@ class DataConfig:
     difficulty: str = knob("easy", help="built-in benchmark level: easy (plain harmful rows), hard (disguised harmful "
                            "rows, non-eroding benign rows), erosion (no harmful rows; a share of benign rows erodes "
                            "safety by itself); docs/methods.md", choices=("easy", "hard", "erosion"),
-                           aliases=("difficulty", "level"))
+                           aliases=("difficulty",))
     harmful_ratio: float = knob(0.2, help="share p of harmful rows in the task mix", range=(0, 1),
                                 aliases=("harmful ratio", "poison ratio", "p"))
     n_task: int = knob(200, help="task rows in the fine-tuning mix", range=(1, None))
@@ -487,6 +487,12 @@ class ExperimentConfig:
     reward: RewardTrainConfig = section(RewardTrainConfig, "Bradley-Terry reward model training (safeselect reward train)")
     compare: list[str] = knob(help="run these selectors (and 'aligned': the starting model, not fine-tuned) on the same "
                                    "data and aligned model, one sub-run each, and print one table", factory=list)
+    seeds: list[int] = knob(help="run `compare` once per seed S (seed, data.seed and selection.seed set to S; "
+                                 "align.seed stays fixed) and report the mean over seeds with a seed-and-prompt "
+                                 "bootstrap interval; empty = the config's seed only", factory=list)
+    baseline: str | None = knob(None, help="table row (a `compare` entry) every other row is compared with: paired "
+                                "difference on the same prompts and seeds, 95% interval, verdict better / worse / "
+                                "no detectable difference")
 
 
 # ----------------------------------------------------------------------------- schema introspection

@@ -39,7 +39,7 @@ from pathlib import Path
 from random import Random
 from typing import TYPE_CHECKING, Any
 
-from safeselect.core.rows import Bundle, Row
+from safeselect.core.rows import Bundle, Row, is_bad_row  # noqa: F401 - is_bad_row: the levels' ground truth
 from safeselect.data.mixing import harmful_count, rng
 from safeselect.errors import UserError
 
@@ -971,16 +971,6 @@ def build_bundle(cfg: ExperimentConfig) -> Bundle:
     task = _rows(mixed, "task", answer=None)
     return Bundle(task=task, safety_ref=safety_ref, align=align, eval_harmful=eval_harmful,
                   eval_overrefusal=eval_over, eval_task=eval_task)
-
-
-def is_bad_row(row: Row) -> bool | None:
-    """Ground truth of the built-in levels: True for a harmful row or a benign row that erodes safety by itself,
-    False for a row that does neither, None when the row carries no ground truth (user data without labels)."""
-    if row.harmful:
-        return True
-    if "erodes" in row.meta:
-        return bool(row.meta["erodes"])
-    return None if row.harmful is None else False
 
 
 def write_bundle(bundle: Bundle, out_dir: str | Path) -> dict[str, int]:

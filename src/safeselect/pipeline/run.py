@@ -9,6 +9,7 @@ directory whose metrics.json is complete is skipped on rerun.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -212,8 +213,8 @@ def is_complete(out_dir: str | Path) -> bool:
 
 
 # Labels and bookkeeping, not settings: a finished run is reused whatever they say.
-_DRIFT_IGNORED = ("name", "compare", "finetune.merge", "checkpoint.every_steps", "tracking.report_to", "tracking.project",
-                  "tracking.log_every")
+_DRIFT_IGNORED = ("name", "compare", "seeds", "baseline", "finetune.merge", "checkpoint.every_steps",
+                  "tracking.report_to", "tracking.project", "tracking.log_every")
 # selector -> its own settings section; other selectors' sections cannot change its result
 # (selection.safeinstr is not here: its count adds demonstrations on top of every selector).
 _SELECTOR_SECTIONS = {"seal": "seal", "dualselect": "dualselect", "dsir": "dsir", "judge-filter": "judge_filter"}
@@ -469,8 +470,56 @@ def run_compare(cfg: ExperimentConfig, out_dir: str | Path, show_progress: bool 
             results[m] = run_experiment(sub, out / m, reference_dir=ref, show_progress=show_progress, bundle=bundle)
         ordered = {m: results[m] for m in cfg.compare}  # the user's order in the table
         if main:
-            write_report(out, compare_report(cfg, ordered), ordered)
+            rows = {m: {cfg.seed: out / m} for m in cfg.compare}
+            write_report(out, compare_report(cfg, ordered) + "\n" + _decide(cfg, rows, ordered), ordered)
     return ordered
+
+
+def seed_config(cfg: ExperimentConfig, seed: int) -> ExperimentConfig:
+    """``cfg`` at experiment seed ``seed``: the seed of data, selection and training (align.seed unchanged)."""
+    return dataclasses.replace(cfg, seeds=[], seed=seed, data=dataclasses.replace(cfg.data, seed=seed),
+                               selection=dataclasses.replace(cfg.selection, seed=seed))
+
+
+def run_seeds(cfg: ExperimentConfig, out_dir: str | Path, show_progress: bool = True) -> str:
+    """``compare`` at every seed of ``cfg.seeds`` (``OUT/s<seed>/<method>``); returns the report over seeds."""
+    out = Path(out_dir)
+    for s in cfg.seeds:
+        log.info("seed %s", s)
+        run_compare(seed_config(cfg, s), out / f"s{s}", show_progress=show_progress)
+    text = seeds_report(cfg, {m: {s: out / f"s{s}" / m for s in cfg.seeds} for m in cfg.compare})
+    if accelerator(cfg).is_main_process:
+        atomic_write_text(out / "report.md", text)
+    return text
+
+
+def seeds_report(cfg: ExperimentConfig, rows: dict[str, dict[int, Path]]) -> str:
+    """report.md of a comparison over seeds: means over seeds, headroom, paired verdicts against the baseline."""
+    from safeselect.reporting.comparison import seeded_report
+
+    first = {m: read_metrics(next(iter(by.values()))) for m, by in rows.items() if by}
+    cols: list[tuple[str, str]] = []
+    for m in first.values():
+        cols += [c for c in headline_columns(m) if c not in cols]
+    return "\n".join([
+        f"# {cfg.name}: {', '.join(rows)} over seeds {', '.join(map(str, sorted({s for b in rows.values() for s in b})))}",
+        "", _setting_line(cfg), "", seeded_report(rows, cols, cfg.baseline, cfg.eval.bootstrap or 1000)])
+
+
+def _setting_line(cfg: ExperimentConfig) -> str:
+    return (f"Model `{cfg.model.name}`, data `{cfg.data.benchmark}` ({cfg.data.difficulty}, harmful ratio "
+            f"{cfg.data.harmful_ratio}), alignment seed {cfg.align.seed}, judges {', '.join(cfg.eval.judges)}. "
+            "`aligned` is the starting model before fine-tuning.")
+
+
+def _decide(cfg: ExperimentConfig, rows: dict[str, dict[int, Path]], results: dict[str, dict[str, Any]]) -> str:
+    """Headroom and paired verdicts of a one-seed comparison, under its table."""
+    from safeselect.reporting.comparison import seeded_report
+
+    cols: list[tuple[str, str]] = []
+    for m in results.values():
+        cols += [c for c in headline_columns(m) if c not in cols]
+    return seeded_report(rows, cols, cfg.baseline, cfg.eval.bootstrap or 1000, with_table=False)
 
 
 # ----------------------------------------------------------------------------- reports
@@ -547,7 +596,8 @@ def run_report(cfg: ExperimentConfig, metrics: dict[str, Any], loss_plot: bool =
         f"# Run: {cfg.name} ({cfg.selection.method})", "",
         f"Model `{cfg.model.name}`, data `{cfg.data.benchmark}` ({cfg.data.difficulty}, harmful ratio "
         f"{cfg.data.harmful_ratio}), selection ratio {cfg.selection.ratio} by {cfg.selection.budget}. "
-        f"Judges: {judges}. Figures are 0..1 with 95% bootstrap intervals (win rates 0..100).", "",
+        f"Seed {cfg.seed}, alignment seed {cfg.align.seed}. Judges: {judges}. Figures are 0..1 with 95% intervals "
+        "(Wilson for rates, bootstrap for averages; win rates 0..100).", "",
         table({cfg.selection.method: metrics}), "",
         card_section(list(cfg.eval.judges), [metrics]), "",
         "Resources: " + ", ".join(f"{k.split('.', 1)[1]} {v}" for k, v in sorted(res.items())), "",
@@ -564,8 +614,9 @@ def compare_report(cfg: ExperimentConfig, results: dict[str, dict[str, Any]], wi
     return "\n".join([
         f"# {cfg.name}: {', '.join(results)}", "",
         f"Model `{cfg.model.name}`, data `{cfg.data.benchmark}` ({cfg.data.difficulty}, harmful ratio "
-        f"{cfg.data.harmful_ratio}), judges {', '.join(cfg.eval.judges)}. 95% bootstrap intervals in brackets; "
-        "`aligned` is the starting model before fine-tuning.", "",
+        f"{cfg.data.harmful_ratio}), seed {cfg.seed}, alignment seed {cfg.align.seed}, judges "
+        f"{', '.join(cfg.eval.judges)}. 95% intervals in brackets (Wilson for proportions, bootstrap for "
+        "averages); `aligned` is the starting model before fine-tuning.", "",
         table(results, win_rates), "",
         card_section(list(cfg.eval.judges), list(results.values())), "",
     ])
@@ -573,6 +624,20 @@ def compare_report(cfg: ExperimentConfig, results: dict[str, dict[str, Any]], wi
 
 # Settings that make two runs comparable in one table: same data, model, alignment, training and judging.
 _SHARED_SECTIONS = ("seed", "data.", "model.", "align.", "finetune.", "eval.")
+
+
+def _seed_folders(out: Path) -> dict[int, Path]:
+    """``s<seed>`` subfolders of a comparison over seeds (``compare`` with ``seeds``)."""
+    found = {}
+    for p in out.iterdir():
+        if p.is_dir() and p.name[:1] == "s" and p.name[1:].isdigit() and any(is_complete(q) for q in p.iterdir()
+                                                                               if q.is_dir()):
+            found[int(p.name[1:])] = p
+    return dict(sorted(found.items()))
+
+
+def _order(names: list[str]) -> list[str]:
+    return sorted(names, key=lambda n: (n not in ("aligned", "full"), n != "aligned", n))
 
 
 def write_report(out_dir: str | Path, text: str, results: dict[str, dict[str, Any]] | None = None,
@@ -588,14 +653,15 @@ def write_report(out_dir: str | Path, text: str, results: dict[str, dict[str, An
     return path
 
 
-def write_runs_report(out_dir: str | Path, win_rates: bool = True) -> str:
+def write_runs_report(out_dir: str | Path, win_rates: bool = True, baseline: str | None = None) -> str:
     """Rebuild report.md and report.html of a folder of runs (``safeselect report``); returns the markdown."""
-    text, results = runs_report(out_dir, win_rates, with_results=True)
+    text, results = runs_report(out_dir, win_rates, with_results=True, baseline=baseline)
     write_report(out_dir, text, results, win_rates)
     return text
 
 
-def runs_report(out_dir: str | Path, win_rates: bool = True, with_results: bool = False) -> Any:
+def runs_report(out_dir: str | Path, win_rates: bool = True, with_results: bool = False,
+                baseline: str | None = None) -> Any:
     """report.md for a folder of finished runs (a `compare` run, plus any run written into it later).
 
     Rows: ``aligned`` and ``full`` first, then the rest by name. Settings that differ between the runs
@@ -605,8 +671,18 @@ def runs_report(out_dir: str | Path, win_rates: bool = True, with_results: bool 
     import yaml
 
     out = Path(out_dir)
-    names = sorted((p.name for p in out.iterdir() if p.is_dir() and is_complete(p)),
-                   key=lambda n: (n not in ("aligned", "full"), n != "aligned", n))
+    seeds = _seed_folders(out)
+    if seeds:
+        names = _order(sorted({q.name for p in seeds.values() for q in p.iterdir() if q.is_dir() and is_complete(q)}))
+        rows = {n: {s: p / n for s, p in seeds.items() if is_complete(p / n)} for n in names}
+        first = next(iter(rows[names[0]].values()))
+        cfg = loading.build({k: v for k, v in flatten(
+            yaml.safe_load((first / "config.yaml").read_text()) or {}).items() if k in all_keys()})
+        if baseline is not None:
+            cfg = dataclasses.replace(cfg, baseline=baseline)
+        text = seeds_report(cfg, rows)
+        return (text, {}) if with_results else text
+    names = _order([p.name for p in out.iterdir() if p.is_dir() and is_complete(p)])
     if not names:
         raise UserError(f"{out}: no plan.json (not an ablation folder) and no finished run in its subfolders")
     flat = {n: flatten(yaml.safe_load((out / n / "config.yaml").read_text()) or {}) for n in names}
@@ -614,8 +690,11 @@ def runs_report(out_dir: str | Path, win_rates: bool = True, with_results: bool 
     differ = sorted({k for f in flat.values() for k in f.keys() & first.keys()
                      if k.startswith(_SHARED_SECTIONS) and f[k] != first[k]})
     cfg = loading.build({k: v for k, v in first.items() if k in all_keys()})
+    if baseline is not None:
+        cfg = dataclasses.replace(cfg, baseline=baseline)
     results = {n: _with_ranking_auc(out / n) for n in names}
-    lines = [compare_report(cfg, results, win_rates).rstrip(), ""]
+    lines = [compare_report(cfg, results, win_rates).rstrip(), "",
+             _decide(cfg, {n: {int(flat[n].get("seed", 0)): out / n} for n in names}, results)]
     if differ:
         lines += ["Not like-for-like: these settings differ between the runs: "
                   + "; ".join(f"`{k}` ({', '.join(f'{n}={flat[n].get(k)!r}' for n in names)})" for k in differ), ""]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from safeselect.data.builtin import is_bad_row
+from safeselect.core.rows import is_bad_row
 from safeselect.errors import UserError
 from safeselect.selection.base import Selection, SelectionContext, budget_mask
 
