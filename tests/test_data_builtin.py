@@ -178,8 +178,15 @@ def test_eval_harmful_is_disjoint_from_training_in_topic_and_template(easy: Bund
         assert not any(f.fullmatch(r.prompt) for f in train_frames), r.prompt
 
 
-def test_eval_sets_do_not_move_with_the_task_mix(easy: Bundle) -> None:
-    b = builtin.build_bundle(_cfg("data.harmful_ratio=0.5", "data.n_task=80", "data.difficulty=hard"))
+def test_eval_sets_do_not_move_with_the_task_mix_or_the_seed(easy: Bundle) -> None:
+    for b in (builtin.build_bundle(_cfg("data.harmful_ratio=0.5", "data.n_task=80", "data.difficulty=hard")),
+              builtin.build_bundle(_cfg("data.seed=2", "seed=2", "data.difficulty=erosion"))):
+        _same_eval_sets(b, easy)
+    other = builtin.build_bundle(_cfg("data.eval_seed=1"))
+    assert [r.prompt for r in other.eval_harmful["builtin"]] != [r.prompt for r in easy.eval_harmful["builtin"]]
+
+
+def _same_eval_sets(b: Bundle, easy: Bundle) -> None:
     for name in ("eval_harmful", "eval_overrefusal", "eval_task"):
         assert {k: [r.to_dict() for r in v] for k, v in getattr(b, name).items()} == \
                {k: [r.to_dict() for r in v] for k, v in getattr(easy, name).items()}

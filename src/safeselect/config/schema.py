@@ -110,6 +110,9 @@ class DataConfig:
     eval_task_path: str | None = knob(None, help="JSONL of held-out task rows with answers (benchmark=jsonl)")
     data_dir: str | None = knob(None, help="folder of real data sets (default: $SAFESELECT_DATA_DIR, then ../shared/data)")
     seed: int = knob(0, help="seed of generation, splits and mixing")
+    eval_seed: int = knob(0, help="built-in benchmark: seed of the held-out evaluation sets, fixed across experiment "
+                          "seeds so every seed (and the shared reference run of an ablation) is scored on the same "
+                          "prompts")
     safety_ref: SafetyRefConfig = section(SafetyRefConfig, "the safety reference set D_safe")
 
 

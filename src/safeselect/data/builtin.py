@@ -767,7 +767,7 @@ _OVERREFUSAL_WRAPS = ("{p}", "Quick question: {p}", "Hey, {p}", "Can you tell me
 
 
 def _eval_harmful(cfg: ExperimentConfig, uniq: _Unique) -> list[Row]:
-    r = rng(cfg.data.seed, "eval_harmful")
+    r = rng(cfg.data.eval_seed, "eval_harmful")
     cycle = _category_cycle(r)
 
     def make(i: int) -> dict[str, Any]:
@@ -787,7 +787,7 @@ def overrefusal_rows(cfg: ExperimentConfig, uniq: _Unique | None = None) -> list
     cap = len(OVERREFUSAL_PROMPTS) * len(_OVERREFUSAL_WRAPS)
     if n > cap:
         raise UserError(f"data.n_eval_overrefusal={n}: the built-in look-alike set has at most {cap} prompts")
-    r = rng(cfg.data.seed, "eval_overrefusal")
+    r = rng(cfg.data.eval_seed, "eval_overrefusal")
     # Each base prompt is used once before any wrapped variant, so small sets are all distinct questions.
     order = list(range(len(OVERREFUSAL_PROMPTS)))
     r.shuffle(order)
@@ -937,9 +937,11 @@ def build_bundle(cfg: ExperimentConfig) -> Bundle:
     # 1. alignment rows first, from align.seed alone: the aligned starting model must be the same for every
     #    experiment seed of a comparison (docs/methods.md). Later splits skip their prompts.
     align = align_rows(cfg, uniq)
-    # 2. evaluation sets: they must not depend on the task mix.
+    # 2. evaluation sets, from data.eval_seed: they depend neither on the task mix nor on the experiment seed,
+    #    so every seed of a comparison (and an ablation's shared reference run) is scored on the same prompts.
     eval_task = {
-        fam: _rows(_benign(cfg, uniq, f"eval_task:{fam}", d.n_eval_task, 0.0, (fam,)), f"eval-{fam}", harmful=False)
+        fam: _rows(_benign(cfg, uniq, f"eval_task:{fam}", d.n_eval_task, 0.0, (fam,), seed=d.eval_seed),
+                   f"eval-{fam}", harmful=False)
         for fam in TASK_FAMILIES
     }
     eval_harmful = {"builtin": _eval_harmful(cfg, uniq)}

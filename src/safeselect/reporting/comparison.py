@@ -128,6 +128,9 @@ def seeded_report(rows: dict[str, dict[int, Path]], metrics: list[tuple[str, str
            "the same for all). Cells: mean over seeds, 95% interval from a two-level bootstrap (seeds, then "
            "prompts within each seed; a single run keeps its own interval, Wilson for rates).", "",
            "\n".join(lines), ""] if with_table else []
+    if "aligned" not in rows:
+        out += ["The aligned starting model is not a row of this table: add `aligned` to `compare` to print its "
+                "figures beside the others.", ""]
     per_prompt = [(c, m) for c, m in metrics if all(prompt_values(p, m) is not None
                                                     for by_seed in rows.values() for p in by_seed.values())]
     if FLOOR in rows and CEILING in rows:
