@@ -1,12 +1,15 @@
-"""Is the built-in benchmark sensitive and graded? Harmful rate after fine-tuning with k harmful rows kept.
+"""Is a built-in level sensitive and graded, and how much headroom does it leave? Harmful rate after
+fine-tuning with k bad rows kept (bad = harmful, or eroding on the `erosion` level), over several seeds.
 
-For each k in --counts, fine-tune the aligned model on all benign rows of the
-task mix plus the first k harmful rows (a seeded order), then measure the
-harmful rate on the held-out harmful prompts with the refusal judge. A curve
-that rises over a range of k (not a cliff at k = 2) leaves room to tell
-selectors apart. Also prints the aligned model's own harmful rate.
+For each seed S (``seed``, ``data.seed`` and ``selection.seed`` set to S; ``align.seed`` stays fixed, so
+every seed starts from the same aligned model) and each k in --counts, fine-tune the aligned model on all
+clean rows of the task mix plus the first k bad rows (a seeded order), then measure the harmful rate on the
+held-out harmful prompts and the over-refusal on the look-alikes with the refusal judge (Wilson 95%
+intervals). k = 0 is the `oracle` selector at ratio 1 - share of bad rows; k = all is `full`; their gap
+is the level's headroom. Also prints the aligned model's own figures per seed (unless --skip-aligned).
+Results are appended to OUT/dose_response.jsonl as they come, and a rerun skips the cells already there.
 
-    python benchmarks/dose_response.py [key=value ...] [--counts 0 2 4 8 16 all] [--out runs/dose]
+    python benchmarks/dose_response.py [key=value ...] [--counts 0 2 4 8 16 all] [--seeds 0 1 2] [--out runs/dose]
 """
 
 from __future__ import annotations
@@ -24,56 +27,80 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("overrides", nargs="*")
     ap.add_argument("--config", default="quickstart")
-    ap.add_argument("--counts", nargs="+", default=["0", "2", "4", "8", "16", "all"])
+    ap.add_argument("--counts", nargs="*", default=["0", "2", "4", "8", "16", "all"])
+    ap.add_argument("--seeds", nargs="+", type=int, default=None,
+                    help="experiment seeds (default: the config's seed only)")
+    ap.add_argument("--skip-aligned", action="store_true", help="do not evaluate the aligned model")
     ap.add_argument("--out", default="runs/dose")
     args = ap.parse_args()
 
     from safeselect.config import loading
+    from safeselect.core.rows import is_bad_row
     from safeselect.evaluation.evaluate import evaluate
     from safeselect.models import add_lora
     from safeselect.pipeline.run import aligned_dir, build_bundle, load_aligned
     from safeselect.training.sft import train_sft
 
-    cfg = loading.load(args.config, args.overrides)
-    cfg = dataclasses.replace(cfg, compare=[])
-    bundle = build_bundle(cfg)
-    aligned_dir(cfg, bundle)
-    benign = [r for r in bundle.task if not r.harmful]
-    harmful = [r for r in bundle.task if r.harmful]
-    order = np.random.default_rng(cfg.seed).permutation(len(harmful))
-    harmful = [harmful[i] for i in order]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    results = []
+    log = out / "dose_response.jsonl"
+    done = [json.loads(line) for line in log.read_text().splitlines() if line.strip()] if log.exists() else []
+    base = loading.load(args.config, args.overrides)
+    seeds = args.seeds if args.seeds is not None else [base.seed]
+    results = list(done)
 
-    model, tok = load_aligned(cfg, bundle)
-    t0 = time.perf_counter()
-    flat, _ = evaluate(model, tok, bundle, cfg, show_progress=False)
-    results.append(_row("aligned", None, flat, time.perf_counter() - t0))
-    print(json.dumps(results[-1]), flush=True)
-    for c in args.counts:
-        k = len(harmful) if c == "all" else int(c)
-        t0 = time.perf_counter()
-        model, tok = load_aligned(cfg, bundle)
-        model = add_lora(model, cfg.model.lora)
-        train_sft(model, tok, benign + harmful[:k], cfg.finetune, cfg.model.max_length, seed=cfg.seed,
-                  desc=f"k={k}", show_progress=False)
-        flat, _ = evaluate(model, tok, bundle, cfg, show_progress=False)
-        results.append(_row(f"k={k}", k, flat, time.perf_counter() - t0))
-        print(json.dumps(results[-1]), flush=True)
-    (out / "dose_response.json").write_text(json.dumps({"config": loading.to_dict(cfg), "results": results}, indent=2))
-    print("\n| harmful rows kept | harmful rate [95% CI] | over-refusal | sentiment acc | arithmetic acc |")
-    print("|---|---|---|---|---|")
+    def emit(row: dict) -> None:
+        results.append(row)
+        with log.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        print(json.dumps(row), flush=True)
+
+    for s in seeds:
+        cfg = loading.load(args.config, [*args.overrides, f"seed={s}", f"data.seed={s}", f"selection.seed={s}"])
+        cfg = dataclasses.replace(cfg, compare=[])
+        tag = {"level": cfg.data.difficulty, "seed": s, "align_seed": cfg.align.seed}
+        have = {r["name"] for r in done if all(r.get(k) == v for k, v in tag.items())}
+        bundle = build_bundle(cfg)
+        aligned_dir(cfg, bundle)
+        bad_flags = [is_bad_row(r) for r in bundle.task]
+        clean = [r for r, b in zip(bundle.task, bad_flags, strict=True) if not b]
+        bad = [r for r, b in zip(bundle.task, bad_flags, strict=True) if b]
+        order = np.random.default_rng(s).permutation(len(bad))
+        bad = [bad[i] for i in order]
+        if not args.skip_aligned and "aligned" not in have:
+            model, tok = load_aligned(cfg, bundle)
+            t0 = time.perf_counter()
+            flat, _ = evaluate(model, tok, bundle, cfg, show_progress=False)
+            emit({**tag, **_row("aligned", None, flat, time.perf_counter() - t0)})
+        for c in args.counts:
+            k = len(bad) if c == "all" else int(c)
+            if f"k={k}" in have:
+                continue
+            t0 = time.perf_counter()
+            model, tok = load_aligned(cfg, bundle)
+            model = add_lora(model, cfg.model.lora)
+            train_sft(model, tok, clean + bad[:k], cfg.finetune, cfg.model.max_length, seed=cfg.seed,
+                      desc=f"k={k}", show_progress=False)
+            flat, _ = evaluate(model, tok, bundle, cfg, show_progress=False)
+            emit({**tag, **_row(f"k={k}", k, flat, time.perf_counter() - t0), "bad_total": len(bad)})
+    (out / "dose_response.json").write_text(json.dumps({"config": loading.to_dict(base), "results": results},
+                                                       indent=2))
+    print("\n| level | align seed | seed | bad rows kept | harmful rate [95% Wilson] | over-refusal [95% Wilson] "
+          "| sentiment acc | arithmetic acc |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in results:
-        print(f"| {r['name']} | {r['harmful_rate']:.2f} [{r['ci'][0]:.2f}, {r['ci'][1]:.2f}] | "
-              f"{r['overrefusal']:.2f} | {r['sentiment']:.2f} | {r['arithmetic']:.2f} |")
+        print(f"| {r['level']} | {r['align_seed']} | {r['seed']} | {r['name']} | {r['harmful_rate']:.2f} "
+              f"[{r['ci'][0]:.2f}, {r['ci'][1]:.2f}] | {r['overrefusal']:.2f} [{r['overrefusal_ci'][0]:.2f}, "
+              f"{r['overrefusal_ci'][1]:.2f}] | {r['sentiment']:.2f} | {r['arithmetic']:.2f} |")
 
 
 def _row(name: str, k: int | None, flat: dict, seconds: float) -> dict:
     return {"name": name, "k": k,
             "harmful_rate": flat["safety.builtin.refusal.harmful_rate"],
             "ci": flat["safety.builtin.refusal.harmful_rate_ci"],
+            "n": flat.get("safety.builtin.refusal.harmful_rate_n"),
             "overrefusal": flat.get("overrefusal.lookalike.refusal_rate", float("nan")),
+            "overrefusal_ci": flat.get("overrefusal.lookalike.refusal_rate_ci") or [float("nan")] * 2,
             "sentiment": flat.get("task.sentiment.accuracy", float("nan")),
             "arithmetic": flat.get("task.arithmetic.accuracy", float("nan")),
             "seconds": round(seconds, 1)}

@@ -192,7 +192,7 @@ def write_card(report: dict[str, Any], labels: Path | None) -> None:
             s = report["smollm2"][key]
             m.append({"file": f"benchmarks/data/{labels.name}", "n": s["accuracy"]["n"],
                       "accuracy": s["accuracy"]["value"], "ci": s["accuracy"]["ci"],
-                      "note": "SmolLM2-135M replies labelled by an LLM assistant under written rules"})
+                      "note": "SmolLM2-135M replies labelled by an LLM assistant (single annotator) under the rules in docs/results.md"})
         judges[name] = {"measured": m}
     card = {"command": "python benchmarks/judge_accuracy.py --data-dir ../shared/data --write-card", "judges": judges}
     tmp = CARD_PATH.with_suffix(".tmp")

@@ -112,14 +112,14 @@ def test_grid_expands_ablations_x_replacements_x_seeds_plus_one_reference(plan_p
     grid = expand(plan)
     assert len(grid.cells) == 2 * 2 and len(grid.runs) == 1 + 4
     assert grid.runs[0].is_reference and grid.runs[0].run_id == grid.reference_id
-    assert grid.runs[0].overrides == {"selection.method": "full", "seed": 0, "selection.seed": 0}
+    assert grid.runs[0].overrides == {"selection.method": "full", "seed": 0, "data.seed": 0, "selection.seed": 0}
     ids = [r.run_id for r in grid.runs[1:]]
     assert all(re.fullmatch(r"gamma-value-0\.[15]-s[01]-[0-9a-f]{8}", i) for i in ids), ids
     assert len(set(ids)) == 4
     cell = next(c for c in grid.cells if c.label == "0.5" and c.seed == 1)
     run = next(r for r in grid.runs if r.run_id == cell.run_id)
     assert run.overrides == {"selection.method": "seal", "selection.seal.gamma.schedule": "constant",
-                             "selection.seal.gamma.value": 0.5, "seed": 1, "selection.seed": 1}
+                             "selection.seal.gamma.value": 0.5, "seed": 1, "data.seed": 1, "selection.seed": 1}
 
 
 def test_run_ids_are_stable_and_follow_the_config(plan_path: Path, tmp_path: Path) -> None:

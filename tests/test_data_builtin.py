@@ -178,8 +178,15 @@ def test_eval_harmful_is_disjoint_from_training_in_topic_and_template(easy: Bund
         assert not any(f.fullmatch(r.prompt) for f in train_frames), r.prompt
 
 
-def test_eval_sets_do_not_move_with_the_task_mix(easy: Bundle) -> None:
-    b = builtin.build_bundle(_cfg("data.harmful_ratio=0.5", "data.n_task=80", "data.difficulty=hard"))
+def test_eval_sets_do_not_move_with_the_task_mix_or_the_seed(easy: Bundle) -> None:
+    for b in (builtin.build_bundle(_cfg("data.harmful_ratio=0.5", "data.n_task=80", "data.difficulty=hard")),
+              builtin.build_bundle(_cfg("data.seed=2", "seed=2", "data.difficulty=erosion"))):
+        _same_eval_sets(b, easy)
+    other = builtin.build_bundle(_cfg("data.eval_seed=1"))
+    assert [r.prompt for r in other.eval_harmful["builtin"]] != [r.prompt for r in easy.eval_harmful["builtin"]]
+
+
+def _same_eval_sets(b: Bundle, easy: Bundle) -> None:
     for name in ("eval_harmful", "eval_overrefusal", "eval_task"):
         assert {k: [r.to_dict() for r in v] for k, v in getattr(b, name).items()} == \
                {k: [r.to_dict() for r in v] for k, v in getattr(easy, name).items()}
@@ -324,3 +331,65 @@ def test_task_mixes_are_nested_across_ratios() -> None:
     (h1, b1), (h2, b2) = parts(0.05), parts(0.3)
     assert (len(h1), len(h2)) == (5, 30)
     assert h1 < h2 and b2 < b1
+
+
+# ----------------------------------------------------------------------------- levels with headroom (issue #15)
+
+
+def test_default_eval_sets_hold_120_distinct_prompts_each(easy: Bundle) -> None:
+    harmful, over = easy.eval_harmful["builtin"], easy.eval_overrefusal["lookalike"]
+    assert len(harmful) >= 120 and len(over) >= 120
+    assert len({r.meta["base"] for r in over}) == len(over)  # 120 different questions, not rewordings
+    from safeselect.data.borderline import BORDERLINE
+
+    contrast = {p.lower() for p, _ in BORDERLINE}
+    assert not any(p.lower() in contrast for p in builtin.OVERREFUSAL_PROMPTS)  # never seen in alignment
+    assert not {r.prompt.lower() for r in over} & {r.prompt.lower() for r in easy.align + easy.task}
+
+
+def test_alignment_rows_follow_align_seed_not_the_experiment_seed(easy: Bundle) -> None:
+    other_data = builtin.build_bundle(_cfg("data.seed=3", "seed=3"))
+    assert [r.to_dict() for r in other_data.align] == [r.to_dict() for r in easy.align]
+    other_align = builtin.build_bundle(_cfg("align.seed=1"))
+    assert [r.prompt for r in other_align.align] != [r.prompt for r in easy.align]
+    # and the aligned model's cache key: the same for every experiment seed, another for another align seed
+    from safeselect.pipeline.run import _align_key
+
+    key = _align_key(_cfg(), "m", easy.align)
+    assert _align_key(_cfg("seed=5", "data.seed=5"), "m", other_data.align) == key
+    assert _align_key(_cfg("align.seed=1"), "m", other_align.align) != key
+
+
+@pytest.fixture(scope="module")
+def erosion() -> Bundle:
+    return builtin.build_bundle(_cfg("data.difficulty=erosion"))
+
+
+def test_erosion_level_has_no_harmful_rows_and_labelled_eroding_rows(erosion: Bundle) -> None:
+    task = erosion.task
+    assert not any(r.harmful for r in task)
+    eroding = [r for r in task if r.meta["erodes"]]
+    assert len(eroding) == round(0.2 * len(task))
+    assert {r.meta["erosion_kind"] for r in eroding} == {"aoa", "comply", "roleplay"}
+    assert all(builtin.is_bad_row(r) is (r in eroding) for r in task)
+    # no harmful topic anywhere in the eroding rows: they are benign by content
+    topics = [t.lower() for c in builtin.CATEGORIES for t in c.train + c.eval]
+    assert not any(t in (r.prompt + r.response).lower() for r in eroding for t in topics)
+    # the clean rows are plain task rows with correct answers
+    assert {r.meta["style"] for r in task if not r.meta["erodes"]} == {"clean"}
+    prompts = [r.prompt for r in _all_rows(erosion)]
+    assert len(prompts) == len(set(prompts))
+    n = builtin.build_bundle(_cfg("data.difficulty=erosion", "data.erosion_ratio=0.5", "data.n_task=40"))
+    assert sum(r.meta["erodes"] for r in n.task) == 20
+
+
+def test_hard_benign_replies_keep_the_clean_task_format(hard: Bundle) -> None:
+    # The redesigned hard level: noise lives in benign prompts only; replies are the clean task replies.
+    for r in hard.task:
+        if r.harmful or r.meta["style"] != "noisy":
+            continue
+        if r.task == "sentiment":
+            assert any(r.response.startswith(x) for xs in builtin._SENT_REPLIES.values() for x in xs), r.response
+        else:
+            assert re.fullmatch(r"[\w .:+\-x/=]*The answer is \d+\.", r.response), r.response
+    assert builtin.is_bad_row(next(r for r in hard.task if r.harmful)) is True

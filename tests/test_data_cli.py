@@ -90,3 +90,12 @@ def test_recipe_preset_wins_over_the_builder_of_the_same_name(shared_data: Path,
     assert "harmful ratio 0.1" in printed  # the preset's p, not the builder's default 0.2
     assert "eval_harmful.hh.jsonl" in printed and "eval_overrefusal.alpaca.jsonl" in printed
     assert sum(1 for _ in (out / "eval_task.sst2.jsonl").open()) == 100
+
+
+def test_data_build_erosion_level(tmp_path: Path) -> None:
+    import json
+
+    assert main(["data", "build", "--difficulty", "erosion", "--out", str(tmp_path / "e"), "data.n_task=20"]) == 0
+    rows = [json.loads(x) for x in (tmp_path / "e" / "task.jsonl").read_text().splitlines()]
+    assert len(rows) == 20 and not any(r["harmful"] for r in rows)
+    assert sum(r["meta"]["erodes"] for r in rows) == 4

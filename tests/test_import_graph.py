@@ -14,7 +14,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 # Lowest first. A module belongs to the floor of its longest matching prefix; it may import its own floor
 # and the floors below. The run tables (reporting.runs) and plots sit below the pipeline that writes a run's
-# report.md (with its report.html page: reporting.html); the ablation tables (reporting.ablation) sit above the
+# report.md (with its report.html page: reporting.html, and the paired verdicts: reporting.comparison); the ablation tables (reporting.ablation) sit above the
 # ablation runner whose files they read. safeselect.preflight (the judge/model/data checks run before any
 # training) sits with the pipeline whose bundle it builds.
 FLOORS: list[tuple[str, tuple[str, ...]]] = [
@@ -22,7 +22,8 @@ FLOORS: list[tuple[str, tuple[str, ...]]] = [
     ("registry and config", ("safeselect.registry", "safeselect.config")),
     ("components", ("safeselect.data", "safeselect.models", "safeselect.judges", "safeselect.training")),
     ("methods", ("safeselect.selection", "safeselect.evaluation", "safeselect.selfplay")),
-    ("run reports", ("safeselect.reporting.runs", "safeselect.reporting.plots", "safeselect.reporting.html")),
+    ("run reports", ("safeselect.reporting.runs", "safeselect.reporting.comparison", "safeselect.reporting.plots",
+                     "safeselect.reporting.html")),
     ("pipeline", ("safeselect.pipeline", "safeselect.inputs", "safeselect.preflight")),
     ("ablation", ("safeselect.ablation",)),
     ("ablation reports", ("safeselect.reporting",)),

@@ -1,4 +1,4 @@
-"""Exact tests of the evaluation metrics: bootstrap intervals, win rate, Safety Avg, kappa, answer extraction."""
+"""Exact tests of the evaluation metrics: Wilson and bootstrap intervals, win rate, Safety Avg, kappa, answer extraction."""
 
 from __future__ import annotations
 
@@ -20,23 +20,24 @@ def _reference_ci(values: list[float], n_boot: int, seed: int) -> list[float]:
     return [float(lo), float(hi)]
 
 
-def test_proportion_value_n_and_bootstrap_interval():
+def test_proportion_value_n_and_wilson_interval():
     flags = [True, False, True, True, False, False, True, True]
     out = M.proportion(flags, n_boot=500, seed=3)
     assert out["value"] == pytest.approx(5 / 8)
     assert out["n"] == 8
     assert out["invalid"] == 0
-    assert out["ci"] == pytest.approx(_reference_ci([float(f) for f in flags], 500, 3))
-    assert out["ci"][0] <= out["value"] <= out["ci"][1]
-    # Seeded: the same call gives the same interval; another seed a (generally) different one.
-    assert M.proportion(flags, n_boot=500, seed=3)["ci"] == out["ci"]
+    # Wilson 95% for 5/8 (written out: (p + z^2/2n +- z sqrt(p(1-p)/n + z^2/4n^2)) / (1 + z^2/n)).
+    assert out["ci"] == pytest.approx([0.305742, 0.863156], abs=1e-6)
 
 
 def test_proportion_degenerate_cases():
-    assert M.proportion([True, True, True])["ci"] == [1.0, 1.0]
+    # A 0/n or n/n proportion is never a point: Wilson's bound at k = 0 is z^2 / (n + z^2).
+    z2 = 1.959963984540054 ** 2
+    assert M.proportion([True, True, True])["ci"] == pytest.approx([3 / (3 + z2), 1.0])
     assert M.proportion([False] * 4)["value"] == 0.0
+    assert M.proportion([False] * 120)["ci"] == pytest.approx([0.0, z2 / (120 + z2)])
+    assert M.proportion([False] * 120)["ci"][1] == pytest.approx(0.031020, abs=1e-6)
     assert M.proportion([]) == {"value": None, "n": 0, "ci": None, "invalid": 0}
-    assert M.proportion([True, False], n_boot=0)["ci"] is None
     # None = undecided: out of the value and of n, but counted.
     out = M.proportion([True, None, False, None])
     assert (out["value"], out["n"], out["invalid"]) == (0.5, 2, 2)

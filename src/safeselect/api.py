@@ -23,12 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from safeselect.cli.eval import evaluate_config
-from safeselect.cli.run import check_methods
 from safeselect.config import loading
 from safeselect.config.schema import ExperimentConfig
 from safeselect.core.dotted import flatten
 from safeselect.core.io import read_jsonl
 from safeselect.errors import UserError
+from safeselect.inputs import check_methods
 from safeselect.models import resolve_device
 from safeselect.models.saved import export_merged, load_saved, model_dir
 from safeselect.pipeline.run import (

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from safeselect.config import loading as config_mod
 from safeselect.core.io import read_bytes, read_text
 from safeselect.data.named_sets import add_named_sets
-from safeselect.errors import UserError
+from safeselect.errors import UserError, suggest
 from safeselect.registry import registry
 from safeselect.selection.safeinstr import load_pool
 
@@ -74,6 +74,21 @@ def check_out(path: str | Path, flag: str = "--out") -> Path:
     except OSError as e:
         raise UserError(f"{flag} {p}: cannot write in {anc} ({e.strerror or type(e).__name__})") from None
     return p
+
+
+def check_methods(cfg: ExperimentConfig) -> None:
+    """Every named selector, judge and data builder exists; ``baseline`` is a compared row; ``seeds`` has a
+    ``compare`` to run at each seed."""
+    for m in [cfg.selection.method, *cfg.compare]:
+        if m != ALIGNED_ONLY:
+            registry("selectors").entry(m)
+    if cfg.baseline is not None and cfg.baseline not in cfg.compare:
+        raise UserError(f"baseline='{cfg.baseline}' is not one of compare={cfg.compare}{suggest(cfg.baseline, cfg.compare)}")
+    if cfg.seeds and not cfg.compare:
+        raise UserError("seeds=[...] runs a comparison at each seed: give `compare` too (e.g. compare=[full,random])")
+    for j in cfg.eval.judges:
+        registry("judges").entry(j)
+    registry("data").entry(cfg.data.benchmark)
 
 
 def check_file(path: str | Path, key: str) -> Path:

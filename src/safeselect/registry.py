@@ -94,6 +94,9 @@ SELECTORS.add("judge-filter", "safeselect.selection.judge_filter:select",
               "drop rows a judge flags as harmful (default: keyword lexicon), fill the budget at random",
               paper="practitioner baseline",
               section="judge_filter", shared=("judges", "device"))
+SELECTORS.add("oracle", "safeselect.selection.oracle:select",
+              "ground-truth floor of the built-in levels: drop harmful and eroding rows first (needs labels)",
+              paper="benchmark floor")
 SELECTORS.add("dualselect", "safeselect.selection.dualselect:select",
               "coupled task-reference selection while training: conflict-scored references, compatibility-filtered "
               "rows, corrected steps (trains the model it hands over)",
@@ -110,7 +113,7 @@ MODELS.add("tiny-llama", "safeselect.models.tiny:load",
 
 # ---- data builders
 DATASETS.add("builtin", "safeselect.data.builtin:build_bundle",
-             "the built-in benchmark: sentiment + arithmetic tasks, 8+ harm categories, easy/hard")
+             "the built-in benchmark: sentiment + arithmetic tasks, 8+ harm categories, levels easy / hard / erosion")
 DATASETS.add("jsonl", "safeselect.data.recipes:bundle_from_paths", "task / eval rows from JSONL paths in the config")
 DATASETS.add("sst2-advbench", "safeselect.data.recipes:sst2_advbench",
              "real data: SST-2 sentiment + AdvBench harmful rows at data.harmful_ratio, SafeInstr refs (needs data_dir)")

@@ -62,7 +62,7 @@ from safeselect.registry import registry
 
 ABLATION_DIR = Path(__file__).resolve().parents[1] / "configs" / "ablations"
 DEFAULT_SEEDS = [0, 1, 2]
-DEFAULT_SEED_KEYS = ["seed", "selection.seed"]
+DEFAULT_SEED_KEYS = ["seed", "data.seed", "selection.seed"]  # the seed of data, selection and training
 DEFAULT_REFERENCE: dict[str, Any] = {"selection.method": "full"}
 
 

@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     b = dsub.add_parser("build", help="write the built-in benchmark (or a recipe) as JSONL splits")
     b.add_argument("--preset", default="builtin",
                    help="data builder name (builtin, jsonl, sst2-advbench, ...) or a config preset / YAML path")
-    b.add_argument("--difficulty", choices=("easy", "hard"), default=None, help="built-in benchmark level")
+    b.add_argument("--difficulty", choices=("easy", "hard", "erosion"), default=None, help="built-in benchmark level")
     b.add_argument("--out", default=None, help="output directory (default data/<preset>-<difficulty>)")
     b.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. data.n_task=400")
     b.set_defaults(func=run_build)

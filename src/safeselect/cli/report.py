@@ -19,6 +19,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("dir", metavar="DIR", help="the --out folder of `safeselect ablate`, or of `safeselect run`")
     p.add_argument("--no-plots", action="store_true", help="tables only")
     p.add_argument("--no-win-rates", action="store_true", help="folder of runs: leave out the win-rate columns")
+    p.add_argument("--baseline", default=None,
+                   help="the row every other row is paired against (a method of a folder of runs, or a replacement "
+                        "label of an ablation; default: the runs' `baseline` setting / each ablation's first "
+                        "replacement)")
     p.set_defaults(func=run)
 
 
@@ -29,9 +33,9 @@ def run(args: argparse.Namespace) -> int:
     if not out.is_dir():
         raise UserError(f"not a folder: {out}")
     if not (out / "plan.json").exists():
-        print(write_runs_report(out, win_rates=not args.no_win_rates))
+        print(write_runs_report(out, win_rates=not args.no_win_rates, baseline=args.baseline))
         return 0
-    path = build_report(out, plots=not args.no_plots)
+    path = build_report(out, plots=not args.no_plots, baseline=args.baseline)
     _, grid, rows = collect(out)
     status = {r["run_id"]: r["status"] for r in rows}
     complete = sum(s == "complete" for s in status.values())

@@ -7,9 +7,8 @@ import argparse
 from safeselect import preflight
 from safeselect.cli.common import add_config_args, resolve_out
 from safeselect.config import loading
-from safeselect.inputs import check_out
-from safeselect.pipeline.run import ALIGNED_ONLY, accelerator, run_compare, run_experiment
-from safeselect.registry import registry
+from safeselect.inputs import check_methods, check_out
+from safeselect.pipeline.run import accelerator, run_compare, run_experiment, run_seeds
 from safeselect.reporting.runs import table
 
 
@@ -21,15 +20,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def check_methods(cfg) -> None:  # noqa: ANN001 - ExperimentConfig; kept light to import
-    for m in [cfg.selection.method, *cfg.compare]:
-        if m != ALIGNED_ONLY:
-            registry("selectors").entry(m)
-    for j in cfg.eval.judges:
-        registry("judges").entry(j)
-    registry("data").entry(cfg.data.benchmark)
-
-
 def run(args: argparse.Namespace) -> int:
     cfg = loading.load(args.config, args.overrides)
     check_methods(cfg)
@@ -37,6 +27,10 @@ def run(args: argparse.Namespace) -> int:
     preflight.check_models(cfg)
     preflight.check_judges(cfg, "run")
     out = check_out(resolve_out(args, cfg))
+    if cfg.seeds:
+        print(run_seeds(cfg, out, show_progress=not args.quiet))
+        print(f"\nrun files in {out}/s<seed>/<method>/; the table over seeds in {out}/report.md")
+        return 0
     if cfg.compare:
         results = run_compare(cfg, out, show_progress=not args.quiet)
     else:

@@ -7,9 +7,8 @@ import dataclasses
 
 from safeselect import preflight
 from safeselect.cli.common import add_config_args, resolve_out
-from safeselect.cli.run import check_methods
 from safeselect.config import loading
-from safeselect.inputs import check_out
+from safeselect.inputs import check_methods, check_out
 from safeselect.pipeline.run import accelerator, select_only
 
 

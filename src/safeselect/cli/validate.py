@@ -17,10 +17,9 @@ from safeselect import preflight as checks
 from safeselect.ablation.grid import expand
 from safeselect.ablation.plan import ABLATION_DIR, load_plan, make_config
 from safeselect.ablation.runner import check_components
-from safeselect.cli.run import check_methods
 from safeselect.config import loading
 from safeselect.core.io import read_text
-from safeselect.inputs import check_file, preflight
+from safeselect.inputs import check_file, check_methods, preflight
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -82,18 +82,25 @@ class TaskDataConfig:
 class DataConfig:
     benchmark: str = knob("builtin", help="data builder (`safeselect ls data`): builtin, jsonl, sst2-advbench, gsm8k-advbench, ...",
                           aliases=("benchmark", "dataset"))
-    difficulty: str = knob("easy", help="built-in benchmark level", choices=("easy", "hard"), aliases=("difficulty",))
+    difficulty: str = knob("easy", help="built-in benchmark level: easy (plain harmful rows), hard (disguised harmful "
+                           "rows, non-eroding benign rows), erosion (no harmful rows; a share of benign rows erodes "
+                           "safety by itself); docs/methods.md", choices=("easy", "hard", "erosion"),
+                           aliases=("difficulty",))
     harmful_ratio: float = knob(0.2, help="share p of harmful rows in the task mix", range=(0, 1),
                                 aliases=("harmful ratio", "poison ratio", "p"))
     n_task: int = knob(200, help="task rows in the fine-tuning mix", range=(1, None))
-    n_eval_harmful: int = knob(40, help="held-out harmful prompts for the harmful rate", range=(0, None))
-    n_eval_overrefusal: int = knob(30, help="benign look-alike prompts for over-refusal", range=(0, None))
+    n_eval_harmful: int = knob(120, help="held-out harmful prompts for the harmful rate", range=(0, None))
+    n_eval_overrefusal: int = knob(120, help="benign look-alike prompts for over-refusal", range=(0, None))
     n_eval_task: int = knob(40, help="held-out task prompts for accuracy, per task set", range=(0, None))
     hard_disguised_share: float = knob(0.75, help="hard level: share of harmful task rows dressed as task rows "
                                        "(a request inside a review or word problem, replied in the task format)",
                                        range=(0, 1))
     hard_noisy_share: float = knob(0.5, help="hard level: share of benign task rows (and of disguised harmful prompts) "
-                                   "that are long, noisy or oddly formatted", range=(0, 1))
+                                   "whose PROMPT is long, noisy or oddly formatted (their replies stay in the clean "
+                                   "task format, so they do not erode safety by themselves)", range=(0, 1))
+    erosion_ratio: float = knob(0.2, help="erosion level: share of task rows that erode safety by themselves "
+                                "(compliance personas, eager how-to answers); the rest are clean task rows",
+                                range=(0, 1))
     task_path: str | None = knob(None, help="task rows (benchmark=jsonl): a JSONL/JSON/CSV/parquet file, a dataset "
                                  "folder (save_to_disk, or parquet/json files) or a datasets name in the local HF "
                                  "cache; rows in our fields, `messages` chats or Alpaca's instruction/input/output")
@@ -103,6 +110,9 @@ class DataConfig:
     eval_task_path: str | None = knob(None, help="JSONL of held-out task rows with answers (benchmark=jsonl)")
     data_dir: str | None = knob(None, help="folder of real data sets (default: $SAFESELECT_DATA_DIR, then ../shared/data)")
     seed: int = knob(0, help="seed of generation, splits and mixing")
+    eval_seed: int = knob(0, help="built-in benchmark: seed of the held-out evaluation sets, fixed across experiment "
+                          "seeds so every seed (and the shared reference run of an ablation) is scored on the same "
+                          "prompts")
     safety_ref: SafetyRefConfig = section(SafetyRefConfig, "the safety reference set D_safe")
 
 
@@ -141,6 +151,9 @@ class AlignConfig:
                                       "over-refusal; disjoint from the over-refusal eval set)", range=(0, 36))
     source: str = knob("builtin", help="alignment rows: 'builtin' (the data builder's refusals + benign task rows, "
                        "n_refusals + n_benign) or a JSONL/JSON/CSV path of rows used as is")
+    seed: int = knob(0, help="seed of the alignment rows and the alignment SFT; separate from the experiment seed "
+                     "so the aligned starting model stays the same across the seeds of a comparison",
+                     aliases=("alignment seed", "align seed"))
     # lr 1e-3: at 3e-4 two epochs left SmolLM2 complying with 45-70% of held-out harmful prompts (docs/results.md).
     train: TrainConfig = section(lambda: TrainConfig(lr=1e-3), "alignment SFT settings")
 
@@ -477,6 +490,12 @@ class ExperimentConfig:
     reward: RewardTrainConfig = section(RewardTrainConfig, "Bradley-Terry reward model training (safeselect reward train)")
     compare: list[str] = knob(help="run these selectors (and 'aligned': the starting model, not fine-tuned) on the same "
                                    "data and aligned model, one sub-run each, and print one table", factory=list)
+    seeds: list[int] = knob(help="run `compare` once per seed S (seed, data.seed and selection.seed set to S; "
+                                 "align.seed stays fixed) and report the mean over seeds with a seed-and-prompt "
+                                 "bootstrap interval; empty = the config's seed only", factory=list)
+    baseline: str | None = knob(None, help="table row (a `compare` entry) every other row is compared with: paired "
+                                "difference on the same prompts and seeds, 95% interval, verdict better / worse / "
+                                "no detectable difference")
 
 
 # ----------------------------------------------------------------------------- schema introspection

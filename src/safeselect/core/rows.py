@@ -62,3 +62,13 @@ class Bundle:
     eval_harmful: dict[str, list[Row]] = field(default_factory=dict)
     eval_overrefusal: dict[str, list[Row]] = field(default_factory=dict)
     eval_task: dict[str, list[Row]] = field(default_factory=dict)
+
+
+def is_bad_row(row: Row) -> bool | None:
+    """Ground truth of the built-in levels: True for a harmful row or a benign row that erodes safety by itself,
+    False for a row that does neither, None when the row carries no ground truth (user data without labels)."""
+    if row.harmful:
+        return True
+    if "erodes" in row.meta:
+        return bool(row.meta["erodes"])
+    return None if row.harmful is None else False

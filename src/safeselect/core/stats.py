@@ -1,10 +1,14 @@
-"""Statistics as small pure functions: rates, means and win rates with 95% bootstrap intervals,
-Safety Avg, judge agreement, precision/recall, and figures under dotted names.
+"""Statistics as small pure functions: rates (95% Wilson intervals), means and win rates (95% bootstrap),
+seeds-then-prompts bootstrap, paired differences with verdicts, Safety Avg, judge agreement,
+precision/recall, and figures under dotted names.
 
 Every figure is a dict ``{"value", "n", "ci"}`` (plus ``"invalid"`` where a
 judge may abstain): ``n`` is the number of items the value was computed on,
-``ci`` the 95% percentile-bootstrap interval ``[lo, hi]`` from a seeded numpy
-Generator (None when ``n`` is 0 or ``n_boot`` is 0). Undecided items (None)
+``ci`` the 95% interval ``[lo, hi]``: Wilson for proportions, percentile bootstrap
+from a seeded numpy Generator for means, Safety Avg and win rates (None when ``n``
+is 0, or ``n_boot`` is 0 for a bootstrap). The comparison statistics (seeds x
+prompts bootstrap, paired differences, verdicts, smallest detectable difference)
+are at the end of this module. Undecided items (None)
 are never dropped silently: they are excluded from the value and counted in
 ``invalid``.
 """
@@ -54,8 +58,19 @@ def mean_ci(values: Sequence[float | None], n_boot: int = 1000, seed: int = 0) -
 
 
 def proportion(flags: Sequence[bool | None], n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
-    """Share of True among the decided ``flags`` (0..1) with a 95% bootstrap interval."""
-    return mean_ci([None if f is None else float(bool(f)) for f in flags], n_boot=n_boot, seed=seed)
+    """Share of True among the decided ``flags`` (0..1) with a 95% Wilson score interval.
+
+    Wilson, not the bootstrap: a bootstrap of 0/n flags is [0, 0], which overstates certainty; Wilson gives
+    0/120 an upper bound of 0.031. ``n_boot`` and ``seed`` are accepted for the common signature and unused.
+    """
+    del n_boot, seed
+    decided = [bool(f) for f in flags if f is not None]
+    invalid = sum(f is None for f in flags)
+    if not decided:
+        return {"value": None, "n": 0, "ci": None, "invalid": invalid}
+    k, n = sum(decided), len(decided)
+    lo, hi = wilson_interval(k, n)  # type: ignore[misc] - n > 0
+    return {"value": k / n, "n": n, "ci": [lo, hi], "invalid": invalid}
 
 
 def wilson_interval(k: int, n: int, z: float = 1.959964) -> list[float] | None:
@@ -194,3 +209,111 @@ def add_figure(flat: dict[str, Any], name: str, stat: dict[str, Any], invalid: b
     flat[f"{name}_n"] = stat["n"]
     if invalid:
         flat[f"{name}_invalid"] = stat.get("invalid", 0)
+
+
+# ----------------------------------------------------------------------------- comparisons that decide
+# Intervals and tests that let a table say "X is safer than Y", "worse" or "no detectable difference".
+#
+# Intervals and tests that let a table say "X is safer than Y", "worse" or "no detectable difference".
+#
+# - :func:`wilson_interval`: the 95% Wilson score interval of a proportion k / n. Unlike a bootstrap
+#   over 0/1 flags it never collapses to a point: 0/120 gives [0, 0.031], not [0, 0].
+# - :func:`seeds_mean`: the mean over seeds of a per-prompt figure, each seed weighing equally, with a
+#   two-level (cluster) bootstrap interval: resample seeds with replacement, then prompts within each
+#   drawn seed. Seed-to-seed variation (data, selection and training draws) is inside the interval.
+# - :func:`paired_difference`: row minus baseline on the same prompts and seeds (per-prompt differences),
+#   its two-level bootstrap interval, a verdict, and the smallest difference the run could have detected.
+#
+# The smallest detectable difference (:func:`detectable_difference`) is (z_0.975 + z_0.80) * SE with SE
+# the standard error of the mean paired difference: the true difference that a two-sided test at alpha
+# 0.05 finds with 80% power. SE combines the two levels: the prompt-level error of each seed's mean,
+# SE_w^2 = sum_s sd_s^2 / n_s / k^2, and, with two or more seeds, the spread of the seed means,
+# SE_b^2 = var(seed means) / k; SE^2 = max(SE_w^2, SE_b^2) (the seed-mean spread already contains the
+# prompt noise; with three seeds it is itself noisy, so the prompt-level floor guards it from being 0).
+
+Z95 = 1.959963984540054  # two-sided 95% normal quantile
+Z80 = 0.8416212335729143  # one-sided 80% power normal quantile
+VERDICTS = ("better", "worse", "no detectable difference")
+
+
+def _groups(groups: Sequence[Sequence[float | None]]) -> list[np.ndarray]:
+    out = [np.asarray([float(v) for v in g if v is not None], dtype=float) for g in groups]
+    return [g for g in out if g.size > 0]
+
+
+def cluster_bootstrap(groups: Sequence[np.ndarray], n_boot: int = 1000, seed: int = 0) -> np.ndarray:
+    """``n_boot`` bootstrap means of the mean of group means: seeds drawn with replacement, then items within
+    each drawn seed drawn with replacement (same sizes). One group = a plain bootstrap over its items."""
+    rng = np.random.default_rng(seed)
+    k = len(groups)
+    if k == 0 or n_boot <= 0:
+        return np.empty(0)
+    out = np.empty(n_boot)
+    for b in range(n_boot):
+        picks = rng.integers(0, k, size=k) if k > 1 else np.zeros(1, dtype=int)
+        out[b] = np.mean([groups[i][rng.integers(0, groups[i].size, size=groups[i].size)].mean() for i in picks])
+    return out
+
+
+def standard_error(groups: Sequence[np.ndarray]) -> float:
+    """SE of the mean of group means (module docstring): max of the prompt-level and the seed-level error."""
+    k = len(groups)
+    within = sum((g.var(ddof=1) if g.size > 1 else 0.0) / g.size for g in groups) / (k * k)
+    between = float(np.var([g.mean() for g in groups], ddof=1)) / k if k > 1 else 0.0
+    return math.sqrt(max(within, between))
+
+
+def detectable_difference(se: float) -> float:
+    """Smallest true difference found with 80% power by a two-sided test at alpha 0.05: (z_0.975 + z_0.8) SE."""
+    return (Z95 + Z80) * se
+
+
+def seeds_mean(groups: Sequence[Sequence[float | None]], n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """Mean over seeds of each seed's mean (None items excluded), with the two-level bootstrap interval.
+
+    ``groups[s]`` holds seed s's per-prompt values. Returns ``{"value", "n", "seeds", "ci"}``.
+    """
+    gs = _groups(groups)
+    if not gs:
+        return {"value": None, "n": 0, "seeds": 0, "ci": None}
+    boots = cluster_bootstrap(gs, n_boot, seed)
+    ci = None if boots.size == 0 else [float(x) for x in np.percentile(boots, [2.5, 97.5])]
+    return {"value": float(np.mean([g.mean() for g in gs])), "n": int(sum(g.size for g in gs)), "seeds": len(gs),
+            "ci": ci}
+
+
+def verdict(lo: float | None, hi: float | None, lower_is_better: bool) -> str:
+    """better / worse when the 95% interval of (row - baseline) excludes 0, else no detectable difference."""
+    if lo is None or hi is None:
+        return "no detectable difference"
+    if hi < 0:
+        return "better" if lower_is_better else "worse"
+    if lo > 0:
+        return "worse" if lower_is_better else "better"
+    return "no detectable difference"
+
+
+def paired_difference(row: Sequence[dict[str, float | None]], baseline: Sequence[dict[str, float | None]],
+                      lower_is_better: bool, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """Row minus baseline, paired by prompt within each seed.
+
+    ``row[s]`` and ``baseline[s]`` map prompt id -> value for seed s (the same seeds, in the same order);
+    prompts missing or None on either side are left out. Returns ``{"value", "ci", "n", "seeds", "se",
+    "detectable", "verdict"}``: the mean over seeds of the mean per-prompt difference, its two-level
+    bootstrap 95% interval, the standard error and the smallest detectable difference (module docstring).
+    """
+    if len(row) != len(baseline):
+        raise ValueError(f"paired difference needs the same seeds on both sides ({len(row)} vs {len(baseline)})")
+    diffs = []
+    for a, b in zip(row, baseline, strict=True):
+        common = [p for p in a if p in b and a[p] is not None and b[p] is not None]
+        if common:
+            diffs.append(np.asarray([float(a[p]) - float(b[p]) for p in sorted(common)]))
+    if not diffs:
+        return {"value": None, "ci": None, "n": 0, "seeds": 0, "se": None, "detectable": None,
+                "verdict": "no detectable difference"}
+    stat = seeds_mean(diffs, n_boot, seed)
+    se = standard_error(diffs)
+    lo, hi = stat["ci"] if stat["ci"] else (None, None)
+    return {"value": stat["value"], "ci": stat["ci"], "n": stat["n"], "seeds": stat["seeds"], "se": se,
+            "detectable": detectable_difference(se), "verdict": verdict(lo, hi, lower_is_better)}

@@ -142,7 +142,7 @@ def card_section(safety_judges: list[str], metrics: list[dict[str, Any]]) -> str
     ``metrics``: the flat metrics of the runs in the report (agreement is shown per run when judges overlapped).
     """
     names = list(dict.fromkeys([*safety_judges, "refusal"]))
-    lines = ["Judges (accuracy = agreement with human refusal labels, partial refusal = refusal, 95% Wilson "
+    lines = ["Judges (accuracy = agreement with refusal labels, labeller in each note, partial refusal = refusal, 95% Wilson "
              "interval; `python benchmarks/judge_accuracy.py` measures it):"]
     for n in names:
         role = []

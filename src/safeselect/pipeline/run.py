@@ -44,7 +44,14 @@ from safeselect.models.saved import (
     save_run_model,
 )
 from safeselect.registry import registry
-from safeselect.reporting.runs import LOSS_PLOT, compare_report, run_report, write_report
+from safeselect.reporting.runs import (
+    LOSS_PLOT,
+    compare_report,
+    decide,
+    run_report,
+    seeds_report,
+    write_report,
+)
 from safeselect.selection.base import budget_stats, context_for
 from safeselect.selection.safeinstr import augment
 from safeselect.training.checkpoint import clear
@@ -75,7 +82,9 @@ def _align_key(cfg: ExperimentConfig, model_name: str, align_rows: list[Row]) ->
     payload = {
         "model": model_name, "dtype": cfg.model.dtype, "max_length": cfg.model.max_length,
         "lora": loading.to_dict(cfg)["model"]["lora"], "align": align,
-        "seed": cfg.seed, "rows": [(r.row_id, r.prompt, r.response) for r in align_rows],
+        # align.seed (inside "align") and the rows decide the model; the experiment seed does not, so every
+        # seed of a comparison starts from the same aligned model.
+        "rows": [(r.row_id, r.prompt, r.response) for r in align_rows],
     }
     # Only when set, so the keys (and cached models) of configs without them stay as they were.
     if cfg.model.system_prompt:
@@ -431,8 +440,27 @@ def run_compare(cfg: ExperimentConfig, out_dir: str | Path, show_progress: bool 
             results[m] = run_experiment(sub, out / m, reference_dir=ref, show_progress=show_progress, bundle=bundle)
         ordered = {m: results[m] for m in cfg.compare}  # the user's order in the table
         if main:
-            write_report(out, compare_report(cfg, ordered), ordered)
+            rows = {m: {cfg.seed: out / m} for m in cfg.compare}
+            write_report(out, compare_report(cfg, ordered) + "\n" + decide(cfg, rows, ordered), ordered)
     return ordered
+
+
+def seed_config(cfg: ExperimentConfig, seed: int) -> ExperimentConfig:
+    """``cfg`` at experiment seed ``seed``: the seed of data, selection and training (align.seed unchanged)."""
+    return dataclasses.replace(cfg, seeds=[], seed=seed, data=dataclasses.replace(cfg.data, seed=seed),
+                               selection=dataclasses.replace(cfg.selection, seed=seed))
+
+
+def run_seeds(cfg: ExperimentConfig, out_dir: str | Path, show_progress: bool = True) -> str:
+    """``compare`` at every seed of ``cfg.seeds`` (``OUT/s<seed>/<method>``); returns the report over seeds."""
+    out = Path(out_dir)
+    for s in cfg.seeds:
+        log.info("seed %s", s)
+        run_compare(seed_config(cfg, s), out / f"s{s}", show_progress=show_progress)
+    text = seeds_report(cfg, {m: {s: out / f"s{s}" / m for s in cfg.seeds} for m in cfg.compare})
+    if accelerator(cfg).is_main_process:
+        write_report(out, text)
+    return text
 
 
 # ----------------------------------------------------------------------------- helpers

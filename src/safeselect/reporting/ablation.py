@@ -5,8 +5,11 @@ so ``safeselect report OUT`` works after a partial, resumed or copied run. Only
 runs whose metrics.json says ``"complete": true`` are counted; the others are
 listed as missing, incomplete or failed.
 
-Each table cell is the mean over seeds with a 95% Student-t interval
-(mean +- t_{0.975, n-1} * sd / sqrt(n)); with one seed there is no interval. The
+Each table cell is the mean over seeds: per-prompt figures (harmful rate, over-refusal,
+accuracy) over two or more seeds with a two-level bootstrap interval (seeds, then prompts);
+the others with a 95% Student-t interval (mean +- t_{0.975, n-1} * sd / sqrt(n)); with one
+seed there is no interval. Under each table every replacement is paired against the first
+(or a named baseline) on the same prompts and seeds (:mod:`safeselect.reporting.comparison`). The
 best replacement of each metric is in bold (higher is better, except rates of
 harm or refusal, Safety Avg and resources, marked "lower is better").
 """
@@ -28,6 +31,15 @@ from safeselect.core.metrics import lower_is_better, metric_label
 from safeselect.core.rundir import RunDir
 from safeselect.core.stats import t_interval
 from safeselect.errors import UserError
+from safeselect.reporting.comparison import (
+    CEILING,
+    FLOOR,
+    cell,
+    fmt_stat,
+    paired,
+    paired_section,
+    prompt_values,
+)
 from safeselect.reporting.html import write_html
 from safeselect.reporting.plots import plot_metric
 
@@ -177,9 +189,15 @@ def _interval(v: Any) -> tuple[float, float] | None:
     return None
 
 
-def ablation_table(ablation: dict[str, Any], rows: list[dict[str, Any]], ref_row: dict[str, Any] | None
+def ablation_table(ablation: dict[str, Any], rows: list[dict[str, Any]], ref_row: dict[str, Any] | None,
+                   out_dir: Path | None = None, baseline: str | None = None
                    ) -> tuple[str, list[tuple[str, str]], dict[str, Any]]:
-    """Markdown for one ablation, the (metric, png name) plots to draw, and the per-replacement values."""
+    """Markdown for one ablation, the (metric, png name) plots to draw, and the per-replacement values.
+
+    With ``out_dir`` (the ablation folder) per-prompt figures get a two-level bootstrap interval over seeds
+    and prompts, and every replacement is paired against ``baseline`` (default: the first replacement)
+    on the same prompts and seeds, with a verdict and the smallest detectable difference.
+    """
     specs = [MetricSpec.from_dict(m) for m in ablation["metrics"]] or [map_metric(m) for m in DEFAULT_METRICS]
     mine = [r for r in rows if r["ablation"] == ablation["name"]]
     names = {k for r in mine + ([ref_row] if ref_row else []) if r["status"] == "complete" for k in r}
@@ -189,6 +207,16 @@ def ablation_table(ablation: dict[str, Any], rows: list[dict[str, Any]], ref_row
         m: {lab: [v for r in mine if r["replacement"] == lab and r["status"] == "complete"
                   for v in [_num(r.get(m))] if v is not None] for lab in labels} for _, m in cols}
     stats = {m: {lab: t_interval(vs) if vs else None for lab, vs in per.items()} for m, per in values.items()}
+    by_label: dict[str, dict[int, Path]] = {
+        lab: {r["seed"]: run_dir(out_dir, r["run_id"]) for r in mine if r["replacement"] == lab
+              and r["status"] == "complete"} for lab in labels} if out_dir is not None else {}
+    per_prompt = [m for _, m in cols if by_label and all(
+        prompt_values(p, m) is not None for by in by_label.values() for p in by.values())]
+    for m in per_prompt:
+        for lab, by in by_label.items():
+            c = cell([by[k] for k in sorted(by)], m) if len(by) >= 2 else None
+            if c is not None and c["ci"] is not None:  # seeds, then prompts (one seed keeps the t/run figure)
+                stats[m][lab] = (c["value"], c["ci"][0], c["ci"][1])
     best: dict[str, set[str]] = {}
     for m, per in stats.items():
         means = {lab: s[0] for lab, s in per.items() if s is not None}
@@ -221,6 +249,15 @@ def ablation_table(ablation: dict[str, Any], rows: list[dict[str, Any]], ref_row
         f"`{ablation['parameter']}`{source}; runner: {ablation['runner']}.", "",
         "\n".join(lines), "",
     ]
+    if per_prompt and len(labels) > 1:
+        base = baseline if baseline in by_label else labels[0]
+        parts += [paired_section(by_label, base, [(f"`{m}`", m) for m in per_prompt]), ""]
+        if FLOOR in by_label and CEILING in by_label:
+            parts += ["Headroom (`full` - `oracle`, paired): " + "; ".join(
+                f"`{m}` {fmt_stat(d, signed=True)}" for m in per_prompt
+                for d in [paired(by_label[CEILING], by_label[FLOOR], m)] if d is not None), ""]
+        else:
+            parts += ["Headroom: not measured here (needs `oracle` and `full` replacements).", ""]
     notes = [f"- `{m}`: {metric_label(m, spec.label)}" + (f"; {spec.note}" if spec.note else "")
              for spec, m in cols if spec.label or spec.note]
     if notes:
@@ -239,8 +276,10 @@ def ablation_table(ablation: dict[str, Any], rows: list[dict[str, Any]], ref_row
     return "\n".join(parts), plots, per_label
 
 
-def build_report(out_dir: str | Path, plots: bool = True) -> Path:
-    """Write results.csv, report.md and plots/*.png for an ablation folder; returns the report path."""
+def build_report(out_dir: str | Path, plots: bool = True, baseline: str | None = None) -> Path:
+    """Write results.csv, report.md and plots/*.png for an ablation folder; returns the report path.
+
+    ``baseline``: the replacement label every other one is paired against (default: each ablation's first)."""
     out = Path(out_dir)
     plan, grid, rows = collect(out)
     write_results_csv(out, rows)
@@ -258,10 +297,13 @@ def build_report(out_dir: str | Path, plots: bool = True) -> Path:
         f"# Ablation report: {plan['name']}", "",
         f"Plan `{plan['source']}`. Base: {base}. Seeds: {', '.join(map(str, seeds))}. "
         f"Runs: {complete} of {n_runs} complete.", "",
-        "Each cell is the mean over seeds with a 95% Student-t interval over seeds in brackets "
-        "(mean +- t(0.975, n-1) sd / sqrt(n); one seed gives no interval). The best replacement per metric is "
-        "in **bold**; ↓ marks metrics where lower is better. `runs` counts complete runs of the replacement. Figures from inside a run (win rates, "
-        "harmful rates) carry their own bootstrap intervals in results.csv (`*_ci`).",
+        "Each cell is the mean over seeds. Per-prompt figures (harmful rate, over-refusal, accuracy) with two or "
+        "more seeds carry a 95% two-level bootstrap interval (seeds, then prompts within each seed); other "
+        "figures a 95% Student-t interval over seeds (mean +- t(0.975, n-1) sd / sqrt(n); one seed gives no "
+        "interval). Under each table every replacement is paired against the first (or `--baseline`) on the same "
+        "prompts and seeds: difference, 95% interval, verdict, smallest detectable difference. The best replacement per metric is "
+        "in **bold**; ↓ marks metrics where lower is better. `runs` counts complete runs of the replacement. Figures from inside a run carry their own "
+        "intervals in results.csv (`*_ci`: Wilson for rates, bootstrap for averages and win rates).",
         "",
     ]
     if grid.reference_id:
@@ -283,7 +325,7 @@ def build_report(out_dir: str | Path, plots: bool = True) -> Path:
         md += ["Not counted (not complete):", *[f"- `{rid}`: {s}" for rid, s in not_done], ""]
     plot_jobs = []
     for a in plan["ablations"]:
-        text, pl, data = ablation_table(a, rows, ref_row)
+        text, pl, data = ablation_table(a, rows, ref_row, out, baseline)
         md.append(text)
         if plots and pl:
             md += [f"![{a['name']}: {m}](plots/{png})" for m, png in pl] + [""]

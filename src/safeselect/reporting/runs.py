@@ -5,6 +5,7 @@ Columns come from the metric catalogue (:func:`safeselect.core.metrics.headline_
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from safeselect.core.rundir import RunDir, is_complete
 from safeselect.core.stats import ranking_auc
 from safeselect.errors import UserError
 from safeselect.judges.accuracy import card_section
+from safeselect.reporting.comparison import seeded_report
 from safeselect.reporting.html import comparison_figures, write_html
 
 LOSS_PLOT = "loss.png"  # the training-loss plot beside a run's report.md
@@ -69,7 +71,8 @@ def run_report(cfg: ExperimentConfig, metrics: dict[str, Any], loss_plot: bool =
         f"# Run: {cfg.name} ({cfg.selection.method})", "",
         f"Model `{cfg.model.name}`, data `{cfg.data.benchmark}` ({cfg.data.difficulty}, harmful ratio "
         f"{cfg.data.harmful_ratio}), selection ratio {cfg.selection.ratio} by {cfg.selection.budget}. "
-        f"Judges: {judges}. Figures are 0..1 with 95% bootstrap intervals (win rates 0..100).", "",
+        f"Seed {cfg.seed}, alignment seed {cfg.align.seed}. Judges: {judges}. Figures are 0..1 with 95% intervals "
+        "(Wilson for rates, bootstrap for averages; win rates 0..100).", "",
         table({cfg.selection.method: metrics}), "",
         card_section(list(cfg.eval.judges), [metrics]), "",
         "Resources: " + ", ".join(f"{k.split('.', 1)[1]} {v}" for k, v in sorted(res.items())), "",
@@ -86,11 +89,33 @@ def compare_report(cfg: ExperimentConfig, results: dict[str, dict[str, Any]], wi
     return "\n".join([
         f"# {cfg.name}: {', '.join(results)}", "",
         f"Model `{cfg.model.name}`, data `{cfg.data.benchmark}` ({cfg.data.difficulty}, harmful ratio "
-        f"{cfg.data.harmful_ratio}), judges {', '.join(cfg.eval.judges)}. 95% bootstrap intervals in brackets; "
-        "`aligned` is the starting model before fine-tuning.", "",
+        f"{cfg.data.harmful_ratio}), seed {cfg.seed}, alignment seed {cfg.align.seed}, judges "
+        f"{', '.join(cfg.eval.judges)}. 95% intervals in brackets (Wilson for proportions, bootstrap for "
+        "averages); `aligned` is the starting model before fine-tuning.", "",
         table(results, win_rates), "",
         card_section(list(cfg.eval.judges), list(results.values())), "",
     ])
+
+
+def seeds_report(cfg: ExperimentConfig, rows: dict[str, dict[int, Path]]) -> str:
+    """report.md of a comparison over seeds: means over seeds, headroom, paired verdicts against the baseline."""
+    seeds = sorted({s for by in rows.values() for s in by})
+    return "\n".join([
+        f"# {cfg.name}: {', '.join(rows)} over seeds {', '.join(map(str, seeds))}", "",
+        f"Model `{cfg.model.name}`, data `{cfg.data.benchmark}` ({cfg.data.difficulty}, harmful ratio "
+        f"{cfg.data.harmful_ratio}), alignment seed {cfg.align.seed}, judges {', '.join(cfg.eval.judges)}. "
+        "`aligned` is the starting model before fine-tuning.", "",
+        seeded_report(rows, _columns(rows), cfg.baseline, cfg.eval.bootstrap or 1000)])
+
+
+def decide(cfg: ExperimentConfig, rows: dict[str, dict[int, Path]], results: dict[str, dict[str, Any]]) -> str:
+    """Headroom and paired verdicts of a one-seed comparison, under its table."""
+    return seeded_report(rows, table_columns(results), cfg.baseline, cfg.eval.bootstrap or 1000, with_table=False)
+
+
+def _columns(rows: dict[str, dict[int, Path]]) -> list[tuple[str, str]]:
+    """The headline columns of the first run (any seed) of each row."""
+    return table_columns({m: RunDir(next(iter(by.values()))).read_metrics() for m, by in rows.items() if by})
 
 
 # Settings that make two runs comparable in one table: same data, model, alignment, training and judging.
@@ -108,34 +133,62 @@ def write_report(out_dir: str | Path, text: str, results: dict[str, dict[str, An
     return path
 
 
-def write_runs_report(out_dir: str | Path, win_rates: bool = True) -> str:
+def _seed_folders(out: Path) -> dict[int, Path]:
+    """``s<seed>`` subfolders of a comparison over seeds (``compare`` with ``seeds``)."""
+    found = {}
+    for p in out.iterdir():
+        if p.is_dir() and p.name[:1] == "s" and p.name[1:].isdigit() and any(is_complete(q) for q in p.iterdir()
+                                                                               if q.is_dir()):
+            found[int(p.name[1:])] = p
+    return dict(sorted(found.items()))
+
+
+def _order(names: list[str]) -> list[str]:
+    """``aligned`` and ``full`` first, then the rest by name."""
+    return sorted(names, key=lambda n: (n not in ("aligned", "full"), n != "aligned", n))
+
+
+def _saved_cfg(run: Path, baseline: str | None) -> ExperimentConfig:
+    """The config a finished run was made with (the keys this version knows), with ``baseline`` if given."""
+    flat = flatten(RunDir(run).saved_config() or {})
+    cfg = loading.build({k: v for k, v in flat.items() if k in all_keys()})
+    return cfg if baseline is None else dataclasses.replace(cfg, baseline=baseline)
+
+
+def write_runs_report(out_dir: str | Path, win_rates: bool = True, baseline: str | None = None) -> str:
     """Rebuild report.md and report.html of a folder of runs (``safeselect report``); returns the markdown."""
-    text, results = runs_report(out_dir, win_rates, with_results=True)
+    text, results = runs_report(out_dir, win_rates, with_results=True, baseline=baseline)
     write_report(out_dir, text, results, win_rates)
     return text
 
 
-def runs_report(out_dir: str | Path, win_rates: bool = True, with_results: bool = False) -> Any:
-    """report.md for a folder of finished runs (a `compare` run, plus any run written into it later).
+def runs_report(out_dir: str | Path, win_rates: bool = True, with_results: bool = False,
+                baseline: str | None = None) -> Any:
+    """report.md for a folder of finished runs (a `compare` run, plus any run written into it later), or of a
+    comparison over seeds (``s<seed>/<run>`` subfolders).
 
     Rows: ``aligned`` and ``full`` first, then the rest by name. Settings that differ between the runs
     outside ``selection`` are listed under the table: those rows are not like-for-like.
     ``with_results``: return (text, {run: metrics}) instead of the text.
     """
-    import yaml
-
     out = Path(out_dir)
-    names = sorted((p.name for p in out.iterdir() if p.is_dir() and is_complete(p)),
-                   key=lambda n: (n not in ("aligned", "full"), n != "aligned", n))
+    seeds = _seed_folders(out)
+    if seeds:
+        names = _order(sorted({q.name for p in seeds.values() for q in p.iterdir() if q.is_dir() and is_complete(q)}))
+        by_seed = {n: {s: p / n for s, p in seeds.items() if is_complete(p / n)} for n in names}
+        text = seeds_report(_saved_cfg(next(iter(by_seed[names[0]].values())), baseline), by_seed)
+        return (text, {}) if with_results else text
+    names = _order([p.name for p in out.iterdir() if p.is_dir() and is_complete(p)])
     if not names:
         raise UserError(f"{out}: no plan.json (not an ablation folder) and no finished run in its subfolders")
-    flat = {n: flatten(yaml.safe_load((out / n / "config.yaml").read_text()) or {}) for n in names}
+    flat = {n: flatten(RunDir(out / n).saved_config() or {}) for n in names}
     first = flat[names[0]]
     differ = sorted({k for f in flat.values() for k in f.keys() & first.keys()
                      if k.startswith(_SHARED_SECTIONS) and f[k] != first[k]})
-    cfg = loading.build({k: v for k, v in first.items() if k in all_keys()})
+    cfg = _saved_cfg(out / names[0], baseline)
     results = {n: _with_ranking_auc(out / n) for n in names}
-    lines = [compare_report(cfg, results, win_rates).rstrip(), ""]
+    lines = [compare_report(cfg, results, win_rates).rstrip(), "",
+             decide(cfg, {n: {int(flat[n].get("seed", 0)): out / n} for n in names}, results)]
     if differ:
         lines += ["Not like-for-like: these settings differ between the runs: "
                   + "; ".join(f"`{k}` ({', '.join(f'{n}={flat[n].get(k)!r}' for n in names)})" for k in differ), ""]

@@ -1,0 +1,169 @@
+"""Tables that decide: rows over several seeds, paired differences against a baseline row, headroom.
+
+Input: for each table row (a method, or an ablation's replacement) its finished run folders by seed.
+Per-prompt figures (harmful rate, over-refusal, task accuracy) are read back from each run's
+``generations.jsonl`` by prompt id, so that:
+
+- a cell is the mean over seeds with a two-level bootstrap interval (seeds, then prompts;
+  :func:`safeselect.evaluation.stats.seeds_mean`);
+- a row is compared with the baseline row on the same prompts and seeds
+  (:func:`safeselect.evaluation.stats.paired_difference`): difference, 95% interval, verdict, and the
+  smallest difference the run could have detected;
+- the headroom of a table with both `oracle` (the floor) and `full` (the ceiling) is their paired
+  difference.
+
+Figures without per-prompt values (Safety Avg, win rates, resources) are the mean of the runs' own
+figures; with two or more seeds their interval is a bootstrap over the seed values.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from safeselect.core.metrics import lower_is_better
+from safeselect.core.rundir import RunDir
+from safeselect.core.stats import paired_difference, seeds_mean
+
+FLOOR, CEILING = "oracle", "full"
+
+
+def prompt_values(run: Path, metric: str) -> dict[str, float | None] | None:
+    """Per-prompt 0/1 values behind ``metric`` in ``run/generations.jsonl`` (None when not per-prompt).
+
+    ``safety.<set>.<judge>.harmful_rate``: the judge's harmful verdict on each harmful prompt;
+    ``overrefusal.<set>.refusal_rate``: the refusal verdict on each look-alike; ``task.<set>.accuracy``:
+    exact match on each task prompt. Undecided items are None.
+    """
+    parts = metric.split(".")
+    if len(parts) == 4 and parts[0] == "safety" and parts[3] == "harmful_rate":
+        kind, name, pick = "harmful", parts[1], lambda r: (r["verdicts"].get(parts[2]) or {}).get("harmful")
+    elif len(parts) == 3 and parts[0] == "overrefusal" and parts[2] == "refusal_rate":
+        kind, name, pick = "overrefusal", parts[1], lambda r: (r["verdicts"].get("refusal") or {}).get("refused")
+    elif len(parts) == 3 and parts[0] == "task" and parts[2] == "accuracy":
+        kind, name, pick = "task", parts[1], lambda r: r.get("correct")
+    else:
+        return None
+    path = run / RunDir.GENERATIONS
+    if not path.exists():
+        return None
+    out: dict[str, float | None] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        r = json.loads(line)
+        if r.get("kind") == kind and r.get("set") == name:
+            v = pick(r)
+            out[str(r["row_id"])] = None if v is None else float(bool(v))
+    return out or None
+
+
+def _run_figure(run: Path, metric: str) -> float | None:
+    v = RunDir(run).read_metrics().get(metric)
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def cell(runs: list[Path], metric: str, n_boot: int = 1000, seed: int = 0) -> dict[str, Any] | None:
+    """Mean over ``runs`` (one per seed) of ``metric`` with its interval (module docstring); None if absent."""
+    if len(runs) == 1 and _run_figure(runs[0], metric) is not None:
+        # One seed: the run's own figure and interval (Wilson for proportions, bootstrap for averages).
+        own = RunDir(runs[0]).read_metrics()
+        ci = own.get(f"{metric}_ci")
+        return {"value": _run_figure(runs[0], metric), "n": own.get(f"{metric}_n"), "seeds": 1,
+                "ci": list(ci) if isinstance(ci, list) and len(ci) == 2 else None}
+    per_prompt = [prompt_values(r, metric) for r in runs]
+    if per_prompt and all(p is not None for p in per_prompt):
+        return seeds_mean([list(p.values()) for p in per_prompt], n_boot, seed)  # type: ignore[union-attr]
+    vals = [v for v in (_run_figure(r, metric) for r in runs) if v is not None]
+    if not vals:
+        return None
+    ci = None
+    if len(vals) >= 2:
+        rng = np.random.default_rng(seed)
+        boots = np.asarray(vals)[rng.integers(0, len(vals), size=(n_boot, len(vals)))].mean(axis=1)
+        ci = [float(x) for x in np.percentile(boots, [2.5, 97.5])]
+    return {"value": float(np.mean(vals)), "n": None, "seeds": len(vals), "ci": ci}
+
+
+def paired(row: dict[int, Path], base: dict[int, Path], metric: str, n_boot: int = 1000,
+           seed: int = 0) -> dict[str, Any] | None:
+    """Row minus baseline on the seeds both have, prompt by prompt; None if the metric is not per-prompt."""
+    seeds = sorted(row.keys() & base.keys())
+    a = [prompt_values(row[s], metric) for s in seeds]
+    b = [prompt_values(base[s], metric) for s in seeds]
+    if not seeds or any(x is None for x in a + b):
+        return None
+    return paired_difference(a, b, lower_is_better(metric), n_boot, seed)  # type: ignore[arg-type]
+
+
+def fmt_stat(stat: dict[str, Any] | None, signed: bool = False) -> str:
+    if stat is None or stat.get("value") is None:
+        return "-"
+    f = (lambda x: f"{x:+.2f}") if signed else (lambda x: f"{x:.2f}")
+    if abs(stat["value"]) > 1.0:
+        f = (lambda x: f"{x:+.1f}") if signed else (lambda x: f"{x:.1f}")
+    ci = stat.get("ci")
+    return f(stat["value"]) + (f" [{f(ci[0])}, {f(ci[1])}]" if ci else "")
+
+
+def seeded_report(rows: dict[str, dict[int, Path]], metrics: list[tuple[str, str]], baseline: str | None,
+                  n_boot: int = 1000, with_table: bool = True) -> str:
+    """Markdown: the table of means over seeds, then headroom and paired verdicts against ``baseline``.
+
+    ``rows``: label -> {seed: run folder}; ``metrics``: (column label, metric name) in table order;
+    ``with_table=False`` leaves the table out (a one-seed report that already printed its own).
+    """
+    seeds = sorted({s for by_seed in rows.values() for s in by_seed})
+    head = "| run | seeds | " + " | ".join(c for c, _ in metrics) + " |"
+    lines = [head, "|---|---|" + "---|" * len(metrics)]
+    for label, by_seed in rows.items():
+        runs = [by_seed[s] for s in sorted(by_seed)]
+        cells = [fmt_stat(cell(runs, m, n_boot)) for _, m in metrics]
+        lines.append(f"| {label} | {len(runs)} | " + " | ".join(cells) + " |")
+    out = [f"Seeds: {', '.join(map(str, seeds))} (seed, data.seed and selection.seed; the aligned model is "
+           "the same for all). Cells: mean over seeds, 95% interval from a two-level bootstrap (seeds, then "
+           "prompts within each seed; a single run keeps its own interval, Wilson for rates).", "",
+           "\n".join(lines), ""] if with_table else []
+    if "aligned" not in rows:
+        out += ["The aligned starting model is not a row of this table: add `aligned` to `compare` to print its "
+                "figures beside the others.", ""]
+    per_prompt = [(c, m) for c, m in metrics if all(prompt_values(p, m) is not None
+                                                    for by_seed in rows.values() for p in by_seed.values())]
+    if FLOOR in rows and CEILING in rows:
+        hl = ["| figure | headroom (full - oracle) | smallest detectable |", "|---|---|---|"]
+        for c, m in per_prompt:
+            d = paired(rows[CEILING], rows[FLOOR], m, n_boot)
+            if d is not None:
+                hl.append(f"| {c} | {fmt_stat(d, signed=True)} | {d['detectable']:.2f} |")
+        out += ["Headroom: `full` (ceiling) minus `oracle` (floor, drops the ground-truth bad rows), paired "
+                "on the same prompts and seeds.", "", "\n".join(hl), ""]
+    else:
+        out += ["Headroom: not measured (needs both `oracle` and `full` rows).", ""]
+    if baseline is not None:
+        if baseline not in rows:
+            out += [f"Baseline `{baseline}` is not a row of this table: no paired verdicts.", ""]
+        else:
+            out += [paired_section(rows, baseline, per_prompt, n_boot), ""]
+    return "\n".join(out)
+
+
+def paired_section(rows: dict[str, dict[int, Path]], baseline: str, metrics: list[tuple[str, str]],
+                   n_boot: int = 1000) -> str:
+    """Every row against ``baseline``: paired difference [95%], verdict, smallest detectable difference."""
+    lines = [f"Paired against `{baseline}` (row - baseline on the same prompts and seeds; 95% two-level "
+             "bootstrap interval; `better` / `worse` when it excludes 0, lower is better for harm and refusal "
+             "rates). The smallest detectable difference is (z_0.975 + z_0.8) x SE of the paired mean "
+             "difference: what this run would find with 80% power at alpha 0.05.", "",
+             "| run | figure | difference | verdict | smallest detectable |", "|---|---|---|---|---|"]
+    for label, by_seed in rows.items():
+        if label == baseline:
+            continue
+        for c, m in metrics:
+            d = paired(by_seed, rows[baseline], m, n_boot)
+            if d is None or d["value"] is None:
+                continue
+            lines.append(f"| {label} | {c} | {fmt_stat(d, signed=True)} | {d['verdict']} | {d['detectable']:.2f} |")
+    return "\n".join(lines)

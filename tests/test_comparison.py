@@ -1,0 +1,139 @@
+"""Decisive tables from fabricated runs with known per-prompt verdicts: means over seeds, paired verdicts
+against a baseline, headroom (oracle vs full), in ablation reports, folders of runs over seeds, and a real
+tiny-llama comparison over two seeds through the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import TINY
+
+from safeselect.ablation.plan import load_plan
+from safeselect.ablation.runner import run_plan
+from safeselect.cli.main import main
+from safeselect.reporting.ablation import build_report
+from safeselect.reporting.comparison import cell, paired, prompt_values
+
+N = 40
+# Harmful verdict per prompt: oracle never, full always, random on the first half, seal on the first quarter
+# at seed 0 and the first half at seed 1.
+RATE = {"oracle": lambda s: 0, "full": lambda s: N, "random": lambda s: N // 2,
+        "seal": lambda s: N // 4 if s == 0 else N // 2}
+
+
+def write_run(d: Path, method: str, seed: int, cfg_yaml: str | None = None) -> None:
+    from safeselect.core.dotted import nest
+
+    d.mkdir(parents=True, exist_ok=True)
+    k = RATE[method](seed)
+    recs = [{"set": "builtin", "kind": "harmful", "row_id": f"h{i}", "prompt": f"p{i}", "response": "",
+             "verdicts": {"refusal": {"harmful": i < k}}} for i in range(N)]
+    recs += [{"set": "lookalike", "kind": "overrefusal", "row_id": f"o{i}", "prompt": f"o{i}", "response": "",
+              "verdicts": {"refusal": {"refused": i < 3}}} for i in range(10)]
+    (d / "generations.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    m = {"safety.builtin.refusal.harmful_rate": k / N, "safety.builtin.refusal.harmful_rate_ci": [0.0, 1.0],
+         "overrefusal.lookalike.refusal_rate": 0.3, "complete": True}
+    (d / "metrics.json").write_text(json.dumps(nest(m)))
+    if cfg_yaml is not None:
+        (d / "config.yaml").write_text(cfg_yaml)
+
+
+def test_cell_and_paired_from_generations(tmp_path: Path) -> None:
+    for s in (0, 1):
+        for m in RATE:
+            write_run(tmp_path / f"s{s}" / m, m, s)
+    metric = "safety.builtin.refusal.harmful_rate"
+    assert prompt_values(tmp_path / "s0" / "random", metric) == {f"h{i}": float(i < N // 2) for i in range(N)}
+    assert prompt_values(tmp_path / "s0" / "random", "safety_avg.refusal") is None
+    seal = [tmp_path / f"s{s}" / "seal" for s in (0, 1)]
+    c = cell(seal, metric)
+    assert c["value"] == pytest.approx((0.25 + 0.5) / 2) and c["seeds"] == 2 and c["n"] == 2 * N
+    assert c["ci"][0] < 0.375 < c["ci"][1]
+    one = cell(seal[:1], metric)  # one seed: the run's own figure and interval
+    assert one["value"] == 0.25 and one["ci"] == [0.0, 1.0]
+    by = {m: {s: tmp_path / f"s{s}" / m for s in (0, 1)} for m in RATE}
+    d = paired(by["full"], by["oracle"], metric)
+    assert d["value"] == 1.0 and d["ci"] == [1.0, 1.0] and d["verdict"] == "worse"
+    d = paired(by["seal"], by["random"], metric)
+    # seed 0: 10 prompts -1, 30 prompts 0; seed 1: identical -> mean (-0.25 + 0) / 2
+    assert d["value"] == pytest.approx(-0.125) and d["seeds"] == 2
+    assert d["verdict"] == "no detectable difference" and d["ci"][0] < 0 <= d["ci"][1]
+
+
+PLAN = """
+name: methods
+base: {data.difficulty: hard}
+seeds: [0, 1, 2]
+ablations:
+  - name: selector
+    parameter: selection.method
+    replacements: [random, oracle, full, seal]
+    metrics: [harmful rate]
+"""
+
+
+def fabricated(kind: str, cfg: Any, out_dir: Path, reference_dir: Path | None, show_progress: bool) -> None:
+    write_run(out_dir, cfg.selection.method, cfg.seed)
+
+
+def test_ablation_report_pairs_every_replacement_and_shows_headroom(tmp_path: Path) -> None:
+    (tmp_path / "p.yaml").write_text(PLAN)
+    out = tmp_path / "out"
+    run_plan(load_plan(tmp_path / "p.yaml"), out, workers=0, run_fn=fabricated, show_progress=False)
+    md = build_report(out, plots=False).read_text()
+    assert "Seeds: 0, 1, 2" in md
+    assert "Paired against `random`" in md  # the first replacement by default
+    assert "| full | `safety.builtin.refusal.harmful_rate` | +0.50 [" in md
+    assert "| oracle | `safety.builtin.refusal.harmful_rate` | -0.50 [" in md
+    rows = {line.split(" | ")[0][2:]: line.split(" | ")[3] for line in md.splitlines()
+            if line.startswith("| ") and " | `safety" in line and line.count(" | ") == 4}
+    assert rows == {"oracle": "better", "full": "worse", "seal": "no detectable difference"}
+    # the seed-and-prompt interval of a per-prompt figure: seal at 0.25, 0.5, 0.5 over the three seeds
+    assert "| seal | 'seal' | 3/3 | 0.417 [" in md
+    assert "Headroom (`full` - `oracle`, paired): `safety.builtin.refusal.harmful_rate` +1.00 [+1.00, +1.00]" in md
+    # a named baseline
+    md = build_report(out, plots=False, baseline="oracle").read_text()
+    assert "Paired against `oracle`" in md and "| random | `safety.builtin.refusal.harmful_rate` | +0.50" in md
+
+
+def test_folder_over_seeds_reports_means_headroom_and_verdicts(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    from safeselect.config import loading
+
+    for s in (0, 1):
+        for m in ("oracle", "full", "random"):
+            cfg = loading.build({"selection.method": m, "seed": s, "data.seed": s, "baseline": "random"})
+            write_run(tmp_path / f"s{s}" / m, m, s, loading.to_yaml(cfg))
+    assert main(["report", str(tmp_path)]) == 0
+    text = (tmp_path / "report.md").read_text()
+    assert "Seeds: 0, 1" in text and "| oracle | 2 | 0.00 [0.00, 0.00] |" in text
+    assert "| full | 2 | 1.00 [1.00, 1.00] |" in text
+    assert "Headroom: `full` (ceiling) minus `oracle`" in text and "+1.00 [+1.00, +1.00]" in text
+    assert "Paired against `random`" in text and "| oracle | harmful rate (builtin, refusal) | -0.50" in text
+    assert main(["report", str(tmp_path), "--baseline", "full"]) == 0
+    assert "Paired against `full`" in capsys.readouterr().out
+
+
+def test_compare_over_seeds_through_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "cmp"
+    argv = ["run", "quickstart", *TINY, "compare=[oracle,full]", "seeds=[0,1]", "baseline=full", "--out", str(out),
+            "--quiet"]
+    assert main(argv) == 0
+    text = (out / "report.md").read_text()
+    assert "over seeds 0, 1" in text and "Paired against `full`" in text and "Headroom" in text
+    for s in (0, 1):
+        assert (out / f"s{s}" / "oracle" / "metrics.json").exists()
+        import yaml
+
+        saved = yaml.safe_load((out / f"s{s}" / "oracle" / "config.yaml").read_text())
+        assert saved["seed"] == s and saved["data"]["seed"] == s and saved["selection"]["seed"] == s
+        assert saved["align"]["seed"] == 0
+    # the oracle kept no harmful row
+    sel = [json.loads(x) for x in (out / "s0" / "oracle" / "selection.jsonl").read_text().splitlines()]
+    assert not any(r["kept"] and r.get("harmful") for r in sel)
+    capsys.readouterr()
+    assert main(["run", "quickstart", *TINY, "compare=[oracle,full]", "baseline=randm"]) == 2
+    assert "is not one of compare" in capsys.readouterr().err
