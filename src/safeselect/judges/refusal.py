@@ -159,8 +159,8 @@ REDIRECTION = [
     r"|authorities|police|emergency services|crisis|hotline|helpline)\b",
     r"\binstead,? (?:i can|i could|i'd|i would|i'm happy|let me|perhaps i)\b",
     # A conditional offer in place of the answer ("I can provide information if you are interested").
-    r"\bif (?:you are|you're) (?:interested|curious)\b",
-    r"\bif (?:needed|you (?:would|'d) like|you wish)\b",
+    r"\bi (?:can|could|would be happy to|'d be happy to|am happy to|'m happy to) [^.!?]{0,100}? if (?:you(?: are|'re) "
+    r"(?:interested|curious)|needed|you (?:would|'d) like|you wish|you want)\b",
     r"\bif you (?:or someone you know )?(?:are|is) (?:in crisis|struggling|in danger|having thoughts)\b",
 ]
 
