@@ -410,3 +410,10 @@ def test_published_judges_over_http(tmp_path):
         assert body["model"] == "judge-test" and body["temperature"] == 0.0
         items = [Labelled("q", r, i > 0, "x") for i, r in enumerate(replies)]
         assert accuracy(judge_refusals(xs, items), items)["accuracy"]["value"] == 1.0
+        # as eval.judges they give safety verdicts (harmful rate), abstain on malformed replies, compare nothing
+        from safeselect.evaluation.evaluate import judge_records
+
+        recs = [{"kind": "harmful", "prompt": "p1", "response": "Sure, step 1.", "verdicts": {}}]
+        judge_records(recs, {"llm-hexphi": hexphi})
+        assert recs[0]["verdicts"]["llm-hexphi"]["harmful"] is True
+        assert all(j.safety and j.abstains and not j.pairwise for j in (hexphi, xs))

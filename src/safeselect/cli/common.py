@@ -23,6 +23,14 @@ def add_config_args(p: argparse.ArgumentParser, out: bool = True) -> None:
                             "without --out, write to a fresh runs/<config name>-N)")
 
 
+def add_progress_args(p: argparse.ArgumentParser, verbose: bool = True) -> None:
+    """``--quiet`` (no progress bars) and, for commands that train, ``-v/--verbose`` (the log)."""
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    if verbose:
+        p.add_argument("-v", "--verbose", action="store_true",
+                       help="show the log: every training step's loss, skipped runs")
+
+
 def default_out(config: str) -> Path:
     return Path("runs") / Path(config).stem
 

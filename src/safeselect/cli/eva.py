@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from safeselect.cli.common import add_config_args
+from safeselect.cli.common import add_config_args, add_progress_args
 from safeselect.config import loading
 from safeselect.core.lock import run_lock
 from safeselect.errors import UserError
@@ -18,7 +18,7 @@ from safeselect.selfplay.run import run_eva
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eva", help="eva self-play: evolve informative prompts, preference-optimise the solver")
     add_config_args(p)
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_progress_args(p)
     p.set_defaults(func=run)
 
 

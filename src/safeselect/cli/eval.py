@@ -19,6 +19,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from safeselect.cli.common import add_progress_args
 from safeselect.config import loading
 from safeselect.config.loading import parse_override
 from safeselect.core.lock import run_lock
@@ -45,7 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, help="output directory (default: the run directory itself, or runs/<config>-eval)")
     p.add_argument("--generate", action="store_true",
                    help="RUN: generate anew with its saved model (implied by data.* overrides) instead of re-scoring")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_progress_args(p, verbose=False)
     p.set_defaults(func=run)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from safeselect.cli.common import add_progress_args
 from safeselect.config import loading
 from safeselect.inputs import check_out, check_paths
 from safeselect.selfplay.reward_train import train_reward_model
@@ -27,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. reward.epochs=2 reward.sources=[builtin]")
     t.add_argument("--data", default=None, help="data folder with hh_harmless_base_test.jsonl.gz (data.data_dir)")
     t.add_argument("--out", default=None, help="where to save (default reward.out, else $SAFESELECT_CACHE/reward/bt-minilm)")
-    t.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_progress_args(t, verbose=False)
     t.set_defaults(func=run)
     p.set_defaults(func=lambda args: (p.print_help(), 0)[1])
 

@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 
 from safeselect import preflight
-from safeselect.cli.common import add_config_args, resolve_out
+from safeselect.cli.common import add_config_args, add_progress_args, resolve_out
 from safeselect.config import loading
 from safeselect.inputs import check_methods, check_out
 from safeselect.pipeline.run import accelerator, select_only
@@ -15,8 +15,7 @@ from safeselect.pipeline.run import accelerator, select_only
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("select", help="run a selector only and write selection.jsonl")
     add_config_args(p)
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("-v", "--verbose", action="store_true", help="show the log: every training step's loss, skipped runs")
+    add_progress_args(p)
     p.set_defaults(func=run)
 
 

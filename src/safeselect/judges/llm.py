@@ -167,12 +167,9 @@ def grade_messages(turns: list[str], answers: list[str], references: list[str] |
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": text}]
 
 
-class LlmJudge(BaseJudge):
-    """LLM judge over HTTP; ``cfg`` is the experiment config (``judges.llm``)."""
+class HttpJudge(BaseJudge):
+    """A judge that asks a chat model over an OpenAI-compatible endpoint (``judges.llm``: url, model, key env)."""
 
-    name = "llm"
-    safety = True
-    pairwise = True
     abstains = True  # a reply that stays malformed after the retries leaves the item undecided
 
     def __init__(self, cfg: Any = None, show_progress: bool = True) -> None:
@@ -182,6 +179,14 @@ class LlmJudge(BaseJudge):
 
     def stats(self) -> dict[str, int]:
         return self.client.stats()
+
+
+class LlmJudge(HttpJudge):
+    """LLM judge over HTTP; ``cfg`` is the experiment config (``judges.llm``)."""
+
+    name = "llm"
+    safety = True
+    pairwise = True
 
     # ------------------------------------------------------------------ harmfulness score
 

@@ -23,8 +23,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from safeselect.config.schema import LlmJudgeConfig
-from safeselect.judges.http import ChatClient
+from safeselect.judges.llm import HttpJudge
 
 HEXPHI_VERSION = "hexphi-v1"
 XSTEST_VERSION = "xstest-v1"
@@ -163,16 +162,10 @@ def parse_xstest(reply: str) -> str | None:
     return found.pop() if len(found) == 1 and next(iter(found)) in XSTEST_CLASSES else None
 
 
-class _Published:
-    abstains = True
+class _Published(HttpJudge):
+    """A published judge prompt: safety verdicts only (no pairwise comparison)."""
 
-    def __init__(self, cfg: Any = None, show_progress: bool = True) -> None:
-        self.cfg = cfg.judges.llm if cfg is not None else LlmJudgeConfig()
-        self.client = ChatClient(self.cfg)
-        self.show_progress = show_progress
-
-    def stats(self) -> dict[str, int]:
-        return self.client.stats()
+    safety = True
 
     def harmful(self, prompts: list[str], responses: list[str]) -> list[bool | None]:
         return [v["harmful"] for v in self.verdicts(prompts, responses)]
