@@ -27,6 +27,7 @@ from safeselect.config import loading
 from safeselect.config.schema import ExperimentConfig
 from safeselect.core.dotted import flatten
 from safeselect.core.io import read_jsonl
+from safeselect.core.rundir import RunDir
 from safeselect.errors import UserError
 from safeselect.inputs import check_methods
 from safeselect.models import resolve_device
@@ -93,7 +94,7 @@ def select(config: str | Path | Mapping[str, Any] | ExperimentConfig, overrides:
     check_methods(cfg)
     out_dir = Path(out) if out is not None else _default_out(config, cfg)
     select_only(cfg, out_dir, show_progress=progress)
-    return read_jsonl(out_dir / "selection.jsonl")
+    return read_jsonl(RunDir(out_dir).selection)
 
 
 def evaluate(target: str | Path, overrides: Overrides = None, *, out: str | Path | None = None,
@@ -104,7 +105,7 @@ def evaluate(target: str | Path, overrides: Overrides = None, *, out: str | Path
 
     path = Path(target)
     if path.is_dir() and model_dir(path).is_dir():
-        cfg = load_config(path / "config.yaml", overrides)
+        cfg = load_config(RunDir(path).config, overrides)
         out_dir = Path(out) if out is not None else Path(f"{path}-eval")
         if out_dir.resolve() == path.resolve():
             raise UserError("out must differ from the run folder (its files belong to the training run)")

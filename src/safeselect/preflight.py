@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
+from safeselect.core.rundir import RunDir
 from safeselect.data import loaders
 from safeselect.errors import UserError
 from safeselect.evaluation import benchmarks
@@ -160,6 +161,6 @@ def _later_files(cfg: ExperimentConfig) -> list[str]:
         if b.mtbench_questions:
             n = len(benchmarks.load_mtbench(b.mtbench_questions, b.mtbench_reference))
             lines.append(f"eval.benchmarks.mtbench: {n} questions")
-    if cfg.eval.reference and not (Path(cfg.eval.reference) / "generations.jsonl").is_file():
+    if cfg.eval.reference and not RunDir(cfg.eval.reference).generations.is_file():
         raise UserError(f"eval.reference={cfg.eval.reference}: no generations.jsonl there (not a finished run)")
     return lines

@@ -93,7 +93,7 @@ def execute_run(spec: dict[str, Any], out_dir: str, reference_dir: str | None, r
     try:
         if is_complete(path):  # finished by another process since the check above
             return {"run_id": run.run_id, "status": "skipped", "wall_s": 0.0, "error": ""}
-        (path / "error.txt").unlink(missing_ok=True)
+        RunDir(path).error.unlink(missing_ok=True)
         try:
             cfg = make_config(run.preset, run.overrides)
             fn = run_fn or default_run
@@ -101,7 +101,7 @@ def execute_run(spec: dict[str, Any], out_dir: str, reference_dir: str | None, r
             if not is_complete(path):
                 RunDir(path).mark_complete(result if isinstance(result, dict) else None)
         except Exception as e:  # a failed run must not stop the others
-            atomic_write_text(path / "error.txt", redact(traceback.format_exc()))
+            atomic_write_text(RunDir(path).error, redact(traceback.format_exc()))
             msg = str(e).splitlines()[0] if str(e) else type(e).__name__
             return {"run_id": run.run_id, "status": "failed", "wall_s": time.perf_counter() - t0,
                     "error": redact(f"{type(e).__name__}: {msg}")}

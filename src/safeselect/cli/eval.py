@@ -53,7 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _check(judges: list[str], reference: str | None) -> None:
     for j in judges:
         registry("judges").entry(j)
-    if reference is not None and not (Path(reference) / "generations.jsonl").exists():
+    if reference is not None and not RunDir(reference).generations.exists():
         raise UserError(f"--reference {reference}: not a run directory (no generations.jsonl)")
 
 
@@ -98,7 +98,7 @@ def _wants_model(args: argparse.Namespace, run_dir: Path) -> bool:
     """Generate with the saved model: asked for, new evaluation sets, or nothing to re-score."""
 
     new_sets = any(parse_override(o)[0].startswith("data.") for o in args.overrides)
-    if not (args.generate or new_sets or not (run_dir / "generations.jsonl").exists()):
+    if not (args.generate or new_sets or not RunDir(run_dir).generations.exists()):
         return False
     if not model_dir(run_dir).is_dir():
         if not (args.generate or new_sets):
@@ -109,7 +109,7 @@ def _wants_model(args: argparse.Namespace, run_dir: Path) -> bool:
 
 
 def _evaluate_saved(args: argparse.Namespace, run_dir: Path) -> int:
-    cfg_path = run_dir / "config.yaml"
+    cfg_path = RunDir(run_dir).config
     if not cfg_path.exists():
         raise UserError(f"{run_dir}: no config.yaml beside the saved model")
     cfg = loading.load(str(cfg_path), args.overrides)
@@ -128,9 +128,9 @@ def _evaluate_saved(args: argparse.Namespace, run_dir: Path) -> int:
 
 
 def _rescore(args: argparse.Namespace, run_dir: Path) -> int:
-    if not (run_dir / "generations.jsonl").exists():
+    if not RunDir(run_dir).generations.exists():
         raise UserError(f"{run_dir} is not a finished run (no generations.jsonl)")
-    cfg_path = run_dir / "config.yaml"
+    cfg_path = RunDir(run_dir).config
     cfg = loading.load(str(cfg_path) if cfg_path.exists() else None, args.overrides)
     judges = list(args.judge) if args.judge else list(cfg.eval.judges)
     _check(judges, args.reference)

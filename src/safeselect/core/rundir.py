@@ -34,6 +34,7 @@ class RunDir:
     REPORT_HTML = "report.html"
     MODEL = "model"
     CHECKPOINTS = "checkpoints"
+    TRAIN_LOG = "train_log.jsonl"
     ERROR = "error.txt"
 
     def __init__(self, path: str | Path) -> None:

@@ -128,7 +128,7 @@ def compare_records(records: list[dict[str, Any]], reference: list[dict[str, Any
 
 
 def load_reference(reference_dir: str | Path) -> list[dict[str, Any]]:
-    path = Path(reference_dir) / "generations.jsonl"
+    path = RunDir(reference_dir).generations
     if not path.exists():
         raise UserError(f"reference run has no generations: {path}")
     return read_jsonl(path)
@@ -276,7 +276,7 @@ def rescore(run_dir: str | Path, cfg: Any, judges: list[str], reference_dir: str
     (default: the run directory itself).
     """
     run = Path(run_dir)
-    records = read_jsonl(run / "generations.jsonl")
+    records = read_jsonl(RunDir(run).generations)
     for i, rec in enumerate(records, 1):
         missing = {"set", "kind", "row_id", "prompt", "response"} - set(rec)
         if missing or rec["kind"] not in KINDS:

@@ -20,8 +20,7 @@ from typing import Any
 from safeselect.config import loading
 from safeselect.config.paths import cache_dir
 from safeselect.config.schema import ExperimentConfig
-from safeselect.core.dotted import nest
-from safeselect.core.io import atomic_write_text, write_json, write_jsonl
+from safeselect.core.io import atomic_write_text
 from safeselect.core.lock import run_lock
 from safeselect.core.rows import Bundle, Row
 from safeselect.core.rundir import RunDir, is_complete
@@ -195,17 +194,19 @@ def select_only(cfg: ExperimentConfig, out: Path, show_progress: bool = True) ->
     bundle = preflight(cfg, train=True)  # every input checked before the folder is made
     if main:
         check_out(out)
+    run = RunDir(out)
     with run_lock(out) if main else contextlib.nullcontext():
         if main:
-            atomic_write_text(out / "config.yaml", loading.to_yaml(cfg))
+            run.write_config(loading.to_yaml(cfg))
         aligned_dir(cfg, bundle, show_progress=show_progress)
         selection, ctx = select(cfg, bundle, out, show_progress)
         stats = {f"selection.{k}": v
                  for k, v in budget_stats(selection.kept, bundle.task, ctx.response_tokens).items()}
         if main:
-            write_jsonl(out / "selection.jsonl", selection.records(bundle.task))
-            write_json(out / "metrics.json", nest(stats))
-            clear(out / CHECKPOINTS)  # the selector finished: its resumable state is no longer needed
+            run.write_jsonl(RunDir.SELECTION, selection.records(bundle.task))
+            # Not marked complete: a selection alone is not a finished run (`run` into this folder goes on).
+            run.write_metrics(stats, complete=False)
+            clear(run.checkpoints)  # the selector finished: its resumable state is no longer needed
     return stats
 
 
@@ -262,7 +263,7 @@ def clear_runs(folders: list[Path]) -> None:
     cwd = Path.cwd().resolve()
     for d in folders:
         r = d.resolve()
-        if r == cwd or r in cwd.parents or not (d / "config.yaml").is_file():
+        if r == cwd or r in cwd.parents or not RunDir(d).config.is_file():
             raise UserError(f"--overwrite will not delete {d}: not a run folder of its own")
         shutil.rmtree(d)
 
@@ -411,9 +412,9 @@ def _merge(out: Path) -> None:
 
 def _tracker(cfg: ExperimentConfig, out: Path, main: bool) -> Any:
     if main:  # a rerun writes its curve afresh (a resumed stage rewinds to its checkpoint instead)
-        has_ckpt = (out / CHECKPOINTS).is_dir() and any((out / CHECKPOINTS).iterdir())
-        if not has_ckpt and (out / "train_log.jsonl").exists():
-            (out / "train_log.jsonl").unlink()
+        ckpt = RunDir(out).checkpoints
+        if not (ckpt.is_dir() and any(ckpt.iterdir())):
+            (out / RunDir.TRAIN_LOG).unlink(missing_ok=True)
     return TrainLog(out, cfg.tracking.report_to, project=cfg.tracking.project or cfg.name,
                     config=loading.to_dict(cfg), main_process=main, every=cfg.tracking.log_every)
 

@@ -337,7 +337,7 @@ def build_report(out_dir: str | Path, plots: bool = True, baseline: str | None =
                 plot_metric(out / "plots" / png, title=f"{a['name']}: {m}", xlabel=a["parameter"],
                             labels=data["labels"], values=data["values"][m], reference=data["reference"].get(m),
                             lower_is_better=lower_is_better(m), run_ci=data["run_ci"].get(m))
-    path = out / "report.md"
+    path = out / RunDir.REPORT
     atomic_write_text(path, "\n".join(md))
     write_html(path)  # report.html: the same with the plots embedded, offline
     return path

@@ -200,7 +200,7 @@ def _with_ranking_auc(run: Path) -> dict[str, Any]:
     """A run's metrics, with ``selection.ranking_auc`` derived from its selection.jsonl when a run made
     before that metric existed lacks it (same computation, same files)."""
     m = RunDir(run).read_metrics()
-    sel = run / "selection.jsonl"
+    sel = RunDir(run).selection
     if "selection.ranking_auc" not in m and sel.exists():
         recs = [json.loads(line) for line in sel.read_text().splitlines() if line.strip()]
         recs = [r for r in recs if r.get("harmful") is not None and "score" in r and not r.get("added")]

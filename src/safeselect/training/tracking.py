@@ -19,11 +19,12 @@ from typing import Any
 
 from safeselect.core.dotted import flatten
 from safeselect.core.io import atomic_write_text
+from safeselect.core.rundir import RunDir
 from safeselect.errors import UserError
 
 log = logging.getLogger("safeselect.train")
 
-TRAIN_LOG = "train_log.jsonl"
+TRAIN_LOG = RunDir.TRAIN_LOG
 TRACKING_DIR = "tracking"
 
 
