@@ -66,3 +66,22 @@ def test_ct2_refuses_sampling(tiny):
     gen = make_generate(model, tok, cfg.eval)
     with pytest.raises(UserError, match="greedily"):
         gen(model, tok, PROMPTS[:1], do_sample=True)
+
+
+def test_shared_prefix_keeps_a_token_of_every_prompt():
+    assert ct2.shared_prefix([["<s>", "sys", "a", "b"], ["<s>", "sys", "c"]]) == 2
+    assert ct2.shared_prefix([["<s>", "sys", "a"], ["<s>", "sys", "a"]]) == 2  # one token stays outside
+    assert ct2.shared_prefix([["a"], ["b", "c"]]) == 0 and ct2.shared_prefix([]) == 0
+
+
+def test_ct2_large_batch_and_cached_prefix_keep_hf_replies(tiny):
+    from safeselect.training.encode import prompt_ids
+
+    model, tok = tiny
+    model = _lively(model)
+    tokens = [tok.convert_ids_to_tokens(prompt_ids(tok, p)) for p in PROMPTS]
+    assert ct2.shared_prefix(tokens) > 0, "the chat template gives every prompt a common prefix"
+    ref = generate(model, tok, PROMPTS, max_new_tokens=10, batch_size=2, show_progress=False)
+    fast = ct2.make_generate(model, tok, batch_size=64)(model, tok, PROMPTS, max_new_tokens=10, batch_size=2,
+                                                        show_progress=False)
+    assert fast == ref

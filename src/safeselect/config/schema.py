@@ -360,6 +360,9 @@ class EvalConfig:
                                factory=lambda: ["rule"])
     max_new_tokens: int = knob(48, help="greedy generation length", range=(1, None))
     batch_size: int = knob(16, help="generation batch size", range=(1, None))
+    ct2_batch_size: int = knob(64, help="ctranslate2 decoding batch: it drops finished rows, so batches larger than "
+                                        "hf's pay off (64: 1.5x less CPU than 16, replies identical; docs/results.md)",
+                               range=(1, None))
     backend: str = knob("auto", help="greedy decoding engine: hf (transformers generate, the reference), ctranslate2 "
                         "(compiled C++ decoding, faster on CPU: docs/results.md) or auto (ctranslate2 for a CPU model whose "
                         "architecture it converts, else hf)", choices=("auto", "hf", "ctranslate2"))

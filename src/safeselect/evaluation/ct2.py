@@ -118,12 +118,29 @@ def _fill_special_tokens(path: str, tok: Any) -> None:
         json.dump(conf, f)
 
 
-def make_generate(model: Any, tok: Any, compute_type: str = "float32", device: str = "cpu") -> Callable[..., list[str]]:
+def shared_prefix(tokens: list[list[str]]) -> int:
+    """Length of the token prefix every prompt starts with (the chat template's system prompt), keeping at
+    least one token of each prompt outside it (CTranslate2 needs a non-empty prompt after the static one)."""
+    if not tokens:
+        return 0
+    first, n = tokens[0], min(len(t) for t in tokens) - 1
+    for t in tokens[1:]:
+        n = next((i for i in range(n) if t[i] != first[i]), n)
+    return max(n, 0)
+
+
+def make_generate(model: Any, tok: Any, compute_type: str = "float32", device: str = "cpu",
+                  batch_size: int | None = None) -> Callable[..., list[str]]:
     """A drop-in for :func:`safeselect.evaluation.generate.generate` (greedy only) backed by one conversion.
 
     The conversion happens on the first call, so building the function costs nothing when no set is
     evaluated. The returned function ignores its ``model`` argument: it decodes the model given here.
+    ``batch_size`` (``eval.ct2_batch_size``) replaces the caller's batch size when given: CTranslate2 drops
+    finished rows from a batch, so it gains from larger batches than HF ``generate``. The token prefix every
+    prompt of a call shares (the system prompt of the chat template) is decoded once and cached
+    (``static_prompt``); replies are unchanged (docs/results.md).
     """
+    ct2_batch = batch_size
     state: dict[str, Any] = {}
 
     def generate(_model: Any, _tok: Any, prompts: list[Any], max_new_tokens: int = 48, batch_size: int = 16,
@@ -139,13 +156,16 @@ def make_generate(model: Any, tok: Any, compute_type: str = "float32", device: s
             state["gen"] = convert(model, tok, compute_type, device)
         gen = state["gen"]
         tokens = [tok.convert_ids_to_tokens(prompt_ids(tok, p)) for p in prompts]
+        batch_size = ct2_batch or batch_size
+        cut = shared_prefix(tokens)
+        static = {"static_prompt": tokens[0][:cut], "cache_static_prompt": True} if cut else {}
         # Sorted by length so each batch pads little (the same grouping the hf backend uses).
         order = sorted(range(len(prompts)), key=lambda i: len(tokens[i]))
         out: list[str] = [""] * len(prompts)
         for s in tqdm(range(0, len(order), batch_size), desc=desc, disable=not show_progress, leave=False):
             idx = order[s:s + batch_size]
-            res = gen.generate_batch([tokens[i] for i in idx], max_length=max_new_tokens, sampling_topk=1,
-                                     beam_size=1, include_prompt_in_result=False, end_token=tok.eos_token)
+            res = gen.generate_batch([tokens[i][cut:] for i in idx], max_length=max_new_tokens, sampling_topk=1,
+                                     beam_size=1, include_prompt_in_result=False, end_token=tok.eos_token, **static)
             for i, r in zip(idx, res, strict=True):
                 out[i] = tok.decode(r.sequences_ids[0], skip_special_tokens=True).strip()
         return out

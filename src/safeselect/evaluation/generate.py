@@ -78,7 +78,8 @@ def make_generate(model: Any, tok: Any, eval_cfg: Any) -> Callable[..., list[str
     backend = resolve_backend(eval_cfg.backend, eval_cfg.dtype, model)
     if backend == "ctranslate2":
         device = next(model.parameters()).device.type
-        return ct2.make_generate(model, tok, compute_type=eval_cfg.dtype, device=device)
+        return ct2.make_generate(model, tok, compute_type=eval_cfg.dtype, device=device,
+                                 batch_size=eval_cfg.ct2_batch_size)
     if eval_cfg.dtype == "bfloat16":
         def generate_bf16(*args: Any, **kwargs: Any) -> list[str]:
             import torch
