@@ -289,6 +289,15 @@ def _read_json(p: Path) -> Any:
     return read_json(p)
 
 
+def _json_list(path: str | Path, what: str) -> tuple[Path, list[Any]]:
+    """An existing JSON file holding a list (``what`` names it in the error)."""
+    p = _exists(path)
+    data = _read_json(p)
+    if not isinstance(data, list):
+        raise UserError(f"{p}: {what} file must be a JSON list")
+    return p, data
+
+
 def _csv_rows(p: Path, source: str | None, columns: dict[str, str] | None = None) -> list[Row]:
     delim = "\t" if p.suffix == ".tsv" else ","
     rows, wheres = [], []
@@ -489,10 +498,7 @@ def load_advbench(path: str | Path) -> list[Row]:
 
 def load_safeinstr(path: str | Path) -> list[Row]:
     """SafeInstr safety demonstrations ``{instruction, input, output}`` -> safe rows (harmful False)."""
-    p = _exists(path)
-    data = _read_json(p)
-    if not isinstance(data, list):
-        raise UserError(f"{p}: SafeInstr file must be a JSON list")
+    p, data = _json_list(path, "SafeInstr")
     rows = []
     for i, d in enumerate(data):
         if not isinstance(d, dict) or not isinstance(d.get("instruction"), str) or not isinstance(d.get("output"), str):
@@ -563,10 +569,7 @@ def load_sst2(path: str | Path, instruction: str = SST2_INSTRUCTION) -> list[Row
 
 def load_alpaca_prompts(path: str | Path) -> list[Row]:
     """Alpaca instructions (prompts only): ``{instruction, category}`` -> prompt rows, response empty."""
-    p = _exists(path)
-    data = _read_json(p)
-    if not isinstance(data, list):
-        raise UserError(f"{p}: Alpaca prompts file must be a JSON list")
+    p, data = _json_list(path, "Alpaca prompts")
     rows = []
     for i, d in enumerate(data):
         if not isinstance(d, dict) or not isinstance(d.get("instruction"), str):
