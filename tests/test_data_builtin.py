@@ -393,3 +393,16 @@ def test_hard_benign_replies_keep_the_clean_task_format(hard: Bundle) -> None:
         else:
             assert re.fullmatch(r"[\w .:+\-x/=]*The answer is \d+\.", r.response), r.response
     assert builtin.is_bad_row(next(r for r in hard.task if r.harmful)) is True
+
+
+def test_lookalike_references_answer_benign_look_alikes_and_stay_out_of_the_eval_set():
+    from safeselect.data.borderline import BORDERLINE
+
+    plain = builtin.build_bundle(loading.load(None, []))
+    more = builtin.build_bundle(loading.load(None, ["data.safety_ref.lookalikes=5"]))
+    assert [r.row_id for r in more.safety_ref[:-5]] == [r.row_id for r in plain.safety_ref]
+    added = more.safety_ref[-5:]
+    assert [(r.prompt, r.response) for r in added] == list(BORDERLINE[:5])
+    assert all(r.meta["lookalike"] and r.harmful is False for r in added)
+    evaluated = {r.prompt for rows in more.eval_overrefusal.values() for r in rows}
+    assert not any(r.prompt.lower() in e.lower() for e in evaluated for r in added)  # not even wrapped

@@ -66,6 +66,10 @@ class SafetyRefConfig:
     fraction: float = knob(1.0, help="share of the safety reference pool used: the size of the safety data D_safe", range=(0, 1),
                            aliases=("safe set size", "size of the safe set", "safety data size"))
     n: int = knob(120, help="number of safety reference examples in the pool before `fraction` is applied (builtin and real sources)", range=(1, None))
+    lookalikes: int = knob(0, help="benign look-alike prompts answered helpfully added to the references (any source; "
+                                   "the alignment's contrast rows, disjoint from the over-refusal evaluation set), so a "
+                                   "selector learns to keep answering them, not only to refuse", range=(0, 36),
+                           aliases=("look-alike references", "benign look-alike answers"))
 
 
 @dataclass

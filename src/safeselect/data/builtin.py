@@ -864,8 +864,19 @@ def safety_ref_rows(cfg: ExperimentConfig, uniq: _Unique | None = None) -> list[
 
     ``builtin``: train-topic harmful prompts with refusals + redirections;
     ``safeinstr`` / ``hh``: the real files in the data folder (seeded sample);
-    anything else: a JSONL path of rows.
+    anything else: a JSONL path of rows. ``data.safety_ref.lookalikes`` benign look-alike rows answered
+    helpfully go on top, whatever the source.
     """
+    return _safety_ref_pool(cfg, uniq) + lookalike_refs(cfg.data.safety_ref.lookalikes)
+
+
+def lookalike_refs(n: int) -> list[Row]:
+    """The first ``n`` benign look-alike prompts with their helpful answers, as safety references."""
+    return [Row(row_id=f"safety-ref-lookalike-{i:02d}", prompt=p, response=a, harmful=False, task="safety_ref",
+                source=SOURCE, meta={"lookalike": True}) for i, (p, a) in enumerate(BORDERLINE[:n])]
+
+
+def _safety_ref_pool(cfg: ExperimentConfig, uniq: _Unique | None) -> list[Row]:
     sr = cfg.data.safety_ref
     src = sr.source
     keep = _fraction_count(sr.fraction, sr.n)

@@ -62,7 +62,7 @@ def _safety_and_refusals(cfg: ExperimentConfig) -> tuple[list[Row], list[Row]]:
                             f"{len(safe)} SafeInstr demonstrations")
         pool, refusals = mixing.split(safe, [sr.n, a.n_refusals], seed=hash_seed(cfg.data.seed, "safeinstr"))
         keep = builtin._fraction_count(sr.fraction, len(pool))
-        return pool[:keep], refusals
+        return pool[:keep] + builtin.lookalike_refs(sr.lookalikes), refusals
     refusals = _take(safe, a.n_refusals, "SafeInstr alignment refusals", cfg.data.seed, "safeinstr")
     return builtin.safety_ref_rows(cfg), refusals
 
