@@ -133,3 +133,31 @@ def test_real_safeinstr_file(tmp_path: Path) -> None:
         "selection.safeinstr.count": 25, "selection.safeinstr.source": "safeinstr"}))
     assert len(out.added) == 25 and out.info["safeinstr"]["pool"] == 2483
     assert all(r.prompt and r.response and r.source == "safeinstr" for r in out.added)
+
+
+def test_compare_entry_with_safeinstr_on_top(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`<selector>+safeinstr` in compare: that selector's rows plus 3% of data.n_task demonstrations."""
+    from conftest import TINY
+
+    from safeselect.cli.main import main
+    from safeselect.core.io import read_jsonl
+    from safeselect.pipeline.run import sub_config
+
+    cfg = loading.load("quickstart", ["data.n_task=200"])
+    sub = sub_config(cfg, "random+safeinstr")
+    assert sub.selection.method == "random" and sub.selection.safeinstr.count == 6
+    assert sub_config(loading.load("quickstart", ["selection.safeinstr.count=9"]),
+                      "loss+safeinstr").selection.safeinstr.count == 9
+    assert safeinstr.methods_used("full", ["seal+safeinstr"]) == {"full", "seal", "safeinstr"}
+    out = tmp_path / "out"
+    assert main(["run", "quickstart", *TINY, "compare=[random,random+safeinstr]", "--out", str(out), "--quiet"]) == 0
+    plain = read_jsonl(out / "random" / "selection.jsonl")
+    on_top = read_jsonl(out / "random+safeinstr" / "selection.jsonl")
+    added = [r for r in on_top if r.get("added")]
+    assert len(added) == 1 and len(on_top) == len(plain) + 1  # 3% of 24 task rows, at least one
+    assert [r["kept"] for r in on_top if not r.get("added")] == [r["kept"] for r in plain]
+    assert "random+safeinstr" in (out / "report.md").read_text()
+    for bad in ("dualselect+safeinstr", "aligned+safeinstr", "nope+safeinstr"):
+        capsys.readouterr()
+        assert main(["run", "quickstart", *TINY, f"compare=[full,{bad}]", "--out", str(tmp_path / bad)]) == 2
+        assert len(capsys.readouterr().err.strip().splitlines()) == 1

@@ -19,7 +19,13 @@ from safeselect.core.io import read_bytes, read_text
 from safeselect.data.named_sets import add_named_sets
 from safeselect.errors import UserError, suggest
 from safeselect.registry import registry
-from safeselect.selection.safeinstr import load_pool
+from safeselect.selection.safeinstr import (
+    ON_TOP,
+    TRAINS_WHILE_SELECTING,
+    base_method,
+    load_pool,
+    methods_used,
+)
 
 if TYPE_CHECKING:
     from safeselect.config.schema import ExperimentConfig
@@ -80,8 +86,11 @@ def check_methods(cfg: ExperimentConfig) -> None:
     """Every named selector, judge and data builder exists; ``baseline`` is a compared row; ``seeds`` has a
     ``compare`` to run at each seed."""
     for m in [cfg.selection.method, *cfg.compare]:
-        if m != ALIGNED_ONLY:
-            registry("selectors").entry(m)
+        if m.endswith(ON_TOP) and base_method(m) in (ALIGNED_ONLY, "safeinstr", *TRAINS_WHILE_SELECTING):
+            raise UserError(f"compare entry '{m}': SafeInstr demonstrations go on top of a selector that hands "
+                            f"over data (not {ALIGNED_ONLY}, safeinstr itself or {', '.join(TRAINS_WHILE_SELECTING)})")
+        if base_method(m) != ALIGNED_ONLY:
+            registry("selectors").entry(base_method(m))
     if cfg.baseline is not None and cfg.baseline not in cfg.compare:
         raise UserError(f"baseline='{cfg.baseline}' is not one of compare={cfg.compare}{suggest(cfg.baseline, cfg.compare)}")
     if cfg.seeds and not cfg.compare:
@@ -181,7 +190,7 @@ def preflight(cfg: ExperimentConfig, train: bool | None = None) -> Bundle:
 def _check_selector_pools(cfg: ExperimentConfig, bundle: Bundle) -> None:
     from types import SimpleNamespace
 
-    methods = set(cfg.compare) | {cfg.selection.method}
+    methods = methods_used(cfg.selection.method, cfg.compare)
     # the pools' loader reads the selector context's declared values (data.data_dir) and safety_ref
     ctx: Any = SimpleNamespace(value=lambda key: config_mod.get(cfg, key), safety_ref=bundle.safety_ref)
     if "safeinstr" in methods or cfg.selection.safeinstr.count > 0:

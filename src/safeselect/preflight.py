@@ -19,6 +19,7 @@ from safeselect.evaluation import benchmarks
 from safeselect.models import resolve_model
 from safeselect.pipeline.run import build_bundle
 from safeselect.registry import registry
+from safeselect.selection.safeinstr import methods_used
 
 if TYPE_CHECKING:
     from safeselect.config.schema import ExperimentConfig
@@ -34,7 +35,7 @@ def judges_used(cfg: ExperimentConfig, command: str = "run") -> dict[str, str]:
     def add(name: str, key: str) -> None:
         used.setdefault(name, key)
 
-    methods = {cfg.selection.method, *cfg.compare}
+    methods = methods_used(cfg.selection.method, cfg.compare)
     if "judge-filter" in methods and command in ("run", "select"):
         add(cfg.selection.judge_filter.judge, "selection.judge_filter.judge")
     if command == "select" or not cfg.eval.enabled:
@@ -114,7 +115,7 @@ def model_location(name: str) -> str:
 def check_models(cfg: ExperimentConfig) -> list[str]:
     """``model.name`` and any other model the config names resolve to something loadable offline."""
     lines = [f"model: {model_location(cfg.model.name)}"]
-    if cfg.selection.seal.selector_model and "seal" in {cfg.selection.method, *cfg.compare}:
+    if cfg.selection.seal.selector_model and "seal" in methods_used(cfg.selection.method, cfg.compare):
         lines.append(f"selector model: {model_location(cfg.selection.seal.selector_model)}")
     return lines
 
@@ -138,7 +139,7 @@ def open_data(cfg: ExperimentConfig) -> list[str]:
 def _later_files(cfg: ExperimentConfig) -> list[str]:
     """Files read after the bundle (by a selector, the evaluation's benchmarks): opened and counted now."""
     lines = []
-    methods = {cfg.selection.method, *cfg.compare}
+    methods = methods_used(cfg.selection.method, cfg.compare)
     row_files: dict[str, Any] = {}
     if "dsir" in methods and cfg.selection.dsir.target not in ("safety_ref", "safeinstr"):
         row_files["selection.dsir.target"] = cfg.selection.dsir.target

@@ -52,7 +52,7 @@ from safeselect.reporting.runs import (
     write_report,
 )
 from safeselect.selection.base import budget_stats, context_for
-from safeselect.selection.safeinstr import augment
+from safeselect.selection.safeinstr import ON_TOP, augment, base_method, default_count
 from safeselect.training.checkpoint import clear
 from safeselect.training.encode import response_token_counts
 from safeselect.training.sft import make_accelerator, train_sft
@@ -236,8 +236,16 @@ def config_drift(out_dir: str | Path, cfg: ExperimentConfig) -> list[str]:
 
 
 def sub_config(cfg: ExperimentConfig, method: str) -> ExperimentConfig:
-    """The config of one ``compare`` entry: the same settings with ``selection.method=method``."""
-    return dataclasses.replace(cfg, compare=[], selection=dataclasses.replace(cfg.selection, method=method))
+    """The config of one ``compare`` entry: the same settings with ``selection.method=method``.
+
+    An entry ``<m>+safeinstr`` (the SEAL paper's "SEAL + SafeInstr" row) is selector ``m`` with
+    ``selection.safeinstr.count`` demonstrations on top, or 3% of ``data.n_task`` when the count is 0
+    (the `safeinstr` selector's default, Bianchi et al.)."""
+    sel = dataclasses.replace(cfg.selection, method=base_method(method))
+    if method.endswith(ON_TOP) and sel.safeinstr.count == 0:
+        sel = dataclasses.replace(sel, safeinstr=dataclasses.replace(sel.safeinstr,
+                                                                     count=default_count(cfg.data.n_task)))
+    return dataclasses.replace(cfg, compare=[], selection=sel)
 
 
 def run_conflicts(cfg: ExperimentConfig, out_dir: str | Path) -> dict[Path, list[str]]:

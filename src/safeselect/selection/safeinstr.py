@@ -64,6 +64,27 @@ def fresh_ids(count: int, taken: set[str], prefix: str = "safeinstr") -> list[st
         j += 1
 
 
+ON_TOP = "+safeinstr"  # a `compare` entry "<selector>+safeinstr": that selector, demonstrations on top
+# Selectors whose result is a model trained while selecting: nothing can be added to their data afterwards.
+TRAINS_WHILE_SELECTING = ("dualselect",)
+
+
+def base_method(entry: str) -> str:
+    """The selector of a ``compare`` entry: ``seal+safeinstr`` -> ``seal``; any other entry is itself."""
+    return entry[: -len(ON_TOP)] if entry.endswith(ON_TOP) else entry
+
+
+def methods_used(method: str, compare: list[str]) -> set[str]:
+    """The selectors a config runs: ``method`` and every ``compare`` entry, an entry ``<m>+safeinstr``
+    counted as both ``m`` and ``safeinstr`` (its demonstration pool is needed)."""
+    used = set()
+    for entry in [method, *compare]:
+        used.add(base_method(entry))
+        if entry.endswith(ON_TOP):
+            used.add("safeinstr")
+    return used
+
+
 def default_count(n_task: int) -> int:
     """Demonstrations for ``method: safeinstr`` when no count is set: 3% of the task rows (at least 1).
 
