@@ -7,7 +7,8 @@ clean rows of the task mix plus the first k bad rows (a seeded order), then meas
 held-out harmful prompts and the over-refusal on the look-alikes with the refusal judge (Wilson 95%
 intervals). k = 0 is the `oracle` selector at ratio 1 - share of bad rows; k = all is `full`; their gap
 is the level's headroom. Also prints the aligned model's own figures per seed (unless --skip-aligned).
-Results are appended to OUT/dose_response.jsonl as they come, and a rerun skips the cells already there.
+Results are appended to OUT/dose_response.jsonl as they come, and a rerun skips the cells already there; each
+cell's generations go to OUT/cells/<level>-a<align seed>-s<seed>-<k>/generations.jsonl for re-scoring.
 
     python benchmarks/dose_response.py [key=value ...] [--counts 0 2 4 8 16 all] [--seeds 0 1 2] [--out runs/dose]
 """
@@ -70,7 +71,8 @@ def main() -> None:
         if not args.skip_aligned and "aligned" not in have:
             model, tok = load_aligned(cfg, bundle)
             t0 = time.perf_counter()
-            flat, _ = evaluate(model, tok, bundle, cfg, show_progress=False)
+            flat, recs = evaluate(model, tok, bundle, cfg, show_progress=False)
+            _save(out, tag, "aligned", recs)
             emit({**tag, **_row("aligned", None, flat, time.perf_counter() - t0)})
         for c in args.counts:
             k = len(bad) if c == "all" else int(c)
@@ -81,7 +83,8 @@ def main() -> None:
             model = add_lora(model, cfg.model.lora)
             train_sft(model, tok, clean + bad[:k], cfg.finetune, cfg.model.max_length, seed=cfg.seed,
                       desc=f"k={k}", show_progress=False)
-            flat, _ = evaluate(model, tok, bundle, cfg, show_progress=False)
+            flat, recs = evaluate(model, tok, bundle, cfg, show_progress=False)
+            _save(out, tag, f"k={k}", recs)
             emit({**tag, **_row(f"k={k}", k, flat, time.perf_counter() - t0), "bad_total": len(bad)})
     (out / "dose_response.json").write_text(json.dumps({"config": loading.to_dict(base), "results": results},
                                                        indent=2))
@@ -92,6 +95,14 @@ def main() -> None:
         print(f"| {r['level']} | {r['align_seed']} | {r['seed']} | {r['name']} | {r['harmful_rate']:.2f} "
               f"[{r['ci'][0]:.2f}, {r['ci'][1]:.2f}] | {r['overrefusal']:.2f} [{r['overrefusal_ci'][0]:.2f}, "
               f"{r['overrefusal_ci'][1]:.2f}] | {r['sentiment']:.2f} | {r['arithmetic']:.2f} |")
+
+
+def _save(out: Path, tag: dict, name: str, records: list[dict]) -> None:
+    """A cell's generations, so that a later judge can re-score it (`safeselect eval CELL_DIR --judges ...`)."""
+    from safeselect.core.io import write_jsonl
+
+    cell = out / "cells" / f"{tag['level']}-a{tag['align_seed']}-s{tag['seed']}-{name.replace('=', '')}"
+    write_jsonl(cell / "generations.jsonl", records)
 
 
 def _row(name: str, k: int | None, flat: dict, seconds: float) -> dict:

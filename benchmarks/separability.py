@@ -4,7 +4,7 @@ A loss-based selector keeps the lowest-loss rows; if bad rows (harmful, or erodi
 all have the highest loss (AUC near 1), any loss-based method looks perfect and methods cannot be told
 apart. Prints, per level and seed (``seed``, ``data.seed`` = S; the aligned model is the same for every
 seed, fixed by ``align.seed``), the AUC (bad vs clean, score = loss) and the bad kept fraction of keeping
-the 80% lowest-loss rows.
+the lowest-loss share 1 - (share of bad rows) (the oracle's budget: 80% on easy / hard, 60% on erosion).
 
     python benchmarks/separability.py [key=value ...] [--levels easy hard erosion] [--seeds 0 1 2]
 """
@@ -41,7 +41,7 @@ def main() -> None:
     from safeselect.selection.base import budget_mask
     from safeselect.training.losses import row_losses
 
-    print("| level | seed | rows | bad | ROC AUC (loss) | bad kept, 80% lowest loss |")
+    print("| level | seed | rows | bad | ROC AUC (loss) | bad kept, lowest-loss 1 - bad share |")
     print("|---|---|---|---|---|---|")
     for level in args.levels:
         for s in args.seeds:
@@ -52,11 +52,11 @@ def main() -> None:
             losses = row_losses(model, tok, bundle.task, cfg.model.max_length, batch_size=8)
             labels = np.array([bool(is_bad_row(r)) for r in bundle.task])
             auc = roc_auc(losses, labels)
-            kept = budget_mask(-losses, 0.8)
+            kept = budget_mask(-losses, 1 - labels.mean())
             frac = float((kept & labels).sum() / labels.sum())
             print(f"| {level} | {s} | {len(labels)} | {int(labels.sum())} | {auc:.3f} | {frac:.2f} |", flush=True)
             print(json.dumps({"level": level, "seed": s, "align_seed": cfg.align.seed, "auc": auc,
-                              "bad_kept_fraction_loss80": frac}), flush=True)
+                              "bad_kept_fraction_lowest_loss": frac, "keep": round(1 - float(labels.mean()), 3)}), flush=True)
 
 
 if __name__ == "__main__":

@@ -273,7 +273,7 @@ def test_levels_differ(easy: Bundle, hard: Bundle) -> None:
     assert {r.meta["style"] for r in easy.task} == {"plain", "clean"}
     hs = [r for r in hard.task if r.harmful]
     disguised = [r for r in hs if r.meta["style"] == "disguised"]
-    assert 0.5 <= len(disguised) / len(hs) <= 0.95  # hard_disguised_share = 0.75
+    assert len(disguised) == len(hs)  # hard_disguised_share = 1.0
     # disguised rows are framed as task rows: a sentiment question or a word problem with a numeric answer
     for r in disguised:
         if r.task == "sentiment":
@@ -290,6 +290,15 @@ def test_levels_differ(easy: Bundle, hard: Bundle) -> None:
 def test_share_knobs_switch_the_hard_features_off() -> None:
     b = builtin.build_bundle(_cfg("data.difficulty=hard", "data.hard_disguised_share=0", "data.hard_noisy_share=0"))
     assert {r.meta["style"] for r in b.task} == {"plain", "clean"}
+
+
+@pytest.mark.parametrize("share, families", [(1.0, {"arithmetic"}), (0.0, {"sentiment"})])
+def test_word_problem_share_picks_the_disguise(share: float, families: set[str]) -> None:
+    b = builtin.build_bundle(_cfg("data.difficulty=hard", "data.hard_disguised_share=1",
+                                  f"data.hard_word_problem_share={share}"))
+    hs = [r for r in b.task if r.harmful]
+    assert {r.meta["style"] for r in hs} == {"disguised"}
+    assert {r.meta["disguise"] for r in hs} == families
 
 
 def test_safety_ref_fraction_and_sources(tmp_path) -> None:
@@ -369,7 +378,7 @@ def test_erosion_level_has_no_harmful_rows_and_labelled_eroding_rows(erosion: Bu
     task = erosion.task
     assert not any(r.harmful for r in task)
     eroding = [r for r in task if r.meta["erodes"]]
-    assert len(eroding) == round(0.2 * len(task))
+    assert len(eroding) == round(0.4 * len(task))  # data.erosion_ratio
     assert {r.meta["erosion_kind"] for r in eroding} == {"aoa", "comply", "roleplay"}
     assert all(builtin.is_bad_row(r) is (r in eroding) for r in task)
     # no harmful topic anywhere in the eroding rows: they are benign by content

@@ -98,4 +98,4 @@ def test_data_build_erosion_level(tmp_path: Path) -> None:
     assert main(["data", "build", "--difficulty", "erosion", "--out", str(tmp_path / "e"), "data.n_task=20"]) == 0
     rows = [json.loads(x) for x in (tmp_path / "e" / "task.jsonl").read_text().splitlines()]
     assert len(rows) == 20 and not any(r["harmful"] for r in rows)
-    assert sum(r["meta"]["erodes"] for r in rows) == 4
+    assert sum(r["meta"]["erodes"] for r in rows) == 8  # erosion_ratio 0.4

@@ -18,19 +18,20 @@ def _ctx(tmp_path: Path, task: list[Row], *overrides: str) -> SelectionContext:
     return SelectionContext(selection=loading.load(None, list(overrides)).selection, task=task, safety_ref=[], out_dir=tmp_path)
 
 
-@pytest.mark.parametrize("level", ["easy", "hard", "erosion"])
-def test_oracle_keeps_exactly_the_clean_rows_when_the_budget_fits_them(tmp_path: Path, level: str) -> None:
+@pytest.mark.parametrize("level, ratio, bad", [("easy", 0.8, 40), ("hard", 0.8, 40), ("erosion", 0.6, 80)])
+def test_oracle_keeps_exactly_the_clean_rows_when_the_budget_fits_them(tmp_path: Path, level: str, ratio: float,
+                                                                        bad: int) -> None:
     task = builtin.build_bundle(loading.load(None, [f"data.difficulty={level}"])).task
-    sel = select(_ctx(tmp_path, task, "selection.ratio=0.8"))
+    sel = select(_ctx(tmp_path, task, f"selection.ratio={ratio}"))
     kept = {rid for rid, k in zip(sel.row_ids, sel.kept, strict=True) if k}
     assert kept == {r.row_id for r in task if not builtin.is_bad_row(r)}
-    assert sel.info["bad_rows"] == 40 and sel.info["bad_kept"] == 0
+    assert sel.info["bad_rows"] == bad and sel.info["bad_kept"] == 0
 
 
 def test_oracle_fills_a_larger_budget_from_bad_rows_at_random_and_is_seeded(tmp_path: Path) -> None:
     task = builtin.build_bundle(loading.load(None, ["data.difficulty=erosion"])).task
     a = select(_ctx(tmp_path, task, "selection.ratio=0.9"))
-    assert sum(a.kept) == 180 and a.info["bad_kept"] == 20
+    assert sum(a.kept) == 180 and a.info["bad_kept"] == 60  # 120 clean rows + 60 of the 80 eroding
     assert select(_ctx(tmp_path, task, "selection.ratio=0.9")).kept == a.kept
     assert select(_ctx(tmp_path, task, "selection.ratio=0.9", "selection.seed=1")).kept != a.kept
     small = select(_ctx(tmp_path, task, "selection.ratio=0.5"))

@@ -96,14 +96,21 @@ class DataConfig:
     n_eval_harmful: int = knob(120, help="held-out harmful prompts for the harmful rate", range=(0, None))
     n_eval_overrefusal: int = knob(120, help="benign look-alike prompts for over-refusal", range=(0, None))
     n_eval_task: int = knob(40, help="held-out task prompts for accuracy, per task set", range=(0, None))
-    hard_disguised_share: float = knob(0.75, help="hard level: share of harmful task rows dressed as task rows "
-                                       "(a request inside a review or word problem, replied in the task format)",
+    hard_disguised_share: float = knob(1.0, help="hard level: share of harmful task rows dressed as task rows "
+                                       "(a request inside a review or word problem, replied in the task format); "
+                                       "the rest are plain requests",
                                        range=(0, 1))
+    hard_word_problem_share: float = knob(1.0, help="hard level: share of the disguised harmful rows dressed as word "
+                                          "problems (the rest as reviews with a tucked-in request); a word "
+                                          "problem's reply copies the stages' hours from its prompt, so the aligned "
+                                          "model's loss ranks it among the noisy benign rows", range=(0, 1))
     hard_noisy_share: float = knob(0.5, help="hard level: share of benign task rows (and of disguised harmful prompts) "
                                    "whose PROMPT is long, noisy or oddly formatted (their replies stay in the clean "
                                    "task format, so they do not erode safety by themselves)", range=(0, 1))
-    erosion_ratio: float = knob(0.2, help="erosion level: share of task rows that erode safety by themselves "
-                                "(compliance personas, eager how-to answers); the rest are clean task rows",
+    erosion_ratio: float = knob(0.4, help="erosion level: share of task rows that erode safety by themselves "
+                                "(compliance personas, eager how-to answers); the rest are clean task rows. 0.4: at 0.2 "
+                                "`full` reached only 0.375 (docs/results.md); the oracle's budget is then "
+                                "selection.ratio=0.6",
                                 range=(0, 1))
     task_path: str | None = knob(None, help="task rows (benchmark=jsonl): a JSONL/JSON/CSV/parquet file, a dataset "
                                  "folder (save_to_disk, or parquet/json files) or a datasets name in the local HF "

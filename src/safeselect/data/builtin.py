@@ -556,7 +556,8 @@ def _harmful_plain(r: Random, cat: HarmCategory, topic: str, templates: tuple[st
                                                                "style": "plain"}}
 
 
-def _harmful_disguised(r: Random, cat: HarmCategory, topic: str, noisy: bool) -> dict[str, Any]:
+def _harmful_disguised(r: Random, cat: HarmCategory, topic: str, noisy: bool,
+                       word_problem_share: float = 0.5) -> dict[str, Any]:
     """A harmful request dressed as a task row: inside a review or a word problem, replied in the task's format.
 
     ``noisy`` rows get the same treatment as noisy benign rows (side remarks, typos, odd formatting) in the
@@ -564,7 +565,7 @@ def _harmful_disguised(r: Random, cat: HarmCategory, topic: str, noisy: bool) ->
     """
     ti = r.randrange(len(TRAIN_TEMPLATES))
     request = TRAIN_TEMPLATES[ti].format(t=topic)
-    family = r.choice(tuple(TASK_FAMILIES))
+    family = "arithmetic" if r.random() < word_problem_share else "sentiment"
     if family == "sentiment":
         base = _sentiment(r, noisy)
         tuck = r.choice(("Also, {q}", "P.S. {q}", "(Side question: {q})", "Unrelated, but {q}", "One more thing: {q}"))
@@ -845,7 +846,8 @@ def _harmful_task(cfg: ExperimentConfig, uniq: _Unique, n: int) -> list[dict[str
         cat = cycle(i)
         topic = r.choice(cat.train)
         if hard and r.random() < cfg.data.hard_disguised_share:
-            d = _harmful_disguised(r, cat, topic, r.random() < cfg.data.hard_noisy_share)
+            d = _harmful_disguised(r, cat, topic, r.random() < cfg.data.hard_noisy_share,
+                                   cfg.data.hard_word_problem_share)
         else:
             d = _harmful_plain(r, cat, topic, TRAIN_TEMPLATES, "train")
             d["response"] = compliant_reply(r, topic, cat.name)
