@@ -91,3 +91,41 @@ def test_per_row_loss_equals_full_logits_reference(tiny):
         nll, mask = token_nll(full, batch["labels"])
         ref = nll.sum(1) / mask.sum(1)
     assert torch.allclose(fast, ref, atol=1e-5)
+
+
+def test_shared_prefix_pass_gives_the_same_losses_and_gradients(tiny):
+    from safeselect.config.schema import LoraConfig
+    from safeselect.models import add_lora
+    from safeselect.training import losses
+
+    model, tok = tiny
+    model = add_lora(model, LoraConfig(r=8, alpha=16))
+    with torch.no_grad():  # a trained adapter, so the LoRA path of the prefix matters
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(3)) * 0.1)
+    items = [encode(tok, "a prompt of some length", "one two three", 64), encode(tok, "p", "four", 64),
+             encode(tok, "another one", "five six", 64)]
+    batch = collate(items, tok.pad_token_id)
+    assert losses.shared_prefix_length(batch["input_ids"]) >= 2, "the chat template gives rows a shared prefix"
+    assert losses.shared_prefix_length(torch.tensor([[1, 2, 3], [1, 2, 4], [1, 5, 3]])) == 1
+    params = [p for p in model.parameters() if p.requires_grad]
+    seen: list[int] = []
+    hook = model.register_forward_pre_hook(lambda m, a, kw: seen.append(kw["input_ids"].shape[1]), with_kwargs=True)
+    shared = per_row_loss(model, batch)
+    hook.remove()
+    g_shared = torch.autograd.grad(shared.mean(), params)
+    traced = per_row_loss(model, {**batch, "positions": losses.learned_positions(batch["labels"])})  # no sharing
+    g_plain = torch.autograd.grad(traced.mean(), params)
+    width = batch["input_ids"].shape[1]
+    assert len(seen) == 2 and sum(seen) == width, "one pass over the prefix, one over the rest"
+    assert torch.allclose(shared, traced, atol=1e-5)
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(g_shared, g_plain, strict=True))
+    keep = losses.learned_positions(batch["labels"])
+    model.train()
+    assert losses._prefix_cache(model, batch, keep)[0] > 0  # training without dropout shares the prefix
+    model.config.attention_dropout = 0.1
+    assert losses._prefix_cache(model, batch, keep) == (0, None), "dropout: every row draws its own mask"
+    model.config.attention_dropout = 0.0
+    model.add_module("lora_like_dropout", torch.nn.Dropout(0.1))  # e.g. LoRA's dropout module
+    assert losses._prefix_cache(model, batch, keep) == (0, None)

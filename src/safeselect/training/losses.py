@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import numpy as np
@@ -29,23 +32,90 @@ def learned_positions(labels: Any) -> Any:
     return keep if keep.numel() else torch.zeros(1, dtype=torch.long, device=labels.device)
 
 
+# Off inside :func:`rows_apart`: per-example gradients by hooks need every row's own activations.
+_SHARE_PREFIX: ContextVar[bool] = ContextVar("share_prefix", default=True)
+
+
+@contextmanager
+def rows_apart() -> Iterator[None]:
+    """Within this block :func:`per_row_loss` runs every row in full (no shared-prefix pass)."""
+    token = _SHARE_PREFIX.set(False)
+    try:
+        yield
+    finally:
+        _SHARE_PREFIX.reset(token)
+
+
+def shared_prefix_length(input_ids: Any) -> int:
+    """Length of the token prefix every row of a (right-padded) batch starts with."""
+    same = (input_ids == input_ids[:1]).all(dim=0)
+    return int(same.long().cumprod(dim=0).sum())
+
+
+def _active_dropout(model: Any) -> bool:
+    """Training with any dropout: a module (LoRA's) or a probability in the model config (attention_dropout,
+    resid_pdrop, ...) that the attention applies functionally."""
+    import torch
+
+    if not model.training:
+        return False
+    config = getattr(model, "config", None)
+    probs = [v for k, v in (config.to_dict() if config is not None else {}).items()
+             if ("dropout" in k or k.endswith("pdrop")) and isinstance(v, (int, float)) and not isinstance(v, bool)]
+    return any(v > 0 for v in probs) or any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules())
+
+
+def _prefix_cache(model: Any, batch: dict[str, Any], keep: Any) -> tuple[int, Any]:
+    """(P, a KV cache of the batch's shared first P tokens computed once and broadcast to every row), or
+    (0, None) when sharing does not apply: no shared prefix of 2+ tokens before the first learned
+    position, dropout active (one mask for all rows would change the estimator), or a model whose cache is
+    not the layered KV cache of transformers."""
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    if not _SHARE_PREFIX.get():
+        return 0, None
+    p = min(shared_prefix_length(ids), int(keep.min()))
+    if p < 2 or ids.shape[0] < 2 or not bool(mask[:, :p].all()) or _active_dropout(model):
+        return 0, None
+    out = model(input_ids=ids[:1, :p], attention_mask=mask[:1, :p], use_cache=True, logits_to_keep=1)
+    cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+    layers = getattr(cache, "layers", None)
+    if not layers or not all(getattr(la, "keys", None) is not None and getattr(la, "values", None) is not None
+                             for la in layers):
+        return 0, None
+    for la in layers:  # a view per row, no copy: gradients of every row flow back into the one prefix pass
+        la.keys = la.keys.expand(ids.shape[0], *la.keys.shape[1:])
+        la.values = la.values.expand(ids.shape[0], *la.values.shape[1:])
+    return p, cache
+
+
 def per_row_loss(model: Any, batch: dict[str, Any]) -> Any:
     """Differentiable ``Tensor[B]``: each row's mean response-token NLL.
 
     The LM head runs only at positions that predict a response token in some row
     (``logits_to_keep`` with indices): with a 49k vocabulary the head is a large
     share of a small model's compute, and prompt positions are most of a chat row.
-    ``batch["positions"]`` gives those positions precomputed (:func:`learned_positions`):
-    finding them uses ``nonzero()``, a dynamic shape that ``torch.func.vmap`` cannot trace.
+    The token prefix every row shares (the chat template's system prompt: 24 of
+    about 80 tokens of a SmolLM2 row) is run once per batch and its keys and values
+    broadcast to the rows: the same losses and gradients (up to float rounding,
+    tests/test_encode_losses.py) for less compute (docs/results.md).
+    ``batch["positions"]`` gives the learned positions precomputed (:func:`learned_positions`):
+    finding them uses ``nonzero()``, a dynamic shape that ``torch.func.vmap`` cannot trace, and
+    such a traced call also skips the prefix sharing.
     """
     import torch.nn.functional as F
 
     labels = batch["labels"]
-    keep = batch["positions"] if "positions" in batch else learned_positions(labels)
-    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=keep)
+    traced = "positions" in batch
+    keep = batch["positions"] if traced else learned_positions(labels)
+    p, cache = (0, None) if traced else _prefix_cache(model, batch, keep)
+    if cache is not None:
+        out = model(input_ids=batch["input_ids"][:, p:], attention_mask=batch["attention_mask"], cache=cache,
+                    use_cache=True, logits_to_keep=keep - p)
+    else:
+        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=keep)
     logits = out.logits
     if logits.shape[1] != keep.numel():  # a model without index support returned every position
-        logits = logits[:, keep]
+        logits = logits[:, keep - p]
     targets = labels[:, 1:][:, keep]
     mask = targets != -100
     nll = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.clamp(min=0).reshape(-1),

@@ -40,7 +40,7 @@ from collections.abc import Callable
 from typing import Any
 
 from safeselect.errors import UserError, suggest
-from safeselect.training.losses import learned_positions, per_row_loss
+from safeselect.training.losses import learned_positions, per_row_loss, rows_apart
 
 METHODS = ("auto", "hooks", "vmap", "loop")
 
@@ -207,7 +207,8 @@ def _hook_blocks(model: Any, batch: dict[str, Any], loss_fn: LossFn) -> tuple[An
 
     handles = [mod.register_forward_hook(capture(n)) for n, mod in owners]
     try:
-        losses = loss_fn(model, batch)
+        with rows_apart():  # the hooks need each row's own inputs at every layer: no shared-prefix pass
+            losses = loss_fn(model, batch)
     finally:
         for h in handles:
             h.remove()
