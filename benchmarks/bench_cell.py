@@ -4,8 +4,8 @@ Cell = data -> selection (``random``, the quickstart's selector) -> fine-tune ->
 judging, on SmolLM2-135M with the quickstart preset. Each stage runs twice in this process, the
 reference path and the new path back to back, so both see the same machine load:
 
-* fine-tune: ``train_sft`` with random batches (reference) and ``finetune.group_by_length``
-  (new), same rows, same steps (``--steps``), LoRA from the same seed;
+* fine-tune: ``train_sft`` with random batches, every row in full (reference) and with the shared-prefix
+  pass and ``finetune.group_by_length`` (new), same rows, same steps (``--steps``), LoRA from the same seed;
 * generation: HF ``generate`` float32 (reference, ``eval.backend=hf``) against CTranslate2
   float32 and int8 (``eval.backend=ctranslate2``), on the fine-tuned model, with the share of
   identical replies and of identical judge verdicts (refusal judge on the harmful and
@@ -23,6 +23,7 @@ not depend on which.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import resource
 import sys
@@ -70,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     from safeselect.judges.refusal import RefusalJudge
     from safeselect.models import add_lora, load_model
     from safeselect.pipeline.run import build_bundle, select
+    from safeselect.training.losses import rows_apart
     from safeselect.training.sft import train_sft
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
@@ -102,7 +104,9 @@ def main(argv: list[str] | None = None) -> int:
         model, tok = load_model(start, cfg.model, device=args.device)
         model = add_lora(model, cfg.model.lora)
         tc = dataclasses.replace(cfg.finetune, group_by_length=group, max_steps=steps)
-        res = train_sft(model, tok, kept, tc, cfg.model.max_length, seed=cfg.seed, show_progress=False)
+        # the reference runs every row in full (rows_apart: no shared-prefix pass), as before issue #13
+        with contextlib.nullcontext() if group else rows_apart():
+            res = train_sft(model, tok, kept, tc, cfg.model.max_length, seed=cfg.seed, show_progress=False)
         return model, tok, res
 
     with timed(t, "finetune.ref"):
@@ -166,7 +170,7 @@ def report(t: dict[str, tuple[float, float]], agree: dict[str, tuple[float, floa
     rows = [
         ("data", t["data"], t["data"]),
         ("selection (random)", t["selection"], t["selection"]),
-        (f"fine-tune ({res_ref['steps']} steps, {n_rows} rows): random -> length-grouped batches",
+        (f"fine-tune ({res_ref['steps']} steps, {n_rows} rows): rows in full, random -> shared prefix, length-grouped",
          t["finetune.ref"], t["finetune.new"]),
         (f"generation ({n_prompts} prompts): HF float32 -> CTranslate2 float32", t["generate.hf"],
          t["generate.ct2-float32"]),
