@@ -73,10 +73,17 @@ def test_paired_difference_pairs_by_prompt_within_each_seed():
     assert out["n"] == 7 and out["seeds"] == 2
     d = [np.array([-1.0] * 4), np.array([-1.0, 0.0, -1.0])]
     assert out["se"] == pytest.approx(S.standard_error(d))
-    assert out["detectable"] == pytest.approx((S.Z95 + S.Z80) * out["se"])
+    # 0/1 outcomes on 7 prompt pairs: the matched-pairs floor (z + z)^2 / 7 exceeds (z + z) * SE here
+    assert out["detectable"] == pytest.approx(max((S.Z95 + S.Z80) * out["se"], (S.Z95 + S.Z80) ** 2 / 7))
+    assert out["detectable"] == pytest.approx(2.801585 ** 2 / 7, abs=1e-5)
     assert out["ci"][1] < 0 and out["verdict"] == "better"
     same = S.paired_difference(base, base, lower_is_better=True)
     assert same["value"] == 0.0 and same["ci"] == [0.0, 0.0] and same["verdict"] == "no detectable difference"
+    assert same["se"] == 0.0 and same["detectable"] == pytest.approx(2.801585 ** 2 / 7, abs=1e-5)  # never 0
+    zeros = [{str(i): 0.0 for i in range(120)}] * 2  # 2 seeds x 120 prompts, no verdict changed
+    assert S.paired_difference(zeros, zeros, True)["detectable"] == pytest.approx(7.848879 / 240, abs=1e-6)
+    means = S.paired_difference([{"a": 0.5, "b": 0.25}], [{"a": 0.5, "b": 0.5}], True)  # not 0/1: no floor
+    assert means["detectable"] == pytest.approx((S.Z95 + S.Z80) * means["se"])
     assert S.paired_difference(row, base, lower_is_better=False, n_boot=500)["verdict"] == "worse"
     with pytest.raises(ValueError, match="same seeds"):
         S.paired_difference(row[:1], base, lower_is_better=True)

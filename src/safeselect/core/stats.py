@@ -230,6 +230,11 @@ def add_figure(flat: dict[str, Any], name: str, stat: dict[str, Any], invalid: b
 # SE_w^2 = sum_s sd_s^2 / n_s / k^2, and, with two or more seeds, the spread of the seed means,
 # SE_b^2 = var(seed means) / k; SE^2 = max(SE_w^2, SE_b^2) (the seed-mean spread already contains the
 # prompt noise; with three seeds it is itself noisy, so the prompt-level floor guards it from being 0).
+# For 0/1 outcomes (harmful, refused, correct) the observed SE can be 0 (no prompt changed its verdict),
+# which would claim that any difference was detectable. The floor is then the power calculation for
+# matched pairs whose every discordant pair points one way (the most favourable case): the difference d
+# with n pairs is detected with 80% power once d >= (z_0.975 + z_0.80)^2 / n, so no run of n prompts x
+# seeds can detect less (:func:`detectable_difference` with ``n_binary``).
 
 Z95 = 1.959963984540054  # two-sided 95% normal quantile
 Z80 = 0.8416212335729143  # one-sided 80% power normal quantile
@@ -263,9 +268,11 @@ def standard_error(groups: Sequence[np.ndarray]) -> float:
     return math.sqrt(max(within, between))
 
 
-def detectable_difference(se: float) -> float:
-    """Smallest true difference found with 80% power by a two-sided test at alpha 0.05: (z_0.975 + z_0.8) SE."""
-    return (Z95 + Z80) * se
+def detectable_difference(se: float, n_binary: int | None = None) -> float:
+    """Smallest true difference found with 80% power by a two-sided test at alpha 0.05: (z_0.975 + z_0.8) SE,
+    and, for ``n_binary`` paired 0/1 outcomes, at least (z_0.975 + z_0.8)^2 / n (module comment above)."""
+    d = (Z95 + Z80) * se
+    return max(d, (Z95 + Z80) ** 2 / n_binary) if n_binary else d
 
 
 def seeds_mean(groups: Sequence[Sequence[float | None]], n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
@@ -315,5 +322,7 @@ def paired_difference(row: Sequence[dict[str, float | None]], baseline: Sequence
     stat = seeds_mean(diffs, n_boot, seed)
     se = standard_error(diffs)
     lo, hi = stat["ci"] if stat["ci"] else (None, None)
+    binary = all(np.isin(d, (-1.0, 0.0, 1.0)).all() for d in diffs)
     return {"value": stat["value"], "ci": stat["ci"], "n": stat["n"], "seeds": stat["seeds"], "se": se,
-            "detectable": detectable_difference(se), "verdict": verdict(lo, hi, lower_is_better)}
+            "detectable": detectable_difference(se, stat["n"] if binary else None),
+            "verdict": verdict(lo, hi, lower_is_better)}
