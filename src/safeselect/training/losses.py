@@ -68,13 +68,15 @@ def _active_dropout(model: Any) -> bool:
 def _prefix_cache(model: Any, batch: dict[str, Any], keep: Any) -> tuple[int, Any]:
     """(P, a KV cache of the batch's shared first P tokens computed once and broadcast to every row), or
     (0, None) when sharing does not apply: no shared prefix of 2+ tokens before the first learned
-    position, dropout active (one mask for all rows would change the estimator), or a model whose cache is
-    not the layered KV cache of transformers."""
+    position, dropout active (one mask for all rows would change the estimator), gradient checkpointing
+    (transformers keeps no cache while it recomputes), or a model whose cache is not the layered KV cache
+    of transformers."""
     ids, mask = batch["input_ids"], batch["attention_mask"]
     if not _SHARE_PREFIX.get():
         return 0, None
     p = min(shared_prefix_length(ids), int(keep.min()))
-    if p < 2 or ids.shape[0] < 2 or not bool(mask[:, :p].all()) or _active_dropout(model):
+    if p < 2 or ids.shape[0] < 2 or not bool(mask[:, :p].all()) or _active_dropout(model) \
+            or (model.training and getattr(model, "is_gradient_checkpointing", False)):  # no cache is kept then
         return 0, None
     out = model(input_ids=ids[:1, :p], attention_mask=mask[:1, :p], use_cache=True, logits_to_keep=1)
     cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
