@@ -16,7 +16,7 @@ import numpy as np
 
 from safeselect.config.loading import get
 from safeselect.config.schema import ExperimentConfig, SelectionConfig
-from safeselect.core.rows import Row
+from safeselect.core.rows import Row, is_bad_row
 from safeselect.core.stats import ranking_auc
 from safeselect.errors import UserError
 from safeselect.registry import registry
@@ -173,7 +173,8 @@ def budget_mask(scores: np.ndarray | list[float], ratio: float, budget: str = "r
 def budget_stats(kept: np.ndarray | list[bool], task: list[Row], tokens: list[int] | None,
                  scores: list[float] | None = None) -> dict[str, Any]:
     """Rows and response tokens kept (counts and shares); with harmful labels, the harmful kept fraction
-    and (given the selector's scores) its :func:`ranking_auc`."""
+    and (given the selector's scores) its :func:`ranking_auc`; with the level's ground truth
+    (:func:`~safeselect.core.rows.is_bad_row`: harmful or eroding rows), the same two figures for bad rows."""
     k = np.asarray(kept, dtype=bool)
     if k.shape != (len(task),):
         raise ValueError(f"{k.shape} kept flags for {len(task)} task rows")
@@ -193,4 +194,15 @@ def budget_stats(kept: np.ndarray | list[bool], task: list[Row], tokens: list[in
         auc = ranking_auc([np.nan if x is None else x for x in scores], h) if scores is not None else None
         if auc is not None:
             out["ranking_auc"] = auc
+    # The level's whole ground truth (harmful rows, and on `erosion` the benign rows that erode safety by
+    # themselves): the figure a selector is judged by where no row is harmful.
+    bad = [is_bad_row(r) for r in task]
+    if task and all(b is not None for b in bad) and any(bad):
+        b = np.asarray(bad, dtype=bool)
+        out["bad_total"] = int(b.sum())
+        out["bad_kept"] = int((b & k).sum())
+        out["bad_kept_fraction"] = float((b & k).sum() / b.sum())
+        auc = ranking_auc([np.nan if x is None else x for x in scores], b) if scores is not None else None
+        if auc is not None:
+            out["bad_ranking_auc"] = auc
     return out
