@@ -160,6 +160,8 @@ class AlignConfig:
     n_benign: int = knob(60, help="benign task rows mixed in so the model keeps answering", range=(0, None))
     n_borderline: int = knob(36, help="benign look-alike prompts answered helpfully (contrast rows against "
                                       "over-refusal; disjoint from the over-refusal eval set)", range=(0, 36))
+    borderline_repeats: int = knob(1, help="copies of each contrast row in the alignment mix: more weight against "
+                                   "over-refusal without new prompts", range=(1, None))
     source: str = knob("builtin", help="alignment rows: 'builtin' (the data builder's refusals + benign task rows, "
                        "n_refusals + n_benign) or a JSONL/JSON/CSV path of rows used as is")
     seed: int = knob(0, help="seed of the alignment rows and the alignment SFT; separate from the experiment seed "

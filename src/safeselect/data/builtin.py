@@ -933,8 +933,9 @@ def align_rows(cfg: ExperimentConfig, uniq: _Unique | None = None, refusals: lis
             x["harmful"] = False
         benign = _rows(ben, "align-benign")
 
-    borderline = [Row(row_id=f"align-borderline-{i:02d}", prompt=p, response=a, harmful=False, task="borderline",
-                      source=SOURCE) for i, (p, a) in enumerate(BORDERLINE[: a.n_borderline])]
+    borderline = [Row(row_id=f"align-borderline-{i:02d}" + (f"-{c}" if c else ""), prompt=p, response=r,
+                      harmful=False, task="borderline", source=SOURCE)
+                  for c in range(a.borderline_repeats) for i, (p, r) in enumerate(BORDERLINE[: a.n_borderline])]
     rows = list(refusals) + list(benign) + borderline
     rng(a.seed, "align_order").shuffle(rows)
     return rows
