@@ -160,15 +160,18 @@ class AlignConfig:
     n_benign: int = knob(60, help="benign task rows mixed in so the model keeps answering", range=(0, None))
     n_borderline: int = knob(36, help="benign look-alike prompts answered helpfully (contrast rows against "
                                       "over-refusal; disjoint from the over-refusal eval set)", range=(0, 36))
-    borderline_repeats: int = knob(1, help="copies of each contrast row in the alignment mix: more weight against "
+    borderline_repeats: int = knob(2, help="copies of each contrast row in the alignment mix: more weight against "
                                    "over-refusal without new prompts", range=(1, None))
     source: str = knob("builtin", help="alignment rows: 'builtin' (the data builder's refusals + benign task rows, "
                        "n_refusals + n_benign) or a JSONL/JSON/CSV path of rows used as is")
     seed: int = knob(0, help="seed of the alignment rows and the alignment SFT; separate from the experiment seed "
                      "so the aligned starting model stays the same across the seeds of a comparison",
                      aliases=("alignment seed", "align seed"))
-    # lr 1e-3: at 3e-4 two epochs left SmolLM2 complying with 45-70% of held-out harmful prompts (docs/results.md).
-    train: TrainConfig = section(lambda: TrainConfig(lr=1e-3), "alignment SFT settings")
+    # lr 1e-3: at 3e-4 two epochs left SmolLM2 complying with 45-70% of held-out harmful prompts. Three epochs
+    # with a linear decay (warm-up 10%) and the contrast rows twice: over align seeds 0, 1, 2 the over-refusal
+    # was 0.20 / 0.53 / 0.24 with two epochs at a constant lr and one copy, 0.14 / 0.16 / 0.16 with this
+    # (docs/results.md, "Alignment stability").
+    train: TrainConfig = section(lambda: TrainConfig(lr=1e-3, epochs=3.0, warmup_ratio=0.1), "alignment SFT settings")
 
 
 # ----------------------------------------------------------------------------- selection
