@@ -62,14 +62,14 @@ def test_budget_stats_exact() -> None:
     task = [Row(f"r{i}", "p", "r", harmful=i < 2) for i in range(5)]
     st = budget_stats([True, False, True, True, False], task, [2, 3, 4, 5, 6])
     assert st == {"kept": 3, "total": 5, "kept_fraction": 0.6, "kept_tokens": 11, "total_tokens": 20,
-                  "kept_tokens_fraction": 0.55, "harmful_total": 2, "harmful_kept": 1, "harmful_kept_fraction": 0.5,
-                  "bad_total": 2, "bad_kept": 1, "bad_kept_fraction": 0.5}
+                  "kept_tokens_fraction": 0.55, "harmful_total": 2, "harmful_kept": 1, "harmful_kept_fraction": 0.5}
     # `erosion`: no harmful row, two benign rows that erode safety; kept: one eroding row of two, scored
     # 4 against clean rows 1 and 5 (and the other eroding row 0): clean above bad in 3 of 4 pairs
     eroding = [Row(f"e{i}", "p", "r", harmful=False, meta={"erodes": i < 2}) for i in range(4)]
     st = budget_stats([True, False, True, False], eroding, None, scores=[4, 0, 1, 5])
-    assert (st["harmful_kept_fraction"], st["bad_kept"], st["bad_kept_fraction"]) == (0.0, 1, 0.5)
-    assert st["bad_ranking_auc"] == pytest.approx(0.75) and "ranking_auc" not in st
+    assert (st["bad_total"], st["bad_kept"], st["bad_kept_fraction"]) == (2, 1, 0.5)
+    assert st["bad_ranking_auc"] == pytest.approx(0.75)
+    assert "harmful_kept_fraction" not in st and "ranking_auc" not in st  # no harmful row: no "0 kept = perfect"
     unlabelled = [Row("a", "p"), Row("b", "p", harmful=True)]
     assert "harmful_kept_fraction" not in budget_stats([True, False], unlabelled, None)
 

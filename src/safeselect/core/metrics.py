@@ -83,7 +83,8 @@ CATALOGUE: tuple[Metric, ...] = (
 
 # Order of the run table's headline columns: the figures a user reads first.
 HEADLINE = ("safety.*.*.harmful_rate", "safety_avg.*", "overrefusal.*.refusal_rate", "task.*.accuracy",
-            "win_rate.*", "selection.harmful_kept_fraction", "selection.ranking_auc")
+            "win_rate.*", "selection.harmful_kept_fraction", "selection.ranking_auc", "selection.bad_kept_fraction",
+            "selection.bad_ranking_auc")
 
 
 def is_sibling(name: str) -> bool:

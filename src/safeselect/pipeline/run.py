@@ -201,7 +201,7 @@ def select_only(cfg: ExperimentConfig, out: Path, show_progress: bool = True) ->
         aligned_dir(cfg, bundle, show_progress=show_progress)
         selection, ctx = select(cfg, bundle, out, show_progress)
         stats = {f"selection.{k}": v
-                 for k, v in budget_stats(selection.kept, bundle.task, ctx.response_tokens).items()}
+                 for k, v in budget_stats(selection.kept, bundle.task, ctx.response_tokens, selection.scores).items()}
         if main:
             run.write_jsonl(RunDir.SELECTION, selection.records(bundle.task))
             # Not marked complete: a selection alone is not a finished run (`run` into this folder goes on).
