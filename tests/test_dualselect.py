@@ -179,7 +179,7 @@ def _rows() -> tuple[list[Row], list[Row]]:
 def _base_cfg() -> ExperimentConfig:
     return loading.load("dualselect", ["model.name=tiny-llama", "model.max_length=64", "selection.dualselect.batch_size=4",
                                       "selection.dualselect.warmup_steps=2", "selection.dualselect.epochs=1",
-                                      "selection.dualselect.ref_batch_size=5"])
+                                      "selection.dualselect.ref_batch_size=5", "selection.dualselect.lookalike_refs=0"])
 
 
 def _ctx(tmp_path, overrides: dict, task=None, refs=None):
@@ -243,6 +243,22 @@ def test_soft_project_kl_token_budget_retention_run(tmp_path):
     assert sum(tokens[r] for r in used) <= 0.8 * sum(ctx.response_tokens)
     weights = [w for p in periods for w in p["weights"]]
     assert len(set(np.round(weights, 6))) > 1  # soft: rows weighted by softmin, not uniformly
+
+
+def test_references_add_the_lookalike_answers_once_and_never_under_retention(tmp_path):
+    from safeselect.data.builtin import lookalike_refs
+
+    _, refs = _rows()
+    ctx = _ctx(tmp_path, {D + "lookalike_refs": 3})
+    got = ds.references(ctx)
+    assert [r.row_id for r in got] == [r.row_id for r in refs] + [f"safety-ref-lookalike-0{i}" for i in range(3)]
+    assert all(not r.harmful and r.response and r.meta["lookalike"] for r in got[len(refs):])
+    # already among the references (data.safety_ref.lookalikes): not added twice
+    ctx = _ctx(tmp_path, {D + "lookalike_refs": 3}, refs=refs + lookalike_refs(2))
+    assert len(ds.references(ctx)) == len(refs) + 3
+    assert ds.references(_ctx(tmp_path, {D + "lookalike_refs": 0})) == refs
+    assert ds.references(_ctx(tmp_path, {D + "lookalike_refs": 3, D + "retention": True,
+                                         "data.safety_ref.source": "old_task.jsonl"})) == refs
 
 
 def test_compatible_rows_are_kept_first(tmp_path):

@@ -255,6 +255,12 @@ class DualSelectConfig:
     use_trained_model: bool = knob(True, help="evaluate the model trained during selection (true) or fine-tune "
                                    "afresh on the rows used (false)")
     retention: bool = knob(False, help="references are old-task rows (continual learning); metric is old-task accuracy")
+    # 36: chosen on the dev seed (erosion, seed 0): harmful + over-refusal 0.42 with refusals alone, 0.18 with
+    # these added (docs/results.md, "Dev-seed tuning").
+    lookalike_refs: int = knob(36, help="benign look-alike questions answered helpfully added to DualSelect's "
+                               "references (besides data.safety_ref.lookalikes, which every selector sees): refusals "
+                               "alone pull the model into over-refusal; not with retention", range=(0, 36),
+                               aliases=("look-alike references",))
 
 
 @dataclass

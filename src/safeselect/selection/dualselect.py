@@ -65,6 +65,7 @@ import numpy as np
 from safeselect.config.schema import DualSelectConfig
 from safeselect.core.io import write_jsonl
 from safeselect.core.rows import Row
+from safeselect.data.builtin import lookalike_refs
 from safeselect.errors import UserError
 from safeselect.models import add_lora
 from safeselect.selection.base import Selection, SelectionContext
@@ -560,6 +561,16 @@ def check_inputs(ctx: SelectionContext) -> None:
         raise UserError("dualselect needs a model loader in the selection context")
 
 
+def references(ctx: SelectionContext) -> list[Row]:
+    """The reference set: ``ctx.safety_ref`` plus ``dualselect.lookalike_refs`` benign look-alike answers (those
+    not already among the references); none added under ``retention``, whose references are an old task."""
+    ds = ctx.selection.dualselect
+    if ds.retention or ds.lookalike_refs == 0:
+        return list(ctx.safety_ref)
+    have = {r.row_id for r in ctx.safety_ref}
+    return list(ctx.safety_ref) + [r for r in lookalike_refs(ds.lookalike_refs) if r.row_id not in have]
+
+
 def select(ctx: SelectionContext) -> Selection:
     """Train with DualSelect on ``ctx.task`` against ``ctx.safety_ref``; the rows used are the selection."""
 
@@ -568,7 +579,7 @@ def select(ctx: SelectionContext) -> Selection:
     ds = sel.dualselect
     model, tok = ctx.load_model(None)
     model = add_lora(model, ctx.value("model.lora"))
-    res = train_dualselect(model, tok, ctx.task, ctx.safety_ref, ds, ratio=sel.ratio,
+    res = train_dualselect(model, tok, ctx.task, references(ctx), ds, ratio=sel.ratio,
                            budget=sel.budget, tokens=ctx.response_tokens, max_length=ctx.value("model.max_length"),
                            seed=sel.seed, show_progress=ctx.show_progress)
     out = Path(ctx.out_dir)
