@@ -178,3 +178,13 @@ def test_single_seed_runs_carry_their_bootstrap_interval_to_the_plot(tmp_path: P
              "safety_avg.refusal": 0.4}]
     _, _, data = ablation_table(ablation, rows, None)
     assert data["run_ci"]["safety_avg.refusal"] == {"x": (0.1, 0.3)}
+
+
+def test_run_reports_describe_the_level_mix() -> None:
+    from safeselect.config import loading
+    from safeselect.reporting.runs import data_desc
+
+    assert data_desc(loading.load("quickstart", ["data.difficulty=hard"])) == "`builtin` (hard, harmful ratio 0.2)"
+    # erosion has no harmful rows: its mix is the eroding share
+    assert data_desc(loading.load("quickstart", ["data.difficulty=erosion", "data.erosion_ratio=0.3"])) == (
+        "`builtin` (erosion, eroding share 0.3, no harmful rows)")

@@ -63,14 +63,21 @@ def table(rows: dict[str, dict[str, Any]], win_rates: bool = True) -> str:
     return "\n".join(lines)
 
 
+def data_desc(cfg: ExperimentConfig) -> str:
+    """The data of a run in words: benchmark, level and its mix (`erosion` has eroding rows, not harmful ones)."""
+    d = cfg.data
+    if d.benchmark == "builtin" and d.difficulty == "erosion":
+        return f"`{d.benchmark}` (erosion, eroding share {d.erosion_ratio}, no harmful rows)"
+    return f"`{d.benchmark}` ({d.difficulty}, harmful ratio {d.harmful_ratio})"
+
+
 def run_report(cfg: ExperimentConfig, metrics: dict[str, Any], loss_plot: bool = False,
                model_saved: bool = False) -> str:
     judges = ", ".join(cfg.eval.judges)
     res = {k: v for k, v in metrics.items() if k.startswith("resources.")}
     lines = [
         f"# Run: {cfg.name} ({cfg.selection.method})", "",
-        f"Model `{cfg.model.name}`, data `{cfg.data.benchmark}` ({cfg.data.difficulty}, harmful ratio "
-        f"{cfg.data.harmful_ratio}), selection ratio {cfg.selection.ratio} by {cfg.selection.budget}. "
+        f"Model `{cfg.model.name}`, data {data_desc(cfg)}, selection ratio {cfg.selection.ratio} by {cfg.selection.budget}. "
         f"Seed {cfg.seed}, alignment seed {cfg.align.seed}. Judges: {judges}. Figures are 0..1 with 95% intervals "
         "(Wilson for rates, bootstrap for averages; win rates 0..100).", "",
         table({cfg.selection.method: metrics}), "",
@@ -88,8 +95,7 @@ def run_report(cfg: ExperimentConfig, metrics: dict[str, Any], loss_plot: bool =
 def compare_report(cfg: ExperimentConfig, results: dict[str, dict[str, Any]], win_rates: bool = True) -> str:
     return "\n".join([
         f"# {cfg.name}: {', '.join(results)}", "",
-        f"Model `{cfg.model.name}`, data `{cfg.data.benchmark}` ({cfg.data.difficulty}, harmful ratio "
-        f"{cfg.data.harmful_ratio}), seed {cfg.seed}, alignment seed {cfg.align.seed}, judges "
+        f"Model `{cfg.model.name}`, data {data_desc(cfg)}, seed {cfg.seed}, alignment seed {cfg.align.seed}, judges "
         f"{', '.join(cfg.eval.judges)}. 95% intervals in brackets (Wilson for proportions, bootstrap for "
         "averages); `aligned` is the starting model before fine-tuning.", "",
         table(results, win_rates), "",
@@ -102,8 +108,7 @@ def seeds_report(cfg: ExperimentConfig, rows: dict[str, dict[int, Path]]) -> str
     seeds = sorted({s for by in rows.values() for s in by})
     return "\n".join([
         f"# {cfg.name}: {', '.join(rows)} over seeds {', '.join(map(str, seeds))}", "",
-        f"Model `{cfg.model.name}`, data `{cfg.data.benchmark}` ({cfg.data.difficulty}, harmful ratio "
-        f"{cfg.data.harmful_ratio}), alignment seed {cfg.align.seed}, judges {', '.join(cfg.eval.judges)}. "
+        f"Model `{cfg.model.name}`, data {data_desc(cfg)}, alignment seed {cfg.align.seed}, judges {', '.join(cfg.eval.judges)}. "
         "`aligned` is the starting model before fine-tuning.", "",
         seeded_report(rows, _columns(rows), cfg.baseline, cfg.eval.bootstrap or 1000)])
 
