@@ -191,22 +191,22 @@ def budget_stats(kept: np.ndarray | list[bool], task: list[Row], tokens: list[in
     labels = [r.harmful for r in task]
     # No harmful row (the `erosion` level, clean user data): no "harmful kept" figure, which would read 0 = perfect.
     if all(h is not None for h in labels) and any(labels):
-        h = np.asarray(labels, dtype=bool)
-        out["harmful_total"] = int(h.sum())
-        out["harmful_kept"] = int((h & k).sum())
-        out["harmful_kept_fraction"] = float((h & k).sum() / h.sum())
-        auc = ranking_auc([np.nan if x is None else x for x in scores], h) if scores is not None else None
-        if auc is not None:
-            out["ranking_auc"] = auc
+        out.update(_kept_figures("harmful", "ranking_auc", np.asarray(labels, dtype=bool), k, scores))
     # The level's whole ground truth where it holds more than harmful rows (on `erosion`, the benign rows that
     # erode safety by themselves): the figure a selector is judged by there.
     bad = [is_bad_row(r) for r in task]
     if task and all(b is not None for b in bad) and any(b and not r.harmful for b, r in zip(bad, task, strict=True)):
-        b = np.asarray(bad, dtype=bool)
-        out["bad_total"] = int(b.sum())
-        out["bad_kept"] = int((b & k).sum())
-        out["bad_kept_fraction"] = float((b & k).sum() / b.sum())
-        auc = ranking_auc([np.nan if x is None else x for x in scores], b) if scores is not None else None
-        if auc is not None:
-            out["bad_ranking_auc"] = auc
+        out.update(_kept_figures("bad", "bad_ranking_auc", np.asarray(bad, dtype=bool), k, scores))
+    return out
+
+
+def _kept_figures(name: str, auc_key: str, flagged: np.ndarray, kept: np.ndarray,
+                  scores: list[float] | None) -> dict[str, Any]:
+    """``<name>_total``, ``<name>_kept``, ``<name>_kept_fraction`` of the flagged rows, and the scores' ranking
+    AUC of them under ``auc_key`` when scores are given (and defined)."""
+    out: dict[str, Any] = {f"{name}_total": int(flagged.sum()), f"{name}_kept": int((flagged & kept).sum()),
+                           f"{name}_kept_fraction": float((flagged & kept).sum() / flagged.sum())}
+    auc = ranking_auc([np.nan if x is None else x for x in scores], flagged) if scores is not None else None
+    if auc is not None:
+        out[auc_key] = auc
     return out
