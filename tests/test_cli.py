@@ -37,6 +37,24 @@ def test_validate_ok(capsys):
     assert "ok" in capsys.readouterr().out
 
 
+def test_validate_builds_the_data_once(capsys, monkeypatch):
+    from safeselect import preflight
+    from safeselect.registry import registry
+
+    builder = registry("data").get("builtin")
+    calls = []
+
+    def counting(cfg):
+        calls.append(1)
+        return builder(cfg)
+
+    monkeypatch.setattr(registry("data"), "get", lambda name: counting)
+    monkeypatch.setattr(preflight, "build_bundle", lambda cfg: pytest.fail("open_data rebuilt the bundle"))
+    assert main(["validate", "quickstart"]) == 0
+    assert len(calls) == 1
+    assert "task rows: 200" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("argv, needle", [
     (["run", "quickstart", "selection.rato=0.5"], "did you mean 'selection.ratio'"),
     (["run", "quickstart", "selection.ratio=1.5"], "out of range"),

@@ -23,6 +23,7 @@ from safeselect.selection.safeinstr import methods_used
 
 if TYPE_CHECKING:
     from safeselect.config.schema import ExperimentConfig
+    from safeselect.core.rows import Bundle
 
 _LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "0.0.0.0"}
 
@@ -120,10 +121,11 @@ def check_models(cfg: ExperimentConfig) -> list[str]:
     return lines
 
 
-def open_data(cfg: ExperimentConfig) -> list[str]:
+def open_data(cfg: ExperimentConfig, bundle: Bundle | None = None) -> list[str]:
     """Build the data bundle (every task, reference, alignment and eval file the builder reads, each row
-    checked by the loaders), then open the files other stages read later. One line per part with counts."""
-    b = build_bundle(cfg)
+    checked by the loaders), then open the files other stages read later. One line per part with counts.
+    ``bundle``: the one a caller already built from ``cfg`` (``validate``'s preflight), not built twice."""
+    b = bundle if bundle is not None else build_bundle(cfg)
     if not b.task:
         raise UserError("the task data has no rows")
     lines = [f"task rows: {len(b.task)} ({sum(bool(r.harmful) for r in b.task)} labelled harmful)",

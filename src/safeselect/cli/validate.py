@@ -38,21 +38,22 @@ def run(args: argparse.Namespace) -> int:
         return _validate_plan(args)
     cfg = loading.load(args.target, args.overrides)
     check_methods(cfg)
-    if not args.no_data:
-        preflight(cfg)  # every file a key names opened and the data built, as `run` would; nothing written
-    lines = check_config(cfg, open_data=not args.no_data)
+    # every file a key names opened and the data built once, as `run` would; nothing written
+    bundle = None if args.no_data else preflight(cfg)
+    lines = check_config(cfg, open_data=not args.no_data, bundle=bundle)
     print(f"ok: {args.target} (method {cfg.selection.method}, model {cfg.model.name})")
     for line in lines:
         print(f"  {line}")
     return 0
 
 
-def check_config(cfg, open_data: bool = True, command: str = "run") -> list[str]:  # noqa: ANN001 - light import
-    """Every check on one config, in the order a run meets them; raises UserError at the first failure."""
+def check_config(cfg, open_data: bool = True, command: str = "run", bundle=None) -> list[str]:  # noqa: ANN001 - light import
+    """Every check on one config, in the order a run meets them; raises UserError at the first failure.
+    ``bundle``: the data already built from ``cfg``, reused instead of building it again."""
     check_methods(cfg)
     lines = checks.check_models(cfg) + checks.check_judges(cfg, command)
     if open_data:
-        lines += checks.open_data(cfg)
+        lines += checks.open_data(cfg, bundle)
     return lines
 
 
