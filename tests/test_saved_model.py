@@ -78,6 +78,12 @@ def test_eval_run_regenerates_with_the_saved_model(run_dir, tmp_path, capsys):
     assert new["safety"]["builtin"]["refusal"]["harmful_rate_n"] == 3
     assert "train" not in new
     capsys.readouterr()
+    # The Python API's evaluate is the same stage: the same saved model gives the same replies and figures.
+    import safeselect
+
+    flat = safeselect.evaluate(run_dir, {"data.n_eval_harmful": 3, "data.seed": 7}, out=tmp_path / "api-eval")
+    assert read_jsonl(tmp_path / "api-eval" / "generations.jsonl") == read_jsonl(run_dir.parent / "run-eval" / "generations.jsonl")
+    assert flat["safety.builtin.refusal.harmful_rate"] == new["safety"]["builtin"]["refusal"]["harmful_rate"]
 
 
 def test_model_built_in_process_is_saved_beside_the_adapter(tmp_path):

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from safeselect.cli.eval import evaluate_config
 from safeselect.config import loading
 from safeselect.config.schema import ExperimentConfig
 from safeselect.core.dotted import flatten
@@ -32,6 +31,7 @@ from safeselect.errors import UserError
 from safeselect.inputs import check_methods
 from safeselect.models import resolve_device
 from safeselect.models.saved import export_merged, load_saved, model_dir
+from safeselect.pipeline.evaluate import evaluate_config
 from safeselect.pipeline.run import (
     run_compare,
     run_experiment,
