@@ -8,7 +8,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from safeselect import preflight
+from safeselect.config import loading
 from safeselect.errors import UserError
+from safeselect.inputs import check_methods
 from safeselect.pipeline.run import clear_runs, describe_conflicts, run_conflicts
 
 
@@ -29,6 +32,16 @@ def add_progress_args(p: argparse.ArgumentParser, verbose: bool = True) -> None:
     if verbose:
         p.add_argument("-v", "--verbose", action="store_true",
                        help="show the log: every training step's loss, skipped runs")
+
+
+def checked_config(args: argparse.Namespace, command: str) -> Any:
+    """CONFIG with its overrides, its methods, model and judges checked before anything trains: a missing
+    endpoint or model must not surface after the fine-tune."""
+    cfg = loading.load(args.config, args.overrides)
+    check_methods(cfg)
+    preflight.check_models(cfg)
+    preflight.check_judges(cfg, command)
+    return cfg
 
 
 def default_out(config: str) -> Path:

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from safeselect import preflight
-from safeselect.cli.common import add_config_args, add_progress_args, resolve_out
-from safeselect.config import loading
-from safeselect.inputs import check_methods, check_out
+from safeselect.cli.common import add_config_args, add_progress_args, checked_config, resolve_out
+from safeselect.inputs import check_out
 from safeselect.pipeline.run import accelerator, run_compare, run_experiment, run_seeds
 from safeselect.reporting.runs import table
 
@@ -20,11 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = loading.load(args.config, args.overrides)
-    check_methods(cfg)
-    # Judges and model before any training: a missing endpoint must not surface after the fine-tune.
-    preflight.check_models(cfg)
-    preflight.check_judges(cfg, "run")
+    cfg = checked_config(args, "run")
     out = check_out(resolve_out(args, cfg))
     if cfg.seeds:
         print(run_seeds(cfg, out, show_progress=not args.quiet))

@@ -5,10 +5,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from safeselect import preflight
-from safeselect.cli.common import add_config_args, add_progress_args, resolve_out
-from safeselect.config import loading
-from safeselect.inputs import check_methods, check_out
+from safeselect.cli.common import add_config_args, add_progress_args, checked_config, resolve_out
+from safeselect.inputs import check_out
 from safeselect.pipeline.run import accelerator, select_only
 
 
@@ -20,10 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = loading.load(args.config, args.overrides)
-    check_methods(cfg)
-    preflight.check_models(cfg)
-    preflight.check_judges(cfg, "select")
+    cfg = checked_config(args, "select")
     # Selection only: `compare` entries do not apply, the one folder holds this selector's files.
     out = check_out(resolve_out(args, dataclasses.replace(cfg, compare=[])))
     stats = select_only(cfg, out, show_progress=not args.quiet)
