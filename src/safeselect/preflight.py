@@ -16,6 +16,7 @@ from safeselect.core.rundir import RunDir
 from safeselect.data import loaders
 from safeselect.errors import UserError
 from safeselect.evaluation import benchmarks
+from safeselect.inputs import check_methods
 from safeselect.models import resolve_model
 from safeselect.pipeline.run import build_bundle
 from safeselect.registry import registry
@@ -119,6 +120,13 @@ def check_models(cfg: ExperimentConfig) -> list[str]:
     if cfg.selection.seal.selector_model and "seal" in methods_used(cfg.selection.method, cfg.compare):
         lines.append(f"selector model: {model_location(cfg.selection.seal.selector_model)}")
     return lines
+
+
+def check_before_training(cfg: ExperimentConfig, command: str = "run") -> list[str]:
+    """Methods named, model and judges reachable: what must fail before anything trains (a missing endpoint
+    must not surface after the fine-tune). One line per model / judge checked."""
+    check_methods(cfg)
+    return check_models(cfg) + check_judges(cfg, command)
 
 
 def open_data(cfg: ExperimentConfig, bundle: Bundle | None = None) -> list[str]:

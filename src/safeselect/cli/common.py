@@ -11,7 +11,6 @@ from typing import Any
 from safeselect import preflight
 from safeselect.config import loading
 from safeselect.errors import UserError
-from safeselect.inputs import check_methods
 from safeselect.pipeline.run import clear_runs, describe_conflicts, run_conflicts
 
 
@@ -38,9 +37,7 @@ def checked_config(args: argparse.Namespace, command: str) -> Any:
     """CONFIG with its overrides, its methods, model and judges checked before anything trains: a missing
     endpoint or model must not surface after the fine-tune."""
     cfg = loading.load(args.config, args.overrides)
-    check_methods(cfg)
-    preflight.check_models(cfg)
-    preflight.check_judges(cfg, command)
+    preflight.check_before_training(cfg, command)
     return cfg
 
 

@@ -50,8 +50,7 @@ def run(args: argparse.Namespace) -> int:
 def check_config(cfg, open_data: bool = True, command: str = "run", bundle=None) -> list[str]:  # noqa: ANN001 - light import
     """Every check on one config, in the order a run meets them; raises UserError at the first failure.
     ``bundle``: the data already built from ``cfg``, reused instead of building it again."""
-    check_methods(cfg)
-    lines = checks.check_models(cfg) + checks.check_judges(cfg, command)
+    lines = checks.check_before_training(cfg, command)
     if open_data:
         lines += checks.open_data(cfg, bundle)
     return lines
