@@ -1,8 +1,8 @@
-"""The ablation runner's worker rule: single-threaded workers, one per core, bounded by runs and memory."""
+"""The worker rule of `ablate` and `run` over seeds: single-threaded workers, one per core, bounded by runs and memory."""
 
 from __future__ import annotations
 
-from safeselect.ablation.runner import plan_workers
+from safeselect.core.workers import plan_workers
 
 
 def test_plan_workers_rule():

@@ -37,6 +37,7 @@ from safeselect.core import lock
 from safeselect.core.io import atomic_write_text, write_json
 from safeselect.core.redact import redact
 from safeselect.core.rundir import RunDir, is_complete
+from safeselect.core.workers import plan_workers, process_pool, worker_threads
 from safeselect.errors import UserError
 from safeselect.inputs import check_out
 from safeselect.pipeline.run import run_experiment
@@ -114,35 +115,6 @@ def execute_run(spec: dict[str, Any], out_dir: str, reference_dir: str | None, r
     return {"run_id": run.run_id, "status": "done", "wall_s": wall, "error": ""}
 
 
-def die_with_parent(parent_pid: int) -> None:
-    """Worker initialiser: end this worker when the ``ablate`` process that started it dies.
-
-    Linux: the kernel sends SIGKILL on the parent's death (``PR_SET_PDEATHSIG``). Everywhere, and in case
-    the parent died before that was set: a daemon thread polls the parent pid and ends this process.
-    A killed worker leaves its run incomplete; the resumed plan runs it again.
-    """
-    import signal
-    import threading
-
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-    if os.getppid() != parent_pid:
-        os._exit(1)
-
-    def watch() -> None:
-        while True:
-            time.sleep(1.0)
-            if os.getppid() != parent_pid:
-                os._exit(1)
-
-    threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
-
-
 # ----------------------------------------------------------------------------- checks
 
 
@@ -168,54 +140,20 @@ def check_components(grid: Grid) -> None:
 # ----------------------------------------------------------------------------- backends
 
 
-def plan_workers(n_runs: int, cores: int | None = None, gpu: bool | None = None,
-                 mem_gb: float | None = None) -> tuple[int, int]:
-    """(worker processes, torch threads per worker) that finish the most cells per hour here.
-
-    The rule, from ``benchmarks/bench_workers.py`` (docs/results.md): on a CPU machine one
-    single-threaded worker per core (2 workers x 1 thread finished tiny cells faster than
-    1 worker x 2 threads: a cell spends much of its time in Python and small ops that a second
-    thread does not speed up, and OpenMP threads spin-wait when the cores are shared), at most
-    one per run and one per 3 GB of memory (a SmolLM2 cell peaks near 2.5 GB); with a GPU one
-    worker owning it, with every core as threads.
-    """
-    import torch
-
-    cores = cores or len(os.sched_getaffinity(0))
-    gpu = torch.cuda.is_available() if gpu is None else gpu
-    if gpu:
-        return 1, cores
-    if mem_gb is None:
-        mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return max(1, min(cores, n_runs, int(mem_gb // 3))), 1
-
-
 def _local(specs: list[RunSpec], out_dir: Path, reference_dir: str | None, run_fn: RunFn | None, workers: int,
            show_progress: bool, on_done: Callable[[dict[str, Any]], None], threads: int | None = None) -> None:
     if threads and workers > 0:
-        # Spawned workers import torch afresh and take their thread count from the environment.
-        saved = os.environ.get("OMP_NUM_THREADS")
-        os.environ["OMP_NUM_THREADS"] = str(threads)
-        try:
+        with worker_threads(threads):
             return _local(specs, out_dir, reference_dir, run_fn, workers, show_progress, on_done)
-        finally:
-            if saved is None:
-                os.environ.pop("OMP_NUM_THREADS", None)
-            else:
-                os.environ["OMP_NUM_THREADS"] = saved
     if workers <= 0:
         for s in specs:
             on_done(execute_run(s.to_dict(), str(out_dir), reference_dir, run_fn, show_progress, "in-process"))
         return
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures import as_completed
     from concurrent.futures.process import BrokenProcessPool
 
-    # spawn, not fork: the parent may hold threads (tqdm, torch) that fork would copy mid-lock.
-    ctx = multiprocessing.get_context("spawn")
     quiet = show_progress and workers == 1
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, max_tasks_per_child=1,
-                             initializer=die_with_parent, initargs=(os.getpid(),)) as ex:
+    with process_pool(workers) as ex:
         futs = {ex.submit(execute_run, s.to_dict(), str(out_dir), reference_dir, run_fn, quiet, "local"): s
                 for s in specs}
         for fut in as_completed(futs):
