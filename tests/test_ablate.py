@@ -298,6 +298,9 @@ def test_cli_bad_plan_exits_2_with_one_line(tmp_path: Path, capsys: pytest.Captu
     assert not (tmp_path / "o").exists()
     assert main(["ablate", "no_such_plan", "--dry-run"]) == 2
     assert "unknown plan 'no_such_plan'" in capsys.readouterr().err
+    for flag, value in (("--workers", "-1"), ("--threads", "0")):
+        assert main(["ablate", "no_such_plan", flag, value]) == 2
+        assert capsys.readouterr().err.strip().endswith(f"{flag} must be >= {1 if flag == '--threads' else 0}")
 
 
 def test_cli_dry_run_marks_finished_runs_done(plan_path: Path, tmp_path: Path,

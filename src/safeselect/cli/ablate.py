@@ -17,6 +17,7 @@ from pathlib import Path
 from safeselect.ablation.grid import describe, expand, run_dir
 from safeselect.ablation.plan import explain, load_plan, metric_lines
 from safeselect.ablation.runner import run_plan
+from safeselect.cli.common import add_worker_args, check_worker_args
 from safeselect.config.loading import MAX_SEED
 from safeselect.core.rundir import is_complete
 from safeselect.errors import UserError
@@ -35,11 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--base", default=None, metavar="CONFIG", help="base preset or YAML (replaces the plan's)")
     p.add_argument("--out", default=None, help="output folder (default runs/ablate/<plan name>)")
     p.add_argument("--seeds", nargs="+", type=int, default=None, help="seeds (replace the plan's)")
-    p.add_argument("--workers", type=int, default=None,
-                   help="parallel local worker processes (each run in a fresh process; 0 = in this process); "
-                        "default: one single-threaded worker per core on CPU, one on a GPU (the most cells per hour)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch threads per worker (default: 1 on CPU with the default workers)")
+    add_worker_args(p, "runs of the plan (local backend)")
     p.add_argument("--backend", choices=("local", "ray"), default="local", help="local processes or Ray tasks")
     p.add_argument("--ray-address", default=None,
                    help="Ray cluster to join ('auto', 'ray://head:10001'); default starts a local Ray")
@@ -56,10 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.workers is not None and args.workers < 0:
-        raise UserError("--workers must be >= 0")
-    if args.threads is not None and args.threads < 1:
-        raise UserError("--threads must be >= 1")
+    check_worker_args(args)
     if args.seeds and any(not 0 <= s <= MAX_SEED for s in args.seeds):
         raise UserError(f"--seeds: each seed must be in [0, {MAX_SEED}]")
     if Path(args.plan).exists() or Path(args.plan).suffix in (".md", ".yaml", ".yml"):

@@ -33,6 +33,22 @@ def add_progress_args(p: argparse.ArgumentParser, verbose: bool = True) -> None:
                        help="show the log: every training step's loss, skipped runs")
 
 
+def add_worker_args(p: argparse.ArgumentParser, what: str) -> None:
+    """``--workers`` and ``--threads``: independent cells (``what``) in parallel fresh processes."""
+    p.add_argument("--workers", type=int, default=None,
+                   help=f"{what} run at once, each in a fresh process (0 = one after another in this process); "
+                        "default: one single-threaded worker per core on CPU, one on a GPU (the most cells per hour)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads per worker (default: 1 on CPU with the default workers)")
+
+
+def check_worker_args(args: argparse.Namespace) -> None:
+    if args.workers is not None and args.workers < 0:
+        raise UserError("--workers must be >= 0")
+    if args.threads is not None and args.threads < 1:
+        raise UserError("--threads must be >= 1")
+
+
 def checked_config(args: argparse.Namespace, command: str) -> Any:
     """CONFIG with its overrides, its methods, model and judges checked before anything trains: a missing
     endpoint or model must not surface after the fine-tune."""

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from safeselect.cli.common import add_config_args, add_progress_args, checked_config, resolve_out
-from safeselect.errors import UserError
+from safeselect.cli.common import (
+    add_config_args,
+    add_progress_args,
+    add_worker_args,
+    check_worker_args,
+    checked_config,
+    resolve_out,
+)
 from safeselect.inputs import check_out
 from safeselect.pipeline.run import accelerator, run_compare, run_experiment, run_seeds
 from safeselect.reporting.runs import table
@@ -15,20 +21,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="one experiment end to end (or several methods with `compare`)")
     add_config_args(p)
     add_progress_args(p)
-    p.add_argument("--workers", type=int, default=None,
-                   help="with `seeds`: seeds run at once, each in a fresh process (0 = one after another in this "
-                        "process); default: one single-threaded worker per core on CPU (the most cells per hour), "
-                        "one on a GPU")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch threads per worker (default: 1 on CPU with the default workers)")
+    add_worker_args(p, "with `seeds`: seeds")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.workers is not None and args.workers < 0:
-        raise UserError("--workers must be >= 0")
-    if args.threads is not None and args.threads < 1:
-        raise UserError("--threads must be >= 1")
+    check_worker_args(args)
     cfg = checked_config(args, "run")
     out = check_out(resolve_out(args, cfg))
     if cfg.seeds:
