@@ -134,6 +134,21 @@ def test_run_ids_are_stable_and_follow_the_config(plan_path: Path, tmp_path: Pat
     assert full.run_id == grid.reference_id and len(grid.runs) == len(grid.cells)
 
 
+def test_a_replacement_that_restates_the_default_shares_its_run(tmp_path: Path) -> None:
+    p = tmp_path / "defaults.yaml"
+    p.write_text("name: defaults\nbase: {selection.method: seal}\nseeds: [0]\nablations:\n"
+                 "  - {name: algorithm, parameter: selection.seal.algorithm, replacements: [memory_efficient, auxiliary]}\n"
+                 "  - {name: schedule, parameter: selection.seal.gamma.schedule, replacements: [linear, constant]}\n")
+    grid = expand(load_plan(p))
+    by_label = {c.label: c.run_id for c in grid.cells}
+    # Algorithm 2 and the linear schedule are both the default: one run answers both cells
+    assert by_label["memory_efficient"] == by_label["linear"]
+    assert len({by_label["auxiliary"], by_label["constant"], by_label["linear"]}) == 3
+    assert len(grid.runs) == 1 + 3  # the `full` reference, then three SEAL runs
+    shared = next(r for r in grid.runs if r.run_id == by_label["linear"])
+    assert shared.overrides["selection.seal.algorithm"] == "memory_efficient"  # the first asker's overrides, as written
+
+
 # ----------------------------------------------------------------------------- runner
 
 
@@ -255,9 +270,11 @@ def test_ray_backend_runs_the_same_runs(plan_path: Path, tmp_path: Path) -> None
 
 
 @pytest.mark.parametrize(("name", "n_runs"), [
-    ("plan_seal_aux_and_gamma_schedule.md", 1 + (2 + 3) * 2),
+    # Algorithm 2 and the linear schedule are both the preset's default: one run per seed, not two
+    ("plan_seal_aux_and_gamma_schedule.md", 1 + (2 + 3 - 1) * 2),
     ("plan_seal_gamma_and_selection_ratio.md", 1 + (5 + 5) * 2),
-    ("plan_eva_shared_and_sample_ratio.md", (2 + 3) * 2),
+    # the shared creator and sample ratio 0.25 are both eva's default
+    ("plan_eva_shared_and_sample_ratio.md", (2 + 3 - 1) * 2),
 ])
 def test_cli_dry_run_lists_the_runs_of_the_example_plans(name: str, n_runs: int, tmp_path: Path,
                                                          capsys: pytest.CaptureFixture[str]) -> None:

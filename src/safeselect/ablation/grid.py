@@ -4,8 +4,9 @@ A run id is a readable slug and a short hash of everything that decides the run
 (which run function, the base preset and its file content, and the complete set
 of overrides), e.g. ``penalty-strength-0.05-s1-3fa2c91b``. Equal configs get one
 run even when two ablations ask for them (``compare``'s ``full`` *is* the
-reference run), and a changed base gives new ids, so a stale result is never
-reused. A :class:`Cell` is one (ablation, replacement, seed) of the report; it
+reference run; an override that restates the base config's value, e.g. a replacement
+naming the default, does not make a run different), and a changed base gives new ids, so
+a stale result is never reused. A :class:`Cell` is one (ablation, replacement, seed) of the report; it
 points at the run that answers it.
 """
 
@@ -17,8 +18,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from safeselect.ablation.plan import Plan, slugify
+from safeselect.ablation.plan import Plan, checked_config, slugify
+from safeselect.config.loading import get
 from safeselect.config.paths import resolve_preset
+from safeselect.errors import UserError
 
 REFERENCE_LABEL = "reference"
 
@@ -105,15 +108,40 @@ def run_dir(out_dir: str | Path, run_id: str) -> Path:
     return Path(out_dir) / "runs" / run_id
 
 
+def _differing(base: Any, overrides: dict[str, Any]) -> dict[str, Any]:
+    """``overrides`` less those that set a key of ``base`` to the value it already has."""
+    if base is None:
+        return overrides
+    out = {}
+    for key, value in overrides.items():
+        try:
+            if get(base, key) == value:
+                continue
+        except AttributeError:
+            pass
+        out[key] = value
+    return out
+
+
 def expand(plan: Plan, seeds: list[int] | None = None) -> Grid:
-    """Every run of the plan, deduplicated by config; the reference (if any) first."""
+    """Every run of the plan, deduplicated by effective config; the reference (if any) first.
+
+    A plan that replaces a part with each of its options names the default among them (Algorithm 2 beside
+    Algorithm 1, the linear schedule beside constant and exponential): that cell is the reference run, and
+    runs once, not once per ablation. The run id keeps hashing the overrides as written, so folders of an
+    earlier run of the plan resume under the same names.
+    """
     seeds = list(seeds) if seeds else list(plan.seeds)
     runs: list[RunSpec] = []
     by_hash: dict[str, str] = {}
     reference_id = None
+    try:
+        base = checked_config(plan.preset, plan.base)
+    except UserError:  # a base that does not build fails later, with its own message, when a run is made
+        base = None
 
     def add(parts: list[str], kind: str, overrides: dict[str, Any], seed: int, is_reference: bool) -> str:
-        h = config_hash(kind, plan.preset, overrides)
+        h = config_hash(kind, plan.preset, _differing(base, overrides))
         if h in by_hash:
             return by_hash[h]
         rid = make_run_id(parts, kind, plan.preset, overrides)
