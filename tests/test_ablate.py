@@ -15,10 +15,12 @@ from typing import Any
 import pytest
 
 from safeselect.ablation.grid import expand, run_dir
-from safeselect.ablation.plan import load_plan
+from safeselect.ablation.plan import load_plan, only_ablations
 from safeselect.ablation.runner import execute_run, run_plan
 from safeselect.cli.main import main
 from safeselect.core.rundir import is_complete
+from safeselect.errors import UserError
+from safeselect.reporting.ablation import build_report
 
 TESTS = Path(__file__).resolve().parent
 PLANS = TESTS.parents[1] / "shared" / "plans"
@@ -147,6 +149,35 @@ def test_a_replacement_that_restates_the_default_shares_its_run(tmp_path: Path) 
     assert len(grid.runs) == 1 + 3  # the `full` reference, then three SEAL runs
     shared = next(r for r in grid.runs if r.run_id == by_label["linear"])
     assert shared.overrides["selection.seal.algorithm"] == "memory_efficient"  # the first asker's overrides, as written
+
+
+def test_one_section_of_a_plan_now_the_rest_later_reuses_its_runs(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    p = tmp_path / "two.yaml"
+    p.write_text("name: two\nbase: {selection.method: seal}\nseeds: [0]\nablations:\n"
+                 "  - {name: algorithm, parameter: selection.seal.algorithm, replacements: [memory_efficient, auxiliary]}\n"
+                 "  - {name: gamma value, parameter: selection.seal.gamma.value, replacements: [0.1, 0.5]}\n")
+    whole = expand(load_plan(p))
+    part = only_ablations(load_plan(p), ["ALGORITHM"])
+    cut = expand(part)
+    assert {c.ablation for c in cut.cells} == {"algorithm"}
+    # the same ids as in the whole plan (the shared default run too), and only the runs its cells need
+    assert {r.run_id for r in cut.runs} == {whole.reference_id} | {c.run_id for c in cut.cells}
+    assert {r.run_id for r in cut.runs} < {r.run_id for r in whole.runs}
+    out = tmp_path / "out"
+    run_plan(part, out, workers=0, run_fn=fake_run, show_progress=False)
+    report = build_report(out, plots=False).read_text()
+    assert "Not run this time" in report and "'gamma value'" in report
+    assert "| memory_efficient" in report and "| 0.1" not in report
+    outcomes = run_plan(load_plan(p), out, workers=0, run_fn=fake_run, show_progress=False)
+    assert {o.run_id for o in outcomes if o.status == "skipped"} == {r.run_id for r in cut.runs}
+    assert "Not run this time" not in build_report(out, plots=False).read_text()
+    with pytest.raises(UserError, match="did you mean 'gamma value'"):
+        only_ablations(load_plan(p), ["gamma valu"])
+    assert main(["ablate", str(p), "--dry-run", "--ablation", "algorithm", "--out", str(tmp_path / "d")]) == 0
+    assert capsys.readouterr().out.startswith(f"{len(cut.runs)} runs (2 table cells)")
+    assert main(["ablate", str(p), "--dry-run", "--ablation", "gamma valu"]) == 2
+    assert "no ablation 'gamma valu' (did you mean 'gamma value'?)" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------- runner

@@ -160,6 +160,11 @@ def expand(plan: Plan, seeds: list[int] | None = None) -> Grid:
                 ov = {**plan.base, **r.overrides, **{k: seed for k in plan.seed_keys}}
                 rid = add([a.slug, r.label, f"s{seed}"], a.runner, ov, seed, False)
                 cells.append(Cell(a.name, a.parameter, r.label, r.value, seed, rid))
+    if plan.only is not None:  # cut after expanding the whole plan, so every run keeps its whole-plan id
+        names = {a.name for a in plan.ablations if a.slug in plan.only}
+        cells = [c for c in cells if c.ablation in names]
+        wanted = {c.run_id for c in cells} | {reference_id}
+        runs = [r for r in runs if r.run_id in wanted]
     return Grid(runs, cells, reference_id)
 
 

@@ -35,6 +35,7 @@ anything runs.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Callable
@@ -136,12 +137,13 @@ class Plan:
     reference: dict[str, Any] | None = field(default_factory=lambda: dict(DEFAULT_REFERENCE))
     notes: list[str] = field(default_factory=list)
     refused: list[Refusal] = field(default_factory=list)
+    only: list[str] | None = None  # slugs of the ablations to run (None: all); see only_ablations
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "source": self.source, "preset": self.preset, "base": self.base,
                 "seeds": self.seeds, "seed_keys": self.seed_keys, "reference": self.reference,
                 "notes": self.notes, "ablations": [a.to_dict() for a in self.ablations],
-                "refused": [r.to_dict() for r in self.refused]}
+                "refused": [r.to_dict() for r in self.refused], "only": self.only}
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -485,6 +487,19 @@ def _map_all(raws: list[dict[str, Any]], base_keys: set[str], where: str, base: 
             raise UserError(f"{at}: ablation '{ab.name}': replacement {t!r} cannot run ({why})")
         ablations.append(ab)
     return ablations, refused
+
+
+def only_ablations(plan: Plan, names: list[str]) -> Plan:
+    """``plan`` restricted to the ablations named (by section name or slug, any case).
+
+    For running one section of a long plan now and the rest later: the grid is expanded from the whole plan
+    and then cut (:func:`safeselect.ablation.grid.expand`), so each run keeps the id it has in the whole plan
+    and a later run of the whole plan into the same folder reuses it."""
+    known = {key: a for a in plan.ablations for key in (a.name.lower(), a.slug)}
+    for n in names:
+        if n.lower() not in known:
+            raise UserError(f"{plan.source}: no ablation '{n}'" + suggest(n, [a.name for a in plan.ablations]))
+    return dataclasses.replace(plan, only=[a.slug for a in plan.ablations if a.slug in {known[n.lower()].slug for n in names}])
 
 
 def load_plan(path: str | Path, overrides: dict[str, Any] | list[str] | None = None, base: str | None = None,

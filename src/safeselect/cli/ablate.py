@@ -3,6 +3,7 @@
     safeselect ablate seal_gamma_value --dry-run                 # list the runs (a shipped plan by name)
     safeselect ablate ../shared/plans/plan_seal_aux_and_gamma_schedule.md --explain
     safeselect ablate plan.md model.name=tiny-llama --seeds 0 1 --workers 2 --out runs/abl
+    safeselect ablate plan.md --ablation "gamma schedule sensitivity"  # one section of the plan
     safeselect ablate plan.yaml --backend ray --ray-address auto --ray-gpus 1   # on a Ray cluster
 
 A killed plan resumes where it stopped: finished runs are skipped.
@@ -15,7 +16,7 @@ import sys
 from pathlib import Path
 
 from safeselect.ablation.grid import describe, expand, run_dir
-from safeselect.ablation.plan import explain, load_plan, metric_lines
+from safeselect.ablation.plan import explain, load_plan, metric_lines, only_ablations
 from safeselect.ablation.runner import run_plan
 from safeselect.cli.common import add_worker_args, check_worker_args
 from safeselect.config.loading import MAX_SEED
@@ -36,6 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--base", default=None, metavar="CONFIG", help="base preset or YAML (replaces the plan's)")
     p.add_argument("--out", default=None, help="output folder (default runs/ablate/<plan name>)")
     p.add_argument("--seeds", nargs="+", type=int, default=None, help="seeds (replace the plan's)")
+    p.add_argument("--ablation", action="append", default=None, metavar="NAME",
+                   help="run only this ablation of the plan (section name or slug; repeatable); a later run of the "
+                        "whole plan into the same --out reuses its runs")
     add_worker_args(p, "runs of the plan (local backend)")
     p.add_argument("--backend", choices=("local", "ray"), default="local", help="local processes or Ray tasks")
     p.add_argument("--ray-address", default=None,
@@ -60,6 +64,8 @@ def run(args: argparse.Namespace) -> int:
         check_file(args.plan, "PLAN")  # a folder, or not UTF-8 text: one line, before the parser
     plan = load_plan(args.plan, overrides=args.overrides, base=args.base, seeds=args.seeds,
                      strict=True if args.strict else None)
+    if args.ablation:
+        plan = only_ablations(plan, args.ablation)
     out = check_out(Path(args.out) if args.out else Path("runs") / "ablate" / plan.name)
     if args.explain:
         print(explain(plan))

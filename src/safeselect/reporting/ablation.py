@@ -282,6 +282,10 @@ def build_report(out_dir: str | Path, plots: bool = True, baseline: str | None =
     ``baseline``: the replacement label every other one is paired against (default: each ablation's first)."""
     out = Path(out_dir)
     plan, grid, rows = collect(out)
+    left_out = []
+    if plan.get("only") is not None:  # `ablate --ablation NAME`: the other sections were not run this time
+        left_out = [a["name"] for a in plan["ablations"] if a["slug"] not in plan["only"]]
+        plan["ablations"] = [a for a in plan["ablations"] if a["slug"] in plan["only"]]
     write_results_csv(out, rows)
     ref_row = rows[0] if grid.reference_id else None
     n_runs = len(grid.runs)
@@ -311,6 +315,10 @@ def build_report(out_dir: str | Path, plots: bool = True, baseline: str | None =
                "against itself, so its own win rates are not reported).", ""]
     for n in plan.get("notes", []):
         md += [f"Note: {n}.", ""]
+    if left_out:
+        md += ["Not run this time (`--ablation` chose the sections above): " +
+               ", ".join(f"'{n}'" for n in left_out) + "; running the whole plan into this folder adds them and "
+               "reuses these runs.", ""]
     not_run = [f"- section '{r['name']}'" + (f" (line {r['line']})" if r.get("line") else "") + f": {r['reason']}"
                for r in plan.get("refused", [])]
     not_run += [f"- '{a['name']}', replacement {t!r}: {why}" for a in plan["ablations"] for t, why in a.get("skipped", [])]
