@@ -77,6 +77,9 @@ def run(args: argparse.Namespace) -> int:
             print(("  done  " if is_complete(run_dir(out, r.run_id)) else "  todo  ") + line)
         if not args.explain:
             for a in plan.ablations:
+                if plan.only is not None and a.slug not in plan.only:
+                    print(f"ablation '{a.name}': not run now (--ablation)")
+                    continue
                 flagged = [ln for ln in metric_lines(plan, a) if "FLAGGED" in ln]
                 low = "  [LOW CONFIDENCE: see --explain]" if a.low_confidence else ""
                 print(f"ablation '{a.name}' -> {a.parameter}{low}")
