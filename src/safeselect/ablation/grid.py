@@ -127,8 +127,8 @@ def expand(plan: Plan, seeds: list[int] | None = None) -> Grid:
     """Every run of the plan, deduplicated by effective config; the reference (if any) first.
 
     A plan that replaces a part with each of its options names the default among them (Algorithm 2 beside
-    Algorithm 1, the linear schedule beside constant and exponential): that cell is the reference run, and
-    runs once, not once per ablation. The run id keeps hashing the overrides as written, so folders of an
+    Algorithm 1, the linear schedule beside constant and exponential): those cells are one run per seed,
+    not one per ablation that names them. The run id keeps hashing the overrides as written, so folders of an
     earlier run of the plan resume under the same names.
     """
     seeds = list(seeds) if seeds else list(plan.seeds)

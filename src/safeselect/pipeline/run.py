@@ -496,22 +496,29 @@ def _seed_cell(cfg: ExperimentConfig, seed: int, out: str) -> int:
 
 def _seeds_in_workers(cfg: ExperimentConfig, out: Path, seeds: list[int], workers: int, threads: int | None,
                       show_progress: bool) -> None:
-    from concurrent.futures import as_completed
+    from concurrent.futures import FIRST_COMPLETED, wait
 
     from tqdm import tqdm
 
     aligned_dir(cfg, preflight(cfg), show_progress=show_progress)  # once, here, before the workers start
-    bar = tqdm(total=len(seeds), desc=f"seeds ({workers} workers)", unit="seed", disable=not show_progress)
+    # The workers draw no bars (two would garble one terminal); this one counts finished (seed, method)
+    # folders, polled, so an hour-long comparison shows where it is.
+    cells = [out / f"s{s}" / m for s in seeds for m in cfg.compare]
+    bar = tqdm(total=len(cells), desc=f"cells ({len(seeds)} seeds, {workers} workers)", unit="cell",
+               disable=not show_progress)
     errors: list[BaseException] = []
     with worker_threads(threads), process_pool(min(workers, len(seeds))) as ex:
-        futs = {ex.submit(_seed_cell, cfg, s, str(out)): s for s in seeds}
-        for fut in as_completed(futs):
-            try:
-                fut.result()
-            except Exception as e:  # the other seeds go on; the first failure is raised when all are done
-                errors.append(e)
-                bar.write(f"seed {futs[fut]} failed: {e}")
-            bar.update(1)
+        pending = {ex.submit(_seed_cell, cfg, s, str(out)): s for s in seeds}
+        while pending:
+            done, _ = wait(pending, timeout=10.0, return_when=FIRST_COMPLETED)
+            for fut in done:
+                seed = pending.pop(fut)
+                try:
+                    fut.result()
+                except Exception as e:  # the other seeds go on; the first failure is raised when all are done
+                    errors.append(e)
+                    bar.write(f"seed {seed} failed: {e}")
+            bar.update(sum(map(is_complete, cells)) - bar.n)
     bar.close()
     if errors:
         raise errors[0]

@@ -316,7 +316,7 @@ def build_report(out_dir: str | Path, plots: bool = True, baseline: str | None =
     for n in plan.get("notes", []):
         md += [f"Note: {n}.", ""]
     if left_out:
-        md += ["Not run this time (`--ablation` chose the sections above): " +
+        md += ["Not run this time (`--ablation` chose the sections reported here): " +
                ", ".join(f"'{n}'" for n in left_out) + "; running the whole plan into this folder adds them and "
                "reuses these runs.", ""]
     not_run = [f"- section '{r['name']}'" + (f" (line {r['line']})" if r.get("line") else "") + f": {r['reason']}"
