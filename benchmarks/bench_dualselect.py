@@ -24,6 +24,10 @@ hits them alike:
 
 Targets from the issue: (2) at most 1.25x a plain step, (3) at most 2.5x.
 
+``--shared-prefix 24`` gives every row the same first 24 tokens, as SmolLM2's chat template does: the plain
+step then runs them once per batch (issue #13's shared-prefix pass), while per-example gradients run every row
+apart, so the ratios are those of a real chat-data cell.
+
     flock /tmp/heavy.lock python benchmarks/bench_dualselect.py [--write FRAGMENT.md]   # a markdown section for docs/results.md
 """
 
@@ -56,13 +60,17 @@ def build(model_name: str, device: str, r: int, targets: list[str], seed: int) -
     return model, tok
 
 
-def make_batch(vocab: int, rows: int, tokens: int, prompt: int, seed: int, device: str) -> dict[str, Any]:
+def make_batch(vocab: int, rows: int, tokens: int, prompt: int, seed: int, device: str,
+               shared: int = 0) -> dict[str, Any]:
+    """Random rows; the first ``shared`` tokens the same in every row (a chat template's system prompt), so
+    plain SFT takes its shared-prefix pass as on real chat data."""
     import torch
 
     gen = torch.Generator().manual_seed(seed)
     ids = torch.randint(0, vocab, (rows, tokens), generator=gen)
+    ids[:, :shared] = ids[0, :shared]
     labels = ids.clone()
-    labels[:, :prompt] = -100
+    labels[:, :max(prompt, shared)] = -100
     return {"input_ids": ids.to(device), "attention_mask": torch.ones_like(ids).to(device),
             "labels": labels.to(device)}
 
@@ -87,6 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--refresh-repeats", type=int, default=2)
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
+    ap.add_argument("--shared-prefix", type=int, default=0,
+                    help="tokens every row starts with (SmolLM2's chat template: 24); plain SFT then runs them once "
+                         "per batch, DualSelect's per-example gradients once per row")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--write", default=None, help="write the results as a markdown fragment here")
     args = ap.parse_args(argv)
@@ -107,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()
     model, tok = build(args.model, device, args.lora_r, args.targets, args.seed)
     vocab = model.get_input_embeddings().weight.shape[0]
-    batch = make_batch(vocab, args.rows, args.tokens, args.tokens // 4, args.seed, device)
+    batch = make_batch(vocab, args.rows, args.tokens, args.tokens // 4, args.seed, device, args.shared_prefix)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-6)  # tiny lr: timings must not depend on a drifting model
     ds = DualSelectConfig()
@@ -149,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
             times[name].append(timed(fn, sync))
 
     # Refresh over a pool of references (same shape as the task rows).
-    pool = make_batch(vocab, args.refs, args.tokens, args.tokens // 4, args.seed + 1, device)
+    pool = make_batch(vocab, args.refs, args.tokens, args.tokens // 4, args.seed + 1, device, args.shared_prefix)
     d = torch.randn(n_params, generator=torch.Generator().manual_seed(2)).to(device)
 
     def chunks() -> Any:
@@ -198,7 +209,9 @@ def main(argv: list[str] | None = None) -> int:
     head = [
         "## DualSelect cost (benchmarks/bench_dualselect.py)", "",
         f"`{args.model}`, LoRA r{args.lora_r} on {'/'.join(args.targets)} ({n_params:,} trainable parameters), "
-        f"{args.rows} rows x {args.tokens} tokens, float32, device `{device}` ({cpu}, {torch.get_num_threads()} "
+        f"{args.rows} rows x {args.tokens} tokens"
+        + (f" ({args.shared_prefix} shared by every row, learned from position {max(args.tokens // 4, args.shared_prefix)})"
+           if args.shared_prefix else "") + f", float32, device `{device}` ({cpu}, {torch.get_num_threads()} "
         f"torch threads, torch {torch.__version__}); median of {args.repeats} (refresh: {args.refresh_repeats}) "
         f"interleaved repeats. Load average before / after: {load_before[0]:.1f} / {load_after[0]:.1f} "
         f"on {os.cpu_count()} cores (a shared machine: other jobs run beside this one).", "",

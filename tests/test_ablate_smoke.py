@@ -54,3 +54,5 @@ def test_shipped_plans_run_on_tiny_llama(tmp_path: Path) -> None:
         assert f"`{metric}`" in md, (name, md)
         assert md.count(" | 1/1 | ") == n_rows + (grid.reference_id is not None)
         assert list((out / "plots").glob("*.png"))
+        if name.startswith("seal_"):  # whatever the plan names, safety is shown and paired per prompt
+            assert "`safety.builtin.refusal.harmful_rate` ↓ |" in md and "Paired against" in md, (name, md)

@@ -44,6 +44,9 @@ from safeselect.reporting.html import write_html
 from safeselect.reporting.plots import plot_metric
 
 DEFAULT_METRICS = ["harmful rate", "win rate", "accuracy", "over refusal"]
+# Shown under every ablation whatever its plan asks for (a plan written for a paper may name only win rates):
+# the per-prompt figures that decide "safer / worse / no detectable difference" in the paired section.
+ALWAYS_METRICS = ["harmful rate", "over refusal", "accuracy"]
 _BASE_COLUMNS = ["run_id", "ablation", "parameter", "replacement", "value", "seed", "status", "run.wall_s"]
 _NEEDS = {
     "win_rate.arenahard": "needs the llm judge and benchmarks.arenahard_questions/arenahard_baseline",
@@ -202,6 +205,8 @@ def ablation_table(ablation: dict[str, Any], rows: list[dict[str, Any]], ref_row
     mine = [r for r in rows if r["ablation"] == ablation["name"]]
     names = {k for r in mine + ([ref_row] if ref_row else []) if r["status"] == "complete" for k in r}
     cols, missing = _metric_columns(specs, names)
+    always, _ = _metric_columns([map_metric(m) for m in ALWAYS_METRICS], names)  # absent ones are not "missing"
+    cols += [c for c in always if c[1] not in {m for _, m in cols}]
     labels = [rep["label"] for rep in ablation["replacements"]]
     values: dict[str, dict[str, list[float]]] = {
         m: {lab: [v for r in mine if r["replacement"] == lab and r["status"] == "complete"
