@@ -88,11 +88,15 @@ def test_ablation_report_pairs_every_replacement_and_shows_headroom(tmp_path: Pa
     assert "Paired against `random`" in md  # the first replacement by default
     assert "| full | `safety.builtin.refusal.harmful_rate` | +0.50 [" in md
     assert "| oracle | `safety.builtin.refusal.harmful_rate` | -0.50 [" in md
-    rows = {line.split(" | ")[0][2:]: line.split(" | ")[3] for line in md.splitlines()
-            if line.startswith("| ") and " | `safety" in line and line.count(" | ") == 4}
+    # the paired rows: | run | figure | difference | verdict | smallest detectable |
+    rows = {cols[0][2:]: cols[3] for line in md.splitlines() for cols in [line.split(" | ")]
+            if line.startswith("| ") and len(cols) == 5 and cols[1].startswith("`safety")}
     assert rows == {"oracle": "better", "full": "worse", "seal": "no detectable difference"}
     # the seed-and-prompt interval of a per-prompt figure: seal at 0.25, 0.5, 0.5 over the three seeds
     assert "| seal | 'seal' | 3/3 | 0.417 [" in md
+    # over-refusal is shown and paired although the plan names only the harmful rate
+    assert "`overrefusal.lookalike.refusal_rate` ↓ |" in md
+    assert "| seal | `overrefusal.lookalike.refusal_rate` | +0.00 [" in md
     assert "Headroom (`full` - `oracle`, paired): `safety.builtin.refusal.harmful_rate` +1.00 [+1.00, +1.00]" in md
     # a named baseline
     md = build_report(out, plots=False, baseline="oracle").read_text()
