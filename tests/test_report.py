@@ -188,3 +188,11 @@ def test_run_reports_describe_the_level_mix() -> None:
     # erosion has no harmful rows: its mix is the eroding share
     assert data_desc(loading.load("quickstart", ["data.difficulty=erosion", "data.erosion_ratio=0.3"])) == (
         "`builtin` (erosion, eroding share 0.3, no harmful rows)")
+
+
+def test_rows_of_a_folder_report_frame_the_methods() -> None:
+    from safeselect.reporting.runs import _order
+
+    names = ["seal", "loss", "dsir", "full", "aligned", "random", "oracle", "dualselect"]
+    assert _order(names) == ["aligned", "oracle", "full", "random", "loss", "dsir", "dualselect", "seal"]
+    assert _order(["seal", "full", "b"]) == ["full", "b", "seal"]

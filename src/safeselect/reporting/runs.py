@@ -148,9 +148,14 @@ def _seed_folders(out: Path) -> dict[int, Path]:
     return dict(sorted(found.items()))
 
 
+# The rows that frame a comparison, in this order, before the methods: start, floor, ceiling, then the
+# baseline and the floor every method must beat (the order of the tables in docs/results.md).
+_FRAME = ("aligned", "oracle", "full", "random", "loss")
+
+
 def _order(names: list[str]) -> list[str]:
-    """``aligned`` and ``full`` first, then the rest by name."""
-    return sorted(names, key=lambda n: (n not in ("aligned", "full"), n != "aligned", n))
+    """``aligned``, ``oracle``, ``full``, ``random``, ``loss`` first (those present), then the rest by name."""
+    return sorted(names, key=lambda n: (_FRAME.index(n) if n in _FRAME else len(_FRAME), n))
 
 
 def _saved_cfg(run: Path, baseline: str | None) -> ExperimentConfig:
@@ -172,7 +177,7 @@ def runs_report(out_dir: str | Path, win_rates: bool = True, with_results: bool 
     """report.md for a folder of finished runs (a `compare` run, plus any run written into it later), or of a
     comparison over seeds (``s<seed>/<run>`` subfolders).
 
-    Rows: ``aligned`` and ``full`` first, then the rest by name. Settings that differ between the runs
+    Rows: ``aligned``, ``oracle``, ``full``, ``random``, ``loss`` first, then the rest by name. Settings that differ between the runs
     outside ``selection`` are listed under the table: those rows are not like-for-like.
     ``with_results``: return (text, {run: metrics}) instead of the text.
     """
