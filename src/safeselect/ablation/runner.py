@@ -142,9 +142,6 @@ def check_components(grid: Grid) -> None:
 
 def _local(specs: list[RunSpec], out_dir: Path, reference_dir: str | None, run_fn: RunFn | None, workers: int,
            show_progress: bool, on_done: Callable[[dict[str, Any]], None], threads: int | None = None) -> None:
-    if threads and workers > 0:
-        with worker_threads(threads):
-            return _local(specs, out_dir, reference_dir, run_fn, workers, show_progress, on_done)
     if workers <= 0:
         for s in specs:
             on_done(execute_run(s.to_dict(), str(out_dir), reference_dir, run_fn, show_progress, "in-process"))
@@ -153,7 +150,7 @@ def _local(specs: list[RunSpec], out_dir: Path, reference_dir: str | None, run_f
     from concurrent.futures.process import BrokenProcessPool
 
     quiet = show_progress and workers == 1
-    with process_pool(workers) as ex:
+    with worker_threads(threads), process_pool(workers) as ex:
         futs = {ex.submit(execute_run, s.to_dict(), str(out_dir), reference_dir, run_fn, quiet, "local"): s
                 for s in specs}
         for fut in as_completed(futs):
