@@ -124,9 +124,9 @@ def test_shared_prefix_pass_gives_the_same_losses_and_gradients(tiny):
     keep = losses.learned_positions(batch["labels"])
     model.train()
     assert losses._prefix_cache(model, batch, keep)[0] > 0  # training without dropout shares the prefix
-    model.gradient_checkpointing_enable()
+    model.activation_checkpointing_enable()
     assert losses._prefix_cache(model, batch, keep) == (0, None), "checkpointing keeps no cache"
-    model.gradient_checkpointing_disable()
+    model.activation_checkpointing_disable()
     model.config.attention_dropout = 0.1
     assert losses._prefix_cache(model, batch, keep) == (0, None), "dropout: every row draws its own mask"
     model.config.attention_dropout = 0.0

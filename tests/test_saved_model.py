@@ -147,3 +147,18 @@ def test_python_dash_m_safeselect(tmp_path):
 
     proc = subprocess.run([sys.executable, "-m", "safeselect", "--help"], capture_output=True, text=True)
     assert proc.returncode == 0 and "export" in proc.stdout
+
+
+def test_checkpointed_lora_model_loads_and_wraps_without_deprecation_warnings():
+    """transformers 5 renamed gradient checkpointing's switch and flag; neither our code nor peft's wrap warns."""
+    import warnings
+
+    from safeselect.config.schema import LoraConfig, ModelConfig
+    from safeselect.models import add_lora, load_model
+    from safeselect.training.losses import checkpointing_active
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        model, _ = load_model("tiny-llama", model_cfg=ModelConfig(name="tiny-llama", gradient_checkpointing=True))
+        wrapped = add_lora(model, LoraConfig(r=4, alpha=8))
+        assert checkpointing_active(wrapped)

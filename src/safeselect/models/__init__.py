@@ -7,7 +7,7 @@ from typing import Any
 
 from safeselect.config.schema import LoraConfig, ModelConfig
 from safeselect.errors import UserError, suggest
-from safeselect.models.saved import load_saved, save_model  # noqa: F401 - re-exported: models.save_model
+from safeselect.models.saved import load_saved, peft_quiet, save_model  # noqa: F401 - re-exported: models.save_model
 from safeselect.registry import registry
 
 
@@ -38,7 +38,9 @@ def load_model(name: str, model_cfg: ModelConfig | None = None, device: str = "c
     if model_cfg is not None:
         apply_chat_settings(tok, model_cfg)
     if model_cfg is not None and model_cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+        # transformers 5 renamed the switch; the old name still works there but warns on every load.
+        enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+        enable()
         model.config.use_cache = False
     return model, tok
 
@@ -200,7 +202,8 @@ def add_lora(model: Any, lora_cfg: LoraConfig, adapter_name: str = "default") ->
         raise UserError(f"model.lora.target_modules {lora_cfg.target_modules} match no module of this model")
     pcfg = PeftLoraConfig(r=lora_cfg.r, lora_alpha=lora_cfg.alpha, lora_dropout=lora_cfg.dropout,
                           target_modules=targets, task_type="CAUSAL_LM", bias="none")
-    return get_peft_model(model, pcfg, adapter_name=adapter_name)
+    with peft_quiet():
+        return get_peft_model(model, pcfg, adapter_name=adapter_name)
 
 
 def merge_lora(model: Any) -> Any:

@@ -15,6 +15,9 @@ safetensors weights with the adapter folded in, for ``AutoModelForCausalLM``.
 from __future__ import annotations
 
 import json
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +28,18 @@ MODEL_DIR = "model"
 BASE_DIR = "base"
 MERGED_DIR = "merged"
 ADAPTER_CONFIG = "adapter_config.json"
+
+
+@contextmanager
+def peft_quiet() -> Iterator[None]:
+    """Silence the one deprecation warning peft triggers on every wrap under transformers 5.
+
+    peft reads ``model.is_gradient_checkpointing`` (renamed ``is_activation_checkpointing``) when it
+    wraps a model; the warning is about peft's code, not the user's, and fired once per cell.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.* is deprecated", category=FutureWarning)
+        yield
 
 
 def save_model(model: Any, tok: Any, out_dir: str | Path, keep: tuple[str, ...] = (), **save_kwargs: Any) -> None:
@@ -126,7 +141,8 @@ def load_saved(path: str | Path, dtype: str = "float32", device: str = "cpu", me
             base = AutoModelForCausalLM.from_pretrained(base_ref, dtype=torch_dtype)
         except OSError as e:
             raise UserError(f"cannot load base model '{base_ref}': {str(e).splitlines()[0]}") from None
-        model = PeftModel.from_pretrained(base, str(path))
+        with peft_quiet():
+            model = PeftModel.from_pretrained(base, str(path))
         if merge:
             model = model.merge_and_unload()
     else:

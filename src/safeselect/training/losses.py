@@ -65,6 +65,16 @@ def _active_dropout(model: Any) -> bool:
     return any(v > 0 for v in probs) or any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules())
 
 
+def checkpointing_active(model: Any) -> bool:
+    """Whether activation (gradient) checkpointing is on for ``model`` (a PEFT wrapper is looked through)."""
+    # transformers 5 renamed the flag; read the new name first so the old one's deprecation warning never fires.
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    flag = getattr(base, "is_activation_checkpointing", None)
+    if flag is None:
+        flag = getattr(base, "is_gradient_checkpointing", False)
+    return bool(flag)
+
+
 def _prefix_cache(model: Any, batch: dict[str, Any], keep: Any) -> tuple[int, Any]:
     """(P, a KV cache of the batch's shared first P tokens computed once and broadcast to every row), or
     (0, None) when sharing does not apply: no shared prefix of 2+ tokens before the first learned
@@ -76,7 +86,7 @@ def _prefix_cache(model: Any, batch: dict[str, Any], keep: Any) -> tuple[int, An
         return 0, None
     p = min(shared_prefix_length(ids), int(keep.min()))
     if p < 2 or ids.shape[0] < 2 or not bool(mask[:, :p].all()) or _active_dropout(model) \
-            or (model.training and getattr(model, "is_gradient_checkpointing", False)):  # no cache is kept then
+            or (model.training and checkpointing_active(model)):  # no cache is kept then
         return 0, None
     out = model(input_ids=ids[:1, :p], attention_mask=mask[:1, :p], use_cache=True, logits_to_keep=1)
     cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)

@@ -40,7 +40,7 @@ from collections.abc import Callable
 from typing import Any
 
 from safeselect.errors import UserError, suggest
-from safeselect.training.losses import learned_positions, per_row_loss, rows_apart
+from safeselect.training.losses import checkpointing_active, learned_positions, per_row_loss, rows_apart
 
 METHODS = ("auto", "hooks", "vmap", "loop")
 
@@ -85,7 +85,7 @@ def resolve_method(model: Any, method: str = "auto") -> str:
     """The concrete method ``auto`` stands for on this model (see the module docstring)."""
     if method not in METHODS:
         raise UserError(f"unknown per-example gradient method '{method}'{suggest(method, list(METHODS))}")
-    checkpointing = _checkpointing(model)
+    checkpointing = checkpointing_active(model)
     if method != "auto":
         if checkpointing and method != "loop":
             # Recomputed activations are not the ones hooks captured, and vmap cannot trace the recomputation.
@@ -95,15 +95,6 @@ def resolve_method(model: Any, method: str = "auto") -> str:
     if checkpointing:
         return "loop"
     return "hooks" if _linear_owners(model) is not None else "vmap"
-
-
-def _checkpointing(model: Any) -> bool:
-    # transformers 5 renamed the flag; read the new name first so the old one's deprecation warning never fires.
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    flag = getattr(base, "is_activation_checkpointing", None)
-    if flag is None:
-        flag = getattr(base, "is_gradient_checkpointing", False)
-    return bool(flag)
 
 
 def per_example_grads(model: Any, batch: dict[str, Any], loss_fn: LossFn | None = None, method: str = "auto",
