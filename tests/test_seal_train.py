@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 
 import numpy as np
@@ -195,6 +196,44 @@ def test_row_ids_survive_shuffle_and_filter(tmp_path, monkeypatch):
     assert out.info["logits_from"] == str(tmp_path)
 
 
+def test_the_same_selector_training_is_reused_at_another_ratio_and_retrained_when_an_input_changes(
+        tmp_path, monkeypatch):
+    task, safe = make_rows(10, 6, 3)
+    _, tok = load_model("tiny-llama")
+    monkeypatch.setattr("safeselect.selection.seal.per_row_loss", _marker_loss(tok))
+    trained = []
+
+    def load(name):
+        trained.append(name)
+        return load_model("tiny-llama")
+
+    def run(out: str, model_id: str = "aligned-A", rows=task, **over):
+        cfg = loading.build({"device": "cpu", "model.name": "tiny-llama", "model.max_length": 48, "model.lora.r": 4,
+                             "model.lora.alpha": 8, "selection.method": "seal", "selection.seal.batch_size": 16,
+                             "selection.seal.epochs": 1, "selection.ratio": 0.5, **over})
+        ctx = context_for(cfg, rows, safe, tmp_path / out, method="seal", load_model=load,
+                          model_id=lambda name=None: model_id, show_progress=False)
+        return seal.select(ctx)
+
+    first = run("a")
+    assert len(trained) == 1 and "selector_reused" not in first.info
+    other_ratio = run("b", **{"selection.ratio": 0.8, "selection.budget": "rows"})
+    assert len(trained) == 1, "another cut of the same training: no model loaded, no training"
+    assert other_ratio.scores == first.scores
+    assert other_ratio.kept == budget_mask(first.scores, 0.8, "rows").tolist()
+    assert other_ratio.info["selector_reused"] and (tmp_path / "b" / seal.LOGITS_FILE).exists()
+    assert other_ratio.info["history"] == first.info["history"]
+
+    run("c", **{"selection.seal.selector_lr": 0.05})  # a knob of the training
+    run("d", model_id="aligned-B")  # another starting model
+    run("e", rows=[*task[:-1], dataclasses.replace(task[-1], response=task[-1].response + " more")])  # one row
+    run("f", **{"selection.seed": 7})
+    run("g", **{"selection.seal.reuse": False})
+    assert len(trained) == 6
+    run("h", **{"selection.seal.selector_lr": 0.05, "selection.ratio": 0.3})
+    assert len(trained) == 6, "the changed training, once stored, is reused too"
+
+
 def test_empty_safe_set_is_a_user_error():
     task, _ = make_rows(4, 0, 2)
     model, tok = load_model("tiny-llama")
@@ -226,3 +265,23 @@ def test_planted_harmful_rows_lose_weight_and_mostly_fall_outside_the_kept_set()
     assert run.history[-1]["mean_weight_harmful"] < run.history[0]["mean_weight_harmful"]
     kept = budget_mask(run.logits, 0.8, "rows")
     assert (kept & harm).sum() <= harm.sum() // 2  # most planted rows are dropped (random keeps ~80%)
+
+
+def test_seal_with_safeinstr_on_top_or_another_ratio_reuses_the_selector_through_the_pipeline(tmp_path):
+    from conftest import TINY
+
+    from safeselect.cli.main import main
+    from safeselect.core.rundir import RunDir
+
+    base = ["select", "quickstart", *TINY, "selection.method=seal", "selection.seal.epochs=1", "--quiet"]
+    assert main([*base, "--out", str(tmp_path / "a")]) == 0
+    assert main([*base, "selection.safeinstr.count=2", "selection.ratio=0.5", "--out", str(tmp_path / "b")]) == 0
+    first, again = (RunDir(tmp_path / d).read_metrics() for d in ("a", "b"))
+    assert "selection.info.selector_reused" not in first
+    assert again["selection.info.selector_reused"]
+    assert again["selection.added"] == 2 and again["selection.kept"] < first["selection.kept"]
+    # what the reuse stands for: training again gives these very logits
+    assert main([*base, "selection.seal.reuse=false", "selection.ratio=0.5", "--out", str(tmp_path / "c")]) == 0
+    assert "selection.info.selector_reused" not in RunDir(tmp_path / "c").read_metrics()
+    logits = [(tmp_path / d / seal.LOGITS_FILE).read_bytes() for d in "abc"]
+    assert logits[0] == logits[1] == logits[2]

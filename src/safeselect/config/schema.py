@@ -215,6 +215,9 @@ class SealConfig:
                                    "its trained logits (matched by row id) instead of training the selector again, "
                                    "e.g. to re-cut at another selection.ratio or budget",
                                    aliases=("saved selector", "selector logits"))
+    reuse: bool = knob(True, help="reuse the logits of an earlier selector training with the same inputs (rows, "
+                       "starting model, this section, seed, threads, code), kept in the cache, at any "
+                       "selection.ratio or budget; false always trains", aliases=("reuse selector", "selector cache"))
     gamma: GammaConfig = section(GammaConfig, "penalty schedule", aliases=("gamma", "penalty"))
 
 

@@ -160,6 +160,18 @@ def load_aligned(cfg: ExperimentConfig, bundle: Bundle | None = None, model_name
     return load_model(str(path) if path else (model_name or cfg.model.name), cfg.model, device=cfg.device)
 
 
+def model_identity(cfg: ExperimentConfig, bundle: Bundle, model_name: str | None = None) -> str:
+    """What :func:`load_aligned` loads, as a string that changes when its weights do: the aligned model's cache
+    folder (named by a hash of its alignment), else the model's name, with the files' sizes and times when it
+    is a local folder, and the dtype it is loaded in."""
+    path = aligned_dir(cfg, bundle, model_name)
+    name = str(path) if path else (model_name or cfg.model.name)
+    local = Path(name)
+    files = sorted((f.name, f.stat().st_size, int(f.stat().st_mtime)) for f in local.iterdir() if f.is_file()) \
+        if local.is_dir() else []
+    return json.dumps([name, files, cfg.model.dtype])
+
+
 def select(cfg: ExperimentConfig, bundle: Bundle, out_dir: Path, show_progress: bool = True,
            tracker: Any = None) -> Any:
     """Run the configured selector (plus SafeInstr demonstrations when asked) and return its Selection."""
@@ -177,6 +189,7 @@ def select(cfg: ExperimentConfig, bundle: Bundle, out_dir: Path, show_progress: 
     ctx = context_for(
         cfg, bundle.task, bundle.safety_ref, out_dir,
         load_model=lambda name=None: load_aligned(cfg, bundle, name),
+        model_id=lambda name=None: model_identity(cfg, bundle, name),
         response_tokens=response_token_counts(tok, bundle.task),
         judge=_judge, show_progress=show_progress,
         checkpoint_dir=out_dir / CHECKPOINTS, checkpoint_every=cfg.checkpoint.every_steps, tracker=tracker,
@@ -185,6 +198,16 @@ def select(cfg: ExperimentConfig, bundle: Bundle, out_dir: Path, show_progress: 
     if cfg.selection.safeinstr.count > 0 and cfg.selection.method != "safeinstr":
         selection = augment(selection, ctx)
     return selection, ctx
+
+
+def selection_metrics(selection: Any, bundle: Bundle, ctx: Any) -> dict[str, Any]:
+    """The ``selection.*`` figures of a run: budget and ground-truth counts, rows added on top, the selector's
+    own scalar facts (``selection.info.*``: its algorithm, times, a reused selector's source)."""
+    stats = budget_stats(selection.kept, bundle.task, ctx.response_tokens, selection.scores)
+    metrics = {f"selection.{k}": v for k, v in stats.items()}
+    metrics["selection.added"] = len(selection.added)
+    metrics.update({f"selection.info.{k}": v for k, v in selection.info.items() if isinstance(v, (int, float, str, bool))})
+    return metrics
 
 
 def select_only(cfg: ExperimentConfig, out: Path, show_progress: bool = True) -> dict[str, Any]:
@@ -201,8 +224,7 @@ def select_only(cfg: ExperimentConfig, out: Path, show_progress: bool = True) ->
             run.write_config(loading.to_yaml(cfg))
         aligned_dir(cfg, bundle, show_progress=show_progress)
         selection, ctx = select(cfg, bundle, out, show_progress)
-        stats = {f"selection.{k}": v
-                 for k, v in budget_stats(selection.kept, bundle.task, ctx.response_tokens, selection.scores).items()}
+        stats = selection_metrics(selection, bundle, ctx)
         if main:
             run.write_jsonl(RunDir.SELECTION, selection.records(bundle.task))
             # Not marked complete: a selection alone is not a finished run (`run` into this folder goes on).
@@ -216,7 +238,8 @@ def select_only(cfg: ExperimentConfig, out: Path, show_progress: bool = True) ->
 
 # Labels and bookkeeping, not settings: a finished run is reused whatever they say.
 _DRIFT_IGNORED = ("name", "compare", "seeds", "baseline", "finetune.merge", "checkpoint.every_steps",
-                  "tracking.report_to", "tracking.project", "tracking.log_every")
+                  "tracking.report_to", "tracking.project", "tracking.log_every",
+                  "selection.seal.reuse")  # reused logits are the logits a new training gives (tested)
 
 
 def drift_ignored(cfg: ExperimentConfig) -> tuple[str, ...]:
@@ -338,11 +361,7 @@ def _run_locked(cfg: ExperimentConfig, out: Path, bundle: Bundle, meter: Any, st
             selection, ctx = select(cfg, bundle, out, show_progress, tracker=tracker)
         if main:
             run.write_jsonl(run.SELECTION, selection.records(bundle.task))
-        stats = budget_stats(selection.kept, bundle.task, ctx.response_tokens, selection.scores)
-        metrics.update({f"selection.{k}": v for k, v in stats.items()})
-        metrics["selection.added"] = len(selection.added)
-        metrics.update({f"selection.info.{k}": v for k, v in selection.info.items()
-                        if isinstance(v, (int, float, str, bool))})
+        metrics.update(selection_metrics(selection, bundle, ctx))
         with meter.stage("train"):
             model, tok, train_metrics = finetune(cfg, bundle, selection, out, show_progress, tracker)
         metrics.update(train_metrics)

@@ -41,6 +41,8 @@ class SelectionContext:
     out_dir: Path
     shared: dict[str, Any] = field(default_factory=dict)
     load_model: Callable[[str | None], tuple[Any, Any]] | None = None
+    # What ``load_model(name)`` would load, as a string that changes when the weights do (a cache key part).
+    model_id: Callable[[str | None], str] | None = None
     response_tokens: list[int] | None = None
     judge: Callable[[list[Row], list[str]], list[bool]] | None = None  # flags harmful responses
     show_progress: bool = True

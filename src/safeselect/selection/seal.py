@@ -44,6 +44,8 @@ from safeselect.core.io import read_json, write_json
 from safeselect.core.rows import Row
 from safeselect.errors import UserError, suggest
 from safeselect.models import add_lora
+from safeselect.registry import registry
+from safeselect.selection import selector_cache
 from safeselect.selection.base import Selection, SelectionContext, budget_mask
 from safeselect.selection.schedules import gamma_at, mixing_weight
 from safeselect.training.batching import length_grouped
@@ -56,6 +58,7 @@ ACTIVATIONS = ("softmax", "sigmoid", "tanh", "relu")
 AUX_ADAPTER = "seal_aux"
 LOGITS_FILE = "selector.safetensors"
 META_FILE = "selector.json"
+SELECTOR_FILES = (LOGITS_FILE, META_FILE)
 
 # --------------------------------------------------------------------------- the maths (pure, exact-tested)
 
@@ -576,6 +579,19 @@ def select(ctx: SelectionContext) -> Selection:
         return sel
     if ctx.load_model is None:
         raise UserError("seal needs a model to train its selector: run it through the pipeline")
+    key = _cache_key(ctx) if seal.reuse else None
+    hit = selector_cache.cached(key, SELECTOR_FILES)
+    if hit is not None:  # the same training ran before (another ratio, or SEAL without SafeInstr): its logits
+        selector_cache.copy_into(hit, Path(ctx.out_dir), SELECTOR_FILES)
+        sel = load_selection(ctx.out_dir, ratio, budget, ctx.response_tokens, row_ids=[r.row_id for r in ctx.task])
+        meta = read_json(Path(ctx.out_dir) / META_FILE)
+        sel.info.update({
+            "selector_model": meta.get("selector_model"), "selector_reused": str(hit),
+            # the reused training's own times (this run spent none on it; resources.selection_s says so)
+            "selector_epoch_s": meta.get("epoch_s"), "selector_epoch_s_mean": float(np.mean(meta.get("epoch_s") or [0])),
+            "selector_setup_s": meta.get("setup_s"), "history": meta.get("history"),
+        })
+        return sel
     model, tok = ctx.load_model(seal.selector_model)
     device = ctx.value("device")
     acc = make_accelerator(cpu=True if device == "cpu" else (False if device == "cuda" else None))
@@ -591,6 +607,7 @@ def select(ctx: SelectionContext) -> Selection:
     if run.main_process:
         save_selector(ctx.out_dir, run, seal, model_name=ctx.value("model.name"), lora=ctx.value("model.lora"),
                       max_length=ctx.value("model.max_length"), seed=ctx.value("seed"))
+        selector_cache.store(key if run.world_size == 1 else None, Path(ctx.out_dir), SELECTOR_FILES)
     sel = _selection(run.row_ids, run.logits, seal.activation, ratio, budget, ctx.response_tokens)
     sel.info.update({
         "algorithm": seal.algorithm, "selector_model": seal.selector_model or ctx.value("model.name"),
@@ -599,6 +616,17 @@ def select(ctx: SelectionContext) -> Selection:
         "peak_gpu_memory_mb": run.peak_gpu_memory_mb, "selector_file": str(Path(ctx.out_dir) / LOGITS_FILE),
     })
     return sel
+
+
+def _cache_key(ctx: SelectionContext) -> str | None:
+    """The selector cache key of this context (None without a model identity, e.g. outside the pipeline)."""
+    if ctx.model_id is None:
+        return None
+    seal = ctx.selection.seal
+    shared = {k: ctx.value(k) for k in registry("selectors").entry("seal").shared}
+    return selector_cache.selector_key(seal=seal, task=ctx.task, safety_ref=ctx.safety_ref,
+                                       model_id=ctx.model_id(seal.selector_model), shared=shared,
+                                       selection_seed=ctx.selection.seed)
 
 
 def _selection(row_ids: list[str], logits: np.ndarray, activation: str, ratio: float, budget: str,
