@@ -70,6 +70,7 @@ def selector_key(*, seal: Any, task: list[Row], safety_ref: list[Row], model_id:
         "seal": section, "model": model_id, "shared": shared, "selection_seed": selection_seed,
         "task": _rows_digest(task), "safety_ref": _rows_digest(safety_ref),
         "threads": torch.get_num_threads(), "torch": torch.__version__, "code": _code_digest(),
+        "cuda": torch.cuda.is_available(),  # "device: auto" means another device on a GPU machine (shared caches)
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=_jsonable).encode()).hexdigest()[:20]
 
