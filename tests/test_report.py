@@ -14,6 +14,7 @@ from safeselect.ablation.grid import expand, run_dir
 from safeselect.ablation.plan import load_plan
 from safeselect.ablation.runner import run_plan
 from safeselect.cli.main import main
+from safeselect.core.metrics import metric_bounds
 from safeselect.core.stats import t_interval
 from safeselect.reporting.ablation import build_report
 
@@ -34,12 +35,12 @@ ablations:
 
 
 def fabricated(kind: str, cfg: Any, out_dir: Path, reference_dir: Path | None, show_progress: bool) -> None:
-    """Known numbers: win rate = 50 + 100 * gamma + seed (seeds 0, 1, 2 -> mean 51 + 100 gamma, sd 1)."""
+    """Known numbers: win rate = 50 + 60 * gamma + seed (seeds 0, 1, 2 -> mean 51 + 60 gamma, sd 1)."""
     g, s = cfg.selection.seal.gamma.value, cfg.seed
     metrics: dict[str, Any] = {"safety_avg": {"refusal": 0.5 - g / 2}, "resources": {"train_s": 10 * cfg.selection.ratio},
                                "complete": True}
     if reference_dir is not None:
-        metrics["win_rate"] = {"builtin": {"rule": 50 + 100 * g + s, "rule_ci": [1.0, 2.0], "rule_n": 9}}
+        metrics["win_rate"] = {"builtin": {"rule": 50 + 60 * g + s, "rule_ci": [1.0, 2.0], "rule_n": 9}}
     (out_dir / "metrics.json").write_text(json.dumps(metrics))
 
 
@@ -64,6 +65,12 @@ def test_t_interval_exact() -> None:
     half = 4.302652729749464 * 1.0 / 3 ** 0.5  # t(0.975, 2) * sd / sqrt(n)
     assert mean == 2.0 and lo == pytest.approx(2.0 - half, abs=1e-9) and hi == pytest.approx(2.0 + half, abs=1e-9)
     assert t_interval([4.0]) == (4.0, None, None)
+    # two seeds of a rate: t(0.975, 1) = 12.706 would reach below 0; the metric's range clips it
+    mean, lo, hi = t_interval([0.0, 0.1], bounds=metric_bounds("safety_avg.refusal"))
+    assert mean == pytest.approx(0.05) and lo == 0.0 and hi == pytest.approx(0.05 + 12.706204736 * 0.05, abs=1e-6)
+    assert metric_bounds("win_rate.builtin.rule") == (0.0, 100.0)
+    assert metric_bounds("overrefusal.lookalike.refusal_rate") == (0.0, 1.0)
+    assert metric_bounds("resources.train_s") is None
 
 
 def test_results_csv_has_one_row_per_cell_and_only_complete_metrics(done: Path) -> None:
@@ -73,21 +80,21 @@ def test_results_csv_has_one_row_per_cell_and_only_complete_metrics(done: Path) 
     assert {"run_id", "ablation", "parameter", "replacement", "value", "seed", "status",
             "win_rate.builtin.rule", "win_rate.builtin.rule_ci", "safety_avg.refusal"} <= set(rows[0])
     r = next(r for r in rows if r["replacement"] == "0.1" and r["seed"] == "1")
-    assert float(r["win_rate.builtin.rule"]) == 61.0 and json.loads(r["win_rate.builtin.rule_ci"]) == [1.0, 2.0]
+    assert float(r["win_rate.builtin.rule"]) == 57.0 and json.loads(r["win_rate.builtin.rule_ci"]) == [1.0, 2.0]
     killed = next(r for r in rows if r["replacement"] == "0.5" and r["seed"] == "2")
     assert killed["status"] == "incomplete" and killed["win_rate.builtin.rule"] == ""
 
 
 def test_report_table_mean_interval_best_reference_and_missing_metrics(done: Path) -> None:
     md = (done / "report.md").read_text()
-    # gamma 0.1: win rates 60, 61, 62 -> 61 +- t(0.975, 2) * 1 / sqrt(3) = 61.0 [58.5, 63.5]
-    assert "| 0.1 | 0.1 | 3/3 | 61.0 [58.5, 63.5] | 0.450 [0.450, 0.450] |" in md
-    # gamma 0.5: 100, 101 (the killed seed 2 is excluded) -> 100.5 +- t(0.975, 1) * 0.707 / sqrt(2), the best
-    assert "| 0.5 | 0.5 | 2/3 | **100.5 [94.1, 106.9]** |" in md
+    # gamma 0.1: win rates 56, 57, 58 -> 57 +- t(0.975, 2) * 1 / sqrt(3) = 57.0 [54.5, 59.5]
+    assert "| 0.1 | 0.1 | 3/3 | 57.0 [54.5, 59.5] | 0.450 [0.450, 0.450] |" in md
+    # gamma 0.5: 80, 81 (the killed seed 2 is excluded) -> 80.5 +- t(0.975, 1) * 0.707 / sqrt(2), the best
+    assert "| 0.5 | 0.5 | 2/3 | **80.5 [74.1, 86.9]** |" in md
     assert "| reference (shared run) | - | 1/1 |" in md
     assert "95% Student-t interval" in md
     # lower Safety Avg is better: 0.5 (0.25) beats 0.1 (0.45), bold
-    assert "| **100.5 [94.1, 106.9]** | **0.250 [0.250, 0.250]** |" in md and "**0.450" not in md
+    assert "| **80.5 [74.1, 86.9]** | **0.250 [0.250, 0.250]** |" in md and "**0.450" not in md
     assert "'Arena-Hard WR' (win_rate.arenahard.*): not computed by these runs" in md
     assert "'vibes': not computed: no safeselect metric matches this name" in md
     assert "Not counted (not complete):" in md

@@ -106,6 +106,15 @@ def lower_is_better(name: str) -> bool:
     return m is not None and m.direction == "lower"
 
 
+def metric_bounds(name: str) -> tuple[float, float] | None:
+    """The range a metric cannot leave (its catalogue unit ``lo..hi``: rates 0..1, win rates 0..100), or None."""
+    m = lookup(name)
+    if m is None or ".." not in m.unit:
+        return None
+    lo, hi = m.unit.split("..")
+    return float(lo), float(hi)
+
+
 def metric_label(name: str, family_label: str) -> str:
     """What one concrete metric means: the description of its own catalogue entry (one named exactly, not
     by a wildcard) where it has one, else ``family_label`` (the label of the family a plan asked for)."""

@@ -186,8 +186,12 @@ def ranking_auc(scores: np.ndarray | list[float], harmful: np.ndarray | list[boo
     return float((ranks[~h].sum() - n_b * (n_b + 1) / 2) / (n_b * n_h))
 
 
-def t_interval(values: list[float]) -> tuple[float, float | None, float | None]:
-    """(mean, lo, hi): a 95% Student-t interval over seeds; no interval for fewer than two values."""
+def t_interval(values: list[float], bounds: tuple[float, float] | None = None
+               ) -> tuple[float, float | None, float | None]:
+    """(mean, lo, hi): a 95% Student-t interval over seeds; no interval for fewer than two values.
+
+    ``bounds`` (the metric's range, e.g. (0, 1) for a rate) clip the interval: with two seeds t(0.975, 1)
+    is 12.7, and an interval of a rate reaching below 0 would print a value the rate cannot take."""
     n = len(values)
     mean = sum(values) / n
     if n < 2:
@@ -196,7 +200,10 @@ def t_interval(values: list[float]) -> tuple[float, float | None, float | None]:
 
     sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
     half = float(scipy_stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
-    return mean, mean - half, mean + half
+    lo, hi = mean - half, mean + half
+    if bounds is not None:
+        lo, hi = max(lo, bounds[0]), min(hi, bounds[1])
+    return mean, lo, hi
 
 
 # ----------------------------------------------------------------------------- figures under dotted names

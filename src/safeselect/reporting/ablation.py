@@ -7,8 +7,8 @@ listed as missing, incomplete or failed.
 
 Each table cell is the mean over seeds: per-prompt figures (harmful rate, over-refusal,
 accuracy) over two or more seeds with a two-level bootstrap interval (seeds, then prompts);
-the others with a 95% Student-t interval (mean +- t_{0.975, n-1} * sd / sqrt(n)); with one
-seed there is no interval. Under each table every replacement is paired against the first
+the others with a 95% Student-t interval (mean +- t_{0.975, n-1} * sd / sqrt(n), clipped to the
+metric's range); with one seed there is no interval. Under each table every replacement is paired against the first
 (or a named baseline) on the same prompts and seeds (:mod:`safeselect.reporting.comparison`). The
 best replacement of each metric is in bold (higher is better, except rates of
 harm or refusal, Safety Avg and resources, marked "lower is better").
@@ -27,7 +27,7 @@ from safeselect.ablation.grid import REFERENCE_LABEL, Grid, run_dir
 from safeselect.ablation.mapping import MetricSpec, map_metric
 from safeselect.ablation.plan import slugify
 from safeselect.core.io import atomic_write_text
-from safeselect.core.metrics import lower_is_better, metric_label
+from safeselect.core.metrics import lower_is_better, metric_bounds, metric_label
 from safeselect.core.rundir import RunDir
 from safeselect.core.stats import t_interval
 from safeselect.errors import UserError
@@ -211,7 +211,8 @@ def ablation_table(ablation: dict[str, Any], rows: list[dict[str, Any]], ref_row
     values: dict[str, dict[str, list[float]]] = {
         m: {lab: [v for r in mine if r["replacement"] == lab and r["status"] == "complete"
                   for v in [_num(r.get(m))] if v is not None] for lab in labels} for _, m in cols}
-    stats = {m: {lab: t_interval(vs) if vs else None for lab, vs in per.items()} for m, per in values.items()}
+    stats = {m: {lab: t_interval(vs, metric_bounds(m)) if vs else None for lab, vs in per.items()}
+             for m, per in values.items()}
     by_label: dict[str, dict[int, Path]] = {
         lab: {r["seed"]: run_dir(out_dir, r["run_id"]) for r in mine if r["replacement"] == lab
               and r["status"] == "complete"} for lab in labels} if out_dir is not None else {}
@@ -308,8 +309,8 @@ def build_report(out_dir: str | Path, plots: bool = True, baseline: str | None =
         f"Runs: {complete} of {n_runs} complete.", "",
         "Each cell is the mean over seeds. Per-prompt figures (harmful rate, over-refusal, accuracy) with two or "
         "more seeds carry a 95% two-level bootstrap interval (seeds, then prompts within each seed); other "
-        "figures a 95% Student-t interval over seeds (mean +- t(0.975, n-1) sd / sqrt(n); one seed gives no "
-        "interval). Under each table every replacement is paired against the first (or `--baseline`) on the same "
+        "figures a 95% Student-t interval over seeds (mean +- t(0.975, n-1) sd / sqrt(n), clipped to the "
+        "metric's range; one seed gives no interval). Under each table every replacement is paired against the first (or `--baseline`) on the same "
         "prompts and seeds: difference, 95% interval, verdict, smallest detectable difference. The best replacement per metric is "
         "in **bold**; ↓ marks metrics where lower is better. `runs` counts complete runs of the replacement. Figures from inside a run carry their own "
         "intervals in results.csv (`*_ci`: Wilson for rates, bootstrap for averages and win rates).",
@@ -349,7 +350,8 @@ def build_report(out_dir: str | Path, plots: bool = True, baseline: str | None =
             for m, png in pl:
                 plot_metric(out / "plots" / png, title=f"{a['name']}: {m}", xlabel=a["parameter"],
                             labels=data["labels"], values=data["values"][m], reference=data["reference"].get(m),
-                            lower_is_better=lower_is_better(m), run_ci=data["run_ci"].get(m))
+                            lower_is_better=lower_is_better(m), run_ci=data["run_ci"].get(m),
+                            bounds=metric_bounds(m))
     path = out / RunDir.REPORT
     atomic_write_text(path, "\n".join(md))
     write_html(path)  # report.html: the same with the plots embedded, offline

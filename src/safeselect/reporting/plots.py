@@ -11,11 +11,12 @@ from safeselect.core.stats import t_interval
 
 def plot_metric(path: str | Path, *, title: str, xlabel: str, labels: list[str], values: dict[str, list[float]],
                 reference: float | None = None, lower_is_better: bool = False,
-                run_ci: dict[str, tuple[float, float]] | None = None) -> Path:
+                run_ci: dict[str, tuple[float, float]] | None = None,
+                bounds: tuple[float, float] | None = None) -> Path:
     """Draw ``values`` (replacement label -> per-seed values) in the order of ``labels`` and save a PNG.
 
     ``run_ci`` (label -> (lo, hi)): the bootstrap interval of a replacement's single run, drawn when it
-    has one seed.
+    has one seed. ``bounds``: the metric's range, which clips the t-intervals.
     """
     import matplotlib
 
@@ -38,12 +39,12 @@ def plot_metric(path: str | Path, *, title: str, xlabel: str, labels: list[str],
         vs = values.get(lab) or []
         if not vs:
             continue
-        mean, lo, hi = t_interval(vs)
+        mean, lo, hi = t_interval(vs, bounds)
         # seeds side by side just left of the mean, so they do not hide under its marker
         offsets = [x - 0.12 - 0.04 * i / max(1, len(vs) - 1) for i in range(len(vs))]
         ax.scatter(offsets, vs, s=14, color="0.5", zorder=2, label=once("seeds"))
         if lo is not None:
-            ax.errorbar([x], [mean], yerr=[[mean - lo], [hi - mean]], fmt="o", color="C0", capsize=5, zorder=3,
+            ax.errorbar([x], [mean], yerr=[[max(mean - lo, 0.0)], [max(hi - mean, 0.0)]], fmt="o", color="C0", capsize=5, zorder=3,
                         label=once("mean, 95% t-interval"))
         elif run_ci and lab in run_ci:
             blo, bhi = run_ci[lab]
