@@ -75,8 +75,10 @@ def test_killed_finetune_resumes_to_the_same_model_and_metrics(tmp_path, monkeyp
 def test_killed_seal_selector_training_resumes_mid_epoch(tmp_path, monkeypatch):
     from safeselect.selection.seal import SealTrainer
 
-    # Algorithm 1: theta_hat (a second adapter its own optimiser steps by hand) is resumed too.
+    # Algorithm 1: theta_hat (a second adapter its own optimiser steps by hand) is resumed too. No selector
+    # reuse: the second run must train (and die, and resume), not take the first run's logits from the cache.
     seal = [*TINY, "compare=[]", "selection.method=seal", "selection.seal.algorithm=auxiliary",
+            "selection.seal.reuse=false",
             "selection.seal.epochs=2", "eval.enabled=false",
             "finetune.max_steps=1", "checkpoint.every_steps=2"]
     whole, killed = tmp_path / "whole", tmp_path / "killed"
