@@ -620,7 +620,8 @@ def select(ctx: SelectionContext) -> Selection:
 
 def _cache_key(ctx: SelectionContext) -> str | None:
     """The selector cache key of this context (None without a model identity, e.g. outside the pipeline)."""
-    if ctx.model_id is None:
+    # Checked before model_id, whose aligned-model lookup waits at a barrier under a multi-process launch.
+    if ctx.model_id is None or not selector_cache.single_process():
         return None
     seal = ctx.selection.seal
     shared = {k: ctx.value(k) for k in registry("selectors").entry("seal").shared}

@@ -58,12 +58,17 @@ def _rows_digest(rows: list[Row]) -> str:
     return h.hexdigest()
 
 
+def single_process() -> bool:
+    """Whether this is a single-process run, the only kind that reads or writes the cache."""
+    return int(os.environ.get("WORLD_SIZE", "1")) <= 1
+
+
 def selector_key(*, seal: Any, task: list[Row], safety_ref: list[Row], model_id: str, shared: dict[str, Any],
                  selection_seed: int) -> str | None:
     """The cache key of a selector training, or None where it must not be shared (a multi-process run)."""
     import torch
 
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if not single_process():
         return None
     section = {k: v for k, v in asdict(seal).items() if k not in _NOT_TRAINING}
     payload = {
