@@ -137,18 +137,24 @@ def _marker_loss(tok):
     return loss
 
 
-def test_row_ids_survive_shuffle_and_filter(tmp_path, monkeypatch):
-    task, safe = make_rows(12, 6, 3)
-    order = np.random.default_rng(3).permutation(len(task))
-    task = [task[i] for i in order if task[i].row_id not in ("t3", "t4")]  # shuffled, then filtered
+def _counting_loader(monkeypatch):
+    """(names asked, load_model stand-in): SEAL's row loss is the marker loss, each model load is recorded."""
     _, tok = load_model("tiny-llama")
     monkeypatch.setattr("safeselect.selection.seal.per_row_loss", _marker_loss(tok))
-    asked = []
+    asked: list = []
 
     def load(name):
         asked.append(name)
         return load_model("tiny-llama")
 
+    return asked, load
+
+
+def test_row_ids_survive_shuffle_and_filter(tmp_path, monkeypatch):
+    task, safe = make_rows(12, 6, 3)
+    order = np.random.default_rng(3).permutation(len(task))
+    task = [task[i] for i in order if task[i].row_id not in ("t3", "t4")]  # shuffled, then filtered
+    asked, load = _counting_loader(monkeypatch)
     n_benign = sum(not r.harmful for r in task)
     cfg = loading.build({"device": "cpu", "model.name": "smollm2-135m", "model.max_length": 48,
                         "model.lora.r": 4, "model.lora.alpha": 8, "selection.method": "seal",
@@ -199,13 +205,7 @@ def test_row_ids_survive_shuffle_and_filter(tmp_path, monkeypatch):
 def test_the_same_selector_training_is_reused_at_another_ratio_and_retrained_when_an_input_changes(
         tmp_path, monkeypatch):
     task, safe = make_rows(10, 6, 3)
-    _, tok = load_model("tiny-llama")
-    monkeypatch.setattr("safeselect.selection.seal.per_row_loss", _marker_loss(tok))
-    trained = []
-
-    def load(name):
-        trained.append(name)
-        return load_model("tiny-llama")
+    trained, load = _counting_loader(monkeypatch)
 
     def run(out: str, model_id: str = "aligned-A", rows=task, **over):
         cfg = loading.build({"device": "cpu", "model.name": "tiny-llama", "model.max_length": 48, "model.lora.r": 4,
