@@ -4,8 +4,10 @@ Cell = data -> selection (``random``, the quickstart's selector) -> fine-tune ->
 judging, on SmolLM2-135M with the quickstart preset. Each stage runs twice in this process, the
 reference path and the new path back to back, so both see the same machine load:
 
-* fine-tune: ``train_sft`` with random batches, every row in full (reference) and with the shared-prefix
-  pass and ``finetune.group_by_length`` (new), same rows, same steps (``--steps``), LoRA from the same seed;
+* fine-tune: ``train_sft`` with random batches, every row in full and whole micro-batches (reference);
+  the defaults (shared-prefix pass, micro-batches split into sub-batches of similar length: the same
+  batches, so the same losses to float rounding); and the defaults with ``finetune.group_by_length``
+  (other batches). Same rows, same steps (``--steps``), LoRA from the same seed;
 * generation: HF ``generate`` float32 (reference, ``eval.backend=hf``) against CTranslate2
   float32 and int8 (``eval.backend=ctranslate2``), on the fine-tuned model, with the share of
   identical replies and of identical judge verdicts (refusal judge on the harmful and
@@ -45,6 +47,22 @@ def timed(out: dict[str, tuple[float, float]], key: str):
     c, w = cpu_s(), time.perf_counter()
     yield
     out[key] = (cpu_s() - c, time.perf_counter() - w)
+
+
+def warm_up(cfg: Any, start: str, rows: list[Any], device: str = "cpu") -> None:
+    """One untimed training step: the first training in a process pays one-off costs (allocator, lazy
+    initialisation) that would otherwise land on whichever timed path runs first."""
+    import dataclasses
+
+    import torch
+
+    from safeselect.models import add_lora, load_model
+    from safeselect.training.sft import train_sft
+
+    torch.manual_seed(cfg.seed)
+    model, tok = load_model(start, cfg.model, device=device)
+    train_sft(add_lora(model, cfg.model.lora), tok, rows, dataclasses.replace(cfg.finetune, max_steps=1),
+              cfg.model.max_length, seed=cfg.seed, show_progress=False)
 
 
 def load_avg() -> str:
@@ -99,21 +117,26 @@ def main(argv: list[str] | None = None) -> int:
     start = str(aligned) if (aligned / "config.json").exists() and not args.base else cfg.model.name
     steps = args.steps if args.steps > 0 else cfg.finetune.max_steps
 
-    def finetune(group: bool) -> tuple[Any, Any, dict[str, Any]]:
+    def finetune(path: str) -> tuple[Any, Any, dict[str, Any]]:
         torch.manual_seed(cfg.seed)
         model, tok = load_model(start, cfg.model, device=args.device)
         model = add_lora(model, cfg.model.lora)
-        tc = dataclasses.replace(cfg.finetune, group_by_length=group, max_steps=steps)
+        tc = dataclasses.replace(cfg.finetune, group_by_length=path == "grouped", split_padding=path != "ref",
+                                 max_steps=steps)
         # the reference runs every row in full (rows_apart: no shared-prefix pass), as before issue #13
-        with contextlib.nullcontext() if group else rows_apart():
+        with contextlib.nullcontext() if path != "ref" else rows_apart():
             res = train_sft(model, tok, kept, tc, cfg.model.max_length, seed=cfg.seed, show_progress=False)
         return model, tok, res
 
-    with timed(t, "finetune.ref"):
-        model, tok, res_ref = finetune(False)
-    with timed(t, "finetune.new"):
-        model_new, _, res_new = finetune(True)
-    del model_new
+    warm_up(cfg, start, kept, args.device)
+    res_ft: dict[str, dict[str, Any]] = {}
+    for path in ("ref", "default", "grouped"):
+        with timed(t, f"finetune.{path}"):
+            m, tok, res_ft[path] = finetune(path)
+        if path == "ref":
+            model = m  # the model every backend decodes with
+        else:
+            del m
     loads.append(load_avg())
 
     prompts = [(kind, name, r) for kind, sets in (("harmful", bundle.eval_harmful), ("overrefusal", bundle.eval_overrefusal),
@@ -151,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
                  sum(a == b for a, b in zip(ref_v, verdicts(v), strict=True)) / len(v))
              for k, v in replies.items() if k != "hf"}
 
-    md = report(t, agree, res_ref, res_new, len(texts), len(kept), start, loads, argv)
+    md = report(t, agree, res_ft, len(texts), len(kept), start, loads, argv)
     print(md)
     if args.write:
         write_section(args.write, md)
@@ -162,16 +185,17 @@ def ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}x" if b > 0 else "-"  # NaN (a failed path) compares false: "-"
 
 
-def report(t: dict[str, tuple[float, float]], agree: dict[str, tuple[float, float]], res_ref: dict[str, Any],
-           res_new: dict[str, Any], n_prompts: int, n_rows: int, start: str, loads: list[str],
-           argv: list[str] | None) -> str:
+def report(t: dict[str, tuple[float, float]], agree: dict[str, tuple[float, float]], res_ft: dict[str, dict[str, Any]],
+           n_prompts: int, n_rows: int, start: str, loads: list[str], argv: list[str] | None) -> str:
     shared = sum(t[k][0] for k in ("data", "selection", "judge"))
     cell_ref = shared + t["finetune.ref"][0] + t["generate.hf"][0]
     rows = [
         ("data", t["data"], t["data"]),
         ("selection (random)", t["selection"], t["selection"]),
-        (f"fine-tune ({res_ref['steps']} steps, {n_rows} rows): rows in full, random -> shared prefix, length-grouped",
-         t["finetune.ref"], t["finetune.new"]),
+        (f"fine-tune ({res_ft['ref']['steps']} steps, {n_rows} rows): rows in full -> shared prefix + sub-batches "
+         "(the default; same batches)", t["finetune.ref"], t["finetune.default"]),
+        ("fine-tune: rows in full -> shared prefix + sub-batches + `group_by_length` (other batches)",
+         t["finetune.ref"], t["finetune.grouped"]),
         (f"generation ({n_prompts} prompts): HF float32 -> CTranslate2 float32", t["generate.hf"],
          t["generate.ct2-float32"]),
         (f"generation ({n_prompts} prompts): HF float32 -> CTranslate2 int8", t["generate.hf"], t["generate.ct2-int8"]),
@@ -183,16 +207,17 @@ def report(t: dict[str, tuple[float, float]], agree: dict[str, tuple[float, floa
     ]
     for name, a, b in rows:
         lines.append(f"| {name} | {a[0]:.1f} ({a[1]:.1f}) | {b[0]:.1f} ({b[1]:.1f}) | {ratio(a[0], b[0])} |")
-    for key in ("ct2-float32", "ct2-int8"):
-        gen_key = "generate." + key
-        cell_new = shared + t["finetune.new"][0] + t[gen_key][0]
-        lines.append(f"| **whole cell** (grouped batches + {key}) | {cell_ref:.1f} | {cell_new:.1f} | "
-                     f"**{ratio(cell_ref, cell_new)}** |")
+    for path, key, label in (("default", "ct2-float32", "the defaults: sub-batches + ct2-float32"),
+                             ("grouped", "ct2-float32", "grouped batches + ct2-float32"),
+                             ("grouped", "ct2-int8", "grouped batches + ct2-int8")):
+        cell_new = shared + t[f"finetune.{path}"][0] + t["generate." + key][0]
+        lines.append(f"| **whole cell** ({label}) | {cell_ref:.1f} | {cell_new:.1f} | **{ratio(cell_ref, cell_new)}** |")
     lines += ["", "| backend | identical replies | identical verdicts (refusal judge / exact match) |", "|---|---|---|"]
     for key, (same, verd) in agree.items():
         lines.append(f"| {key} vs HF float32 | {same:.3f} | {verd:.3f} |")
-    lines += ["", f"Fine-tune final loss: reference {res_ref['losses'][-1]:.3f}, length-grouped "
-              f"{res_new['losses'][-1]:.3f} (one seed; different batches, so not identical). Starting model: `{start}`. "
+    lines += ["", f"Fine-tune final loss: reference {res_ft['ref']['losses'][-1]:.4f}, the defaults "
+              f"{res_ft['default']['losses'][-1]:.4f} (the same batches), length-grouped "
+              f"{res_ft['grouped']['losses'][-1]:.3f} (one seed; other batches, so not identical). Starting model: `{start}`. "
               f"Load average (1 / 5 / 15 min) at start, after fine-tuning, after generation: {'; '.join(loads)}. "
               f"Command: `OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '')} python benchmarks/bench_cell.py "
               f"{' '.join(argv if argv is not None else sys.argv[1:])}`."]

@@ -4,17 +4,19 @@ The quickstart's fine-tune (SmolLM2-135M with LoRA on the `random` selection of 
 task mix; the aligned model when cached, else SmolLM2 itself), ``--steps`` optimiser steps each,
 the same rows, seed and LoRA initialisation on every path:
 
-* ``reference``: every row run in full (no shared-prefix pass), random batches: the path before
-  issue #13;
+* ``reference``: every row run in full (no shared-prefix pass), whole random batches: the path
+  before issue #13;
 * ``shared prefix``: the token prefix every row of a batch shares (the chat template's system
-  prompt) run once per batch (:func:`safeselect.training.losses.per_row_loss`), random batches;
-* ``shared prefix + grouped``: the same with ``finetune.group_by_length`` (batches of similar
-  length, less padding).
+  prompt) run once per batch (:func:`safeselect.training.losses.per_row_loss`), whole batches;
+* ``shared prefix + sub-batches`` (the default): each batch run as sub-batches of similar length
+  (``finetune.split_padding``: :func:`safeselect.training.sft.sub_batches`), the same batches;
+* ``shared prefix + grouped``: ``finetune.group_by_length`` (batches of similar length: other
+  batches), whole batches.
 
-Time is CPU time of this process (one thread); the first two paths see the same batches, so
+Time is CPU time of this process (one thread); the first three paths see the same batches, so
 their losses agree to float rounding, which the table shows.
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_train.py [--steps 8]
+    OMP_NUM_THREADS=1 python benchmarks/bench_train.py [--steps 8] [key=value ...]
 """
 
 from __future__ import annotations
@@ -23,12 +25,13 @@ import argparse
 import contextlib
 import sys
 
-from bench_cell import cpu_s, load_avg
+from bench_cell import cpu_s, load_avg, warm_up
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=8, help="optimiser steps per path")
+    ap.add_argument("overrides", nargs="*", help="config overrides of the quickstart, e.g. data.difficulty=erosion")
     args = ap.parse_args(argv)
 
     import dataclasses
@@ -44,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     from safeselect.training.sft import train_sft
 
     torch.set_num_threads(1)
-    cfg = load("quickstart", ["compare=[]", "selection.method=random"])
+    cfg = load("quickstart", ["compare=[]", "selection.method=random", *args.overrides])
     bundle = build_bundle(cfg)
     selection, _ = select(cfg, bundle, Path(tempfile.mkdtemp()), show_progress=False)
     kept = selection.kept_rows(bundle.task)
@@ -52,14 +55,16 @@ def main(argv: list[str] | None = None) -> int:
     start = str(aligned) if aligned is not None else cfg.model.name
     print(f"{len(kept)} rows, {args.steps} steps per path, start {start}, load average {load_avg()}", file=sys.stderr)
 
+    warm_up(cfg, start, kept)
     rows = []
     ref_cpu = None
-    for name, share, group in (("reference", False, False), ("shared prefix", True, False),
-                               ("shared prefix + grouped", True, True)):
+    for name, share, split, group in (("reference", False, False, False), ("shared prefix", True, False, False),
+                                      ("shared prefix + sub-batches (default)", True, True, False),
+                                      ("shared prefix + grouped", True, False, True)):
         torch.manual_seed(cfg.seed)
         model, tok = load_model(start, cfg.model)
         model = add_lora(model, cfg.model.lora)
-        tc = dataclasses.replace(cfg.finetune, group_by_length=group, max_steps=args.steps)
+        tc = dataclasses.replace(cfg.finetune, group_by_length=group, split_padding=split, max_steps=args.steps)
         c = cpu_s()
         with contextlib.nullcontext() if share else rows_apart():
             res = train_sft(model, tok, kept, tc, cfg.model.max_length, seed=cfg.seed, show_progress=False)
@@ -71,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|---|")
     print("\n".join(rows))
     print(f"\n{len(kept)} rows, batch {cfg.finetune.batch_size}, {args.steps} steps, one thread; load average at "
-          f"the end {load_avg()}. Command: `OMP_NUM_THREADS=1 python benchmarks/bench_train.py --steps {args.steps}`.")
+          f"the end {load_avg()}. Command: `OMP_NUM_THREADS=1 python benchmarks/bench_train.py --steps {args.steps}"
+          f"{''.join(' ' + o for o in args.overrides)}`.")
     return 0
 
 

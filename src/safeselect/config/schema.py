@@ -145,6 +145,9 @@ class TrainConfig:
                                 aliases=("mixed precision",))
     group_by_length: bool = knob(False, help="batch rows of similar length together (less padding, faster; which "
                                  "rows share a step changes, so results move within seed noise)")
+    split_padding: bool = knob(True, help="on one CPU process, run each micro-batch as sub-batches of similar length "
+                               "(the same rows per step and the same gradient up to float rounding, less compute on "
+                               "padding); GPUs and multi-process runs keep whole micro-batches")
 
 
 @dataclass

@@ -335,26 +335,27 @@ class SealTrainer:
         import contextlib
 
         out = []
-        starts = list(range(0, len(items), self.micro))
-        for k, s in enumerate(starts):
-            batch = {key: v.to(self.acc.device) for key, v in collate(items[s:s + self.micro], self.pad_id).items()}
-            last = k == len(starts) - 1
+        chunks = length_chunks(items, self.micro)
+        for k, idx in enumerate(chunks):
+            batch = {key: v.to(self.acc.device) for key, v in collate([items[i] for i in idx], self.pad_id).items()}
+            last = k == len(chunks) - 1
             ctx = self.acc.no_sync(module) if (sync and not last) else contextlib.nullcontext()
             with ctx:
                 losses = self.loss_fn(module, batch)
-                self.acc.backward((losses.float() * coef[s:s + self.micro].to(losses.device)).sum())
+                self.acc.backward((losses.float() * coef[idx].to(losses.device)).sum())
             out.append(losses.detach().float())
-        return _cat(out)
+        return _in_order(out, chunks)
 
     def _losses(self, module: Any, items: list[dict]) -> Any:
         import torch
 
         out = []
+        chunks = length_chunks(items, self.micro)
         with torch.no_grad():
-            for s in range(0, len(items), self.micro):
-                batch = {k: v.to(self.acc.device) for k, v in collate(items[s:s + self.micro], self.pad_id).items()}
+            for idx in chunks:
+                batch = {k: v.to(self.acc.device) for k, v in collate([items[i] for i in idx], self.pad_id).items()}
                 out.append(self.loss_fn(module, batch).float())
-        return _cat(out)
+        return _in_order(out, chunks)
 
     def _all_reduce_grads(self, params: list[Any]) -> None:
         """Sum theta_hat's gradients over processes (each share is already divided by |B|)."""
@@ -527,10 +528,26 @@ class SealTrainer:
         )
 
 
-def _cat(parts: list[Any]) -> Any:
+def length_chunks(items: list[dict], micro: int) -> list[list[int]]:
+    """Positions of ``items`` in micro-batches of ``micro`` rows of similar length.
+
+    A step's objective is a sum over its rows, so which rows share a forward pass does not change it;
+    sorted by length, a micro-batch pads its short rows (refusals beside long task rows) far less.
+    """
+    order = sorted(range(len(items)), key=lambda i: (len(items[i]["input_ids"]), i))
+    return [order[s:s + micro] for s in range(0, len(order), micro)]
+
+
+def _in_order(parts: list[Any], chunks: list[list[int]]) -> Any:
+    """The per-row values of ``parts`` (one tensor per chunk) back in the items' order."""
     import torch
 
-    return torch.cat(parts) if parts else torch.zeros(0)
+    if not parts:
+        return torch.zeros(0)
+    flat = torch.cat(parts)
+    out = torch.empty_like(flat)
+    out[torch.as_tensor([i for c in chunks for i in c], device=flat.device)] = flat
+    return out
 
 
 def _copy_adapter(peft_model: Any, src: str, dst: str) -> None:

@@ -6,10 +6,14 @@ built-in benchmark random batches of 8 are about 20% padding, length-grouped one
 cut into mega-batches of ``mega`` batches, each mega-batch is sorted by length and cut into batches,
 and the batches are shuffled again (the scheme of HF's ``LengthGroupedSampler``). Every row is
 still seen once per epoch; what changes is which rows share a step.
+
+:func:`padding_groups` saves padding without changing the batches: one batch's rows run as a few
+sub-batches of similar length whose gradients add up to the batch's (training on one CPU process).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -42,3 +46,29 @@ class LengthGroupedSampler:
 
     def __len__(self) -> int:
         return -(-len(self.lengths) // self.batch_size)
+
+
+def padding_groups(lengths: Sequence[int], overhead: float) -> list[list[int]]:
+    """Positions of one batch's rows cut into sub-batches that waste the least compute on padding.
+
+    A sub-batch costs ``rows x its longest row`` token positions plus ``overhead`` (one more forward
+    and backward pass: the shared system prompt run again, the per-call work of every layer). Sorted by
+    length, an optimal cut is contiguous, so a dynamic programme over the sorted rows finds it exactly.
+    Each group lists its positions in batch order; the groups come shortest first.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+    n = len(order)
+    best = [0.0] + [math.inf] * n  # best[j]: least cost of the j shortest rows
+    cut = [0] * (n + 1)
+    for j in range(1, n + 1):
+        longest = lengths[order[j - 1]]
+        for i in range(j):
+            cost = best[i] + (j - i) * longest + overhead
+            if cost < best[j]:
+                best[j], cut[j] = cost, i
+    groups: list[list[int]] = []
+    j = n
+    while j > 0:
+        groups.append(sorted(order[cut[j]:j]))
+        j = cut[j]
+    return groups[::-1]

@@ -16,10 +16,10 @@ from typing import Any
 from safeselect.config.schema import TrainConfig
 from safeselect.core.rows import Row
 from safeselect.errors import UserError
-from safeselect.training.batching import LengthGroupedSampler
+from safeselect.training.batching import LengthGroupedSampler, padding_groups
 from safeselect.training.checkpoint import Checkpointer, generator_state, set_generator_state
 from safeselect.training.encode import collate, encode_rows
-from safeselect.training.losses import per_row_loss
+from safeselect.training.losses import per_row_loss, shared_prefix_length
 
 
 def make_accelerator(cpu: bool | None = None) -> Any:
@@ -49,6 +49,34 @@ def autocast(device_type: str, mixed_precision: str) -> Any:
     return torch.autocast(device_type=device_type, dtype=torch.bfloat16)
 
 
+# One more sub-batch costs about as much as this many token positions on a CPU, besides the shared system
+# prompt it runs again: the per-operation work of two more passes (prefix and rest) through 30 small LoRA
+# layers. Measured on SmolLM2-135M, one thread: splitting batches of close lengths was 5-10% slower with a
+# smaller figure, and an extra pass cost about 0.4 s, 70 token positions' worth (docs/results.md).
+PASS_OVERHEAD_TOKENS = 64
+
+
+def sub_batches(batch: dict[str, Any], overhead: float | None = None) -> list[dict[str, Any]]:
+    """``batch`` (right-padded) as sub-batches of similar length, each cut to its own longest row.
+
+    Their per-row losses are the batch's rows' losses, so the sum of their weighted losses has the
+    batch's gradient: the same optimiser step with less compute on padding (random batches of the
+    built-in benchmark are 20-50% padding). ``overhead``: the cost of one more pass, in token
+    positions (default: the shared prefix + :data:`PASS_OVERHEAD_TOKENS`).
+    """
+    lengths = batch["attention_mask"].sum(dim=1).tolist()
+    if overhead is None:
+        overhead = shared_prefix_length(batch["input_ids"]) + PASS_OVERHEAD_TOKENS
+    groups = padding_groups(lengths, overhead)
+    if len(groups) == 1:
+        return [batch]
+    out = []
+    for g in groups:
+        idx, width = batch["input_ids"].new_tensor(g), max(lengths[i] for i in g)
+        out.append({k: (v[idx, :width] if v.dim() == 2 else v[idx]) for k, v in batch.items()})
+    return out
+
+
 def checkpoint_key(rows: list[Row], train_cfg: TrainConfig, max_length: int, seed: int,
                    weights: list[float] | None) -> str:
     """Hash of what a training run depends on: a checkpoint of another key is not resumed."""
@@ -68,7 +96,9 @@ def train_sft(model: Any, tok: Any, rows: list[Row], train_cfg: TrainConfig, max
     """Train ``model`` in place on ``rows``; returns {"losses", "steps", "train_s", "model", "resumed_from"}.
 
     ``weights`` (one per row) scale each row's loss; None = plain SFT.
-    ``batch_size`` is the effective batch; ``micro_batch_size`` rows per forward pass.
+    ``batch_size`` is the effective batch; ``micro_batch_size`` rows per forward pass, which
+    ``split_padding`` runs as :func:`sub_batches` of similar length (one CPU process only: under
+    DDP every process must run as many backward passes, and a GPU gains little from less padding).
     ``checkpoint_dir`` + ``save_every``: the state is saved every N optimiser steps and at the
     end (:class:`~safeselect.training.checkpoint.Checkpointer`); a call that finds a checkpoint
     of the same rows and settings resumes from it, ending exactly where an uninterrupted call
@@ -102,6 +132,7 @@ def train_sft(model: Any, tok: Any, rows: list[Row], train_cfg: TrainConfig, max
         loader = DataLoader(data, batch_sampler=sampler, collate_fn=_collate)
     else:
         loader = DataLoader(data, batch_size=micro, shuffle=True, generator=gen, collate_fn=_collate)
+    split = train_cfg.split_padding and acc.device.type == "cpu" and (local or acc.num_processes == 1)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
     if local:
@@ -142,11 +173,14 @@ def train_sft(model: Any, tok: Any, rows: list[Row], train_cfg: TrainConfig, max
             if skip:  # batches the checkpointed run had already trained on in this epoch
                 skip -= 1
                 continue
-            with autocast(acc.device.type, train_cfg.mixed_precision):
-                row_loss = per_row_loss(model, batch)
-            loss = (row_loss.float() * batch["weights"].to(row_loss.device)).mean() / accum
-            acc.backward(loss)
-            running += float(loss.detach())
+            # The micro-batch's mean weighted row loss, as a sum over its sub-batches' rows.
+            n_rows = batch["input_ids"].shape[0]
+            for part in sub_batches(batch) if split else [batch]:
+                with autocast(acc.device.type, train_cfg.mixed_precision):
+                    row_loss = per_row_loss(model, part)
+                loss = (row_loss.float() * part["weights"].to(row_loss.device)).sum() / (n_rows * accum)
+                acc.backward(loss)
+                running += float(loss.detach())
             micro_i += 1
             if micro_i % accum and micro_i % micro_per_epoch:
                 continue
