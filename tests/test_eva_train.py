@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import warnings
 
 import pytest
 
@@ -87,8 +88,13 @@ def test_lora_reference_is_the_adapter_free_starting_model(tmp_path):
     model, tok = load_model("tiny-llama")
     before = {k: v.clone() for k, v in model.state_dict().items()}
     cfg = loading.build({"model.name": "tiny-llama", "eva.lr": 0.02, "eva.batch_size": 2, "model.lora.r": 4})
-    trainer, trained = build_trainer(copy.deepcopy(model), tok, PAIRS, cfg, str(tmp_path), seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)  # no deprecated trainer argument
+        trainer, trained = build_trainer(copy.deepcopy(model), tok, PAIRS, cfg, str(tmp_path), seed=0)
     assert trainer.ref_model is None and hasattr(trained, "disable_adapter")  # TRL: adapter off = reference
+    # model.gradient_checkpointing (off) decides, not TRL's default (on)
+    assert not trainer.args.gradient_checkpointing
+    assert not getattr(trainer.args, "activation_checkpointing", False)
     new, metrics = preference_step(model, tok, PAIRS * 2, cfg, seed=0)
     after = new.state_dict()
     assert set(after) == set(before)  # merged back: plain weights, no adapter keys

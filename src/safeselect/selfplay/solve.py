@@ -38,6 +38,21 @@ def preference_dataset(pairs: list[dict[str, Any]]) -> Any:
     ])
 
 
+def checkpointing_arg(enabled: bool) -> dict[str, bool]:
+    """The trainer argument that sets activation checkpointing to ``model.gradient_checkpointing``.
+
+    TRL's configs turn it on by default (``gradient_checkpointing=True``), which recomputes every
+    forward pass for memory a 135M model on a CPU does not need; transformers 5 renamed the argument
+    (the old name warns), so the name this version reads is passed.
+    """
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    names = {f.name for f in dataclasses.fields(TrainingArguments)}
+    return {"activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing": enabled}
+
+
 def build_trainer(model: Any, tok: Any, pairs: list[dict[str, Any]], cfg: ExperimentConfig, output_dir: str,
                   seed: int = 0, show_progress: bool = False, device: str = "cpu") -> tuple[Any, Any]:
     """(trainer, model being trained): the TRL trainer for ``eva.loss`` with its reference set as above."""
@@ -45,7 +60,8 @@ def build_trainer(model: Any, tok: Any, pairs: list[dict[str, Any]], cfg: Experi
     common = dict(output_dir=output_dir, per_device_train_batch_size=eva.batch_size, num_train_epochs=eva.epochs,
                   learning_rate=eva.lr, beta=eva.beta, logging_steps=1, save_strategy="no", report_to=[],
                   use_cpu=(device == "cpu"), max_length=cfg.model.max_length, disable_tqdm=not show_progress,
-                  seed=seed, data_seed=seed, dataloader_num_workers=0, bf16=False, fp16=False)
+                  seed=seed, data_seed=seed, dataloader_num_workers=0, bf16=False, fp16=False,
+                  **checkpointing_arg(cfg.model.gradient_checkpointing))
     ds = preference_dataset(pairs)
     lora = cfg.model.lora.enabled
     if lora:
