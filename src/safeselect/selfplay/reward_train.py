@@ -46,6 +46,7 @@ from safeselect.models import resolve_device
 from safeselect.models.saved import save_model
 from safeselect.registry import registry
 from safeselect.selfplay.rewards import FORMAT_FILE, encode_pair, pair_format, score_pairs
+from safeselect.selfplay.solve import checkpointing_arg
 
 HH_FILE = "hh_harmless_base_test.jsonl.gz"
 
@@ -248,7 +249,8 @@ def train_reward_model(cfg: ExperimentConfig, out_dir: str | Path, pairs: list[d
     args = RewardConfig(output_dir=str(tmp), per_device_train_batch_size=rc.batch_size, num_train_epochs=rc.epochs,
                         learning_rate=rc.lr, logging_steps=10, save_strategy="no", report_to=[],
                         use_cpu=(device == "cpu"), max_length=rc.max_length, disable_tqdm=not show_progress,
-                        seed=rc.seed, data_seed=rc.seed, dataloader_num_workers=0, bf16=False, fp16=False)
+                        seed=rc.seed, data_seed=rc.seed, dataloader_num_workers=0, bf16=False, fp16=False,
+                        **checkpointing_arg(False))  # a small encoder: TRL's default (on) only recomputes
     t0 = time.perf_counter()
     trainer = RewardTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok)
     if not show_progress:  # with tqdm off, transformers prints every log dict instead
