@@ -133,13 +133,13 @@ def test_sft_with_split_batches_matches_whole_batches(tiny):
 
 
 def test_seal_micro_batches_by_length_keep_the_step():
-    from safeselect.selection.seal import _in_order, length_chunks
+    from safeselect.training.batching import in_order, length_chunks
 
     items = [{"input_ids": [0] * n} for n in (9, 2, 7, 2, 5)]
     chunks = length_chunks(items, 2)
     assert chunks == [[1, 3], [4, 2], [0]]  # by length, ties in item order
     parts = [torch.tensor([10.0, 30.0]), torch.tensor([40.0, 20.0]), torch.tensor([0.0])]
-    assert _in_order(parts, chunks).tolist() == [0.0, 10.0, 20.0, 30.0, 40.0]
+    assert in_order(parts, chunks).tolist() == [0.0, 10.0, 20.0, 30.0, 40.0]
 
 
 def test_seal_sorted_micro_batches_give_the_same_losses_and_gradient(tiny):

@@ -44,7 +44,7 @@ def plot_metric(path: str | Path, *, title: str, xlabel: str, labels: list[str],
         offsets = [x - 0.12 - 0.04 * i / max(1, len(vs) - 1) for i in range(len(vs))]
         ax.scatter(offsets, vs, s=14, color="0.5", zorder=2, label=once("seeds"))
         if lo is not None:
-            ax.errorbar([x], [mean], yerr=[[max(mean - lo, 0.0)], [max(hi - mean, 0.0)]], fmt="o", color="C0", capsize=5, zorder=3,
+            ax.errorbar([x], [mean], yerr=[[mean - lo], [hi - mean]], fmt="o", color="C0", capsize=5, zorder=3,
                         label=once("mean, 95% t-interval"))
         elif run_ci and lab in run_ci:
             blo, bhi = run_ci[lab]

@@ -69,6 +69,7 @@ from safeselect.data.builtin import lookalike_refs
 from safeselect.errors import UserError
 from safeselect.models import add_lora
 from safeselect.selection.base import Selection, SelectionContext
+from safeselect.training.batching import length_chunks
 from safeselect.training.encode import collate, encode_rows
 from safeselect.training.losses import per_row_loss
 from safeselect.training.per_example import (
@@ -426,9 +427,8 @@ def train_dualselect(model: Any, tok: Any, task: list[Row], refs: list[Row], ds:
         return {k: v.to(device) for k, v in b.items()}
 
     def ref_batches() -> Any:
-        by_len = np.argsort([len(it["input_ids"]) for it in ref_items], kind="stable")  # less padding per chunk
-        for s in range(0, len(ref_items), ds.ref_batch_size):
-            idx = by_len[s:s + ds.ref_batch_size]
+        for chunk in length_chunks(ref_items, ds.ref_batch_size):  # less padding per chunk
+            idx = np.asarray(chunk)
             yield idx, batch_of(ref_items, idx)
 
     res = DualSelectResult(np.zeros(n), np.zeros(n, dtype=np.int64), np.zeros(n), np.zeros(n, dtype=np.int64))

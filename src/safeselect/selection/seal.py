@@ -48,7 +48,7 @@ from safeselect.registry import registry
 from safeselect.selection import selector_cache
 from safeselect.selection.base import Selection, SelectionContext, budget_mask
 from safeselect.selection.schedules import gamma_at, mixing_weight
-from safeselect.training.batching import length_grouped
+from safeselect.training.batching import in_order, length_chunks, length_grouped
 from safeselect.training.checkpoint import Checkpointer
 from safeselect.training.encode import collate, encode_rows
 from safeselect.training.losses import per_row_loss
@@ -344,7 +344,7 @@ class SealTrainer:
                 losses = self.loss_fn(module, batch)
                 self.acc.backward((losses.float() * coef[idx].to(losses.device)).sum())
             out.append(losses.detach().float())
-        return _in_order(out, chunks)
+        return in_order(out, chunks)
 
     def _losses(self, module: Any, items: list[dict]) -> Any:
         import torch
@@ -355,7 +355,7 @@ class SealTrainer:
             for idx in chunks:
                 batch = {k: v.to(self.acc.device) for k, v in collate([items[i] for i in idx], self.pad_id).items()}
                 out.append(self.loss_fn(module, batch).float())
-        return _in_order(out, chunks)
+        return in_order(out, chunks)
 
     def _all_reduce_grads(self, params: list[Any]) -> None:
         """Sum theta_hat's gradients over processes (each share is already divided by |B|)."""
@@ -526,28 +526,6 @@ class SealTrainer:
             history=history, epoch_s=epoch_s, peak_gpu_memory_mb=peak,
             main_process=self.acc.is_main_process, world_size=self.world,
         )
-
-
-def length_chunks(items: list[dict], micro: int) -> list[list[int]]:
-    """Positions of ``items`` in micro-batches of ``micro`` rows of similar length.
-
-    A step's objective is a sum over its rows, so which rows share a forward pass does not change it;
-    sorted by length, a micro-batch pads its short rows (refusals beside long task rows) far less.
-    """
-    order = sorted(range(len(items)), key=lambda i: (len(items[i]["input_ids"]), i))
-    return [order[s:s + micro] for s in range(0, len(order), micro)]
-
-
-def _in_order(parts: list[Any], chunks: list[list[int]]) -> Any:
-    """The per-row values of ``parts`` (one tensor per chunk) back in the items' order."""
-    import torch
-
-    if not parts:
-        return torch.zeros(0)
-    flat = torch.cat(parts)
-    out = torch.empty_like(flat)
-    out[torch.as_tensor([i for c in chunks for i in c], device=flat.device)] = flat
-    return out
 
 
 def _copy_adapter(peft_model: Any, src: str, dst: str) -> None:

@@ -9,6 +9,8 @@ still seen once per epoch; what changes is which rows share a step.
 
 :func:`padding_groups` saves padding without changing the batches: one batch's rows run as a few
 sub-batches of similar length whose gradients add up to the batch's (training on one CPU process).
+:func:`length_chunks` cuts rows whose order does not matter (a sum over a step's rows, scoring) into
+passes of similar length; :func:`in_order` puts their per-row results back.
 """
 
 from __future__ import annotations
@@ -72,3 +74,22 @@ def padding_groups(lengths: Sequence[int], overhead: float) -> list[list[int]]:
         groups.append(sorted(order[cut[j]:j]))
         j = cut[j]
     return groups[::-1]
+
+
+def length_chunks(items: Sequence[dict[str, Any]], size: int) -> list[list[int]]:
+    """Positions of ``items`` (encoded rows) in chunks of ``size`` rows of similar length: sorted by
+    length, ties in item order, so each chunk pads little."""
+    order = sorted(range(len(items)), key=lambda i: (len(items[i]["input_ids"]), i))
+    return [order[s:s + size] for s in range(0, len(order), size)]
+
+
+def in_order(parts: list[Any], chunks: list[list[int]]) -> Any:
+    """The per-row values of ``parts`` (one tensor per chunk of :func:`length_chunks`) in the items' order."""
+    import torch
+
+    if not parts:
+        return torch.zeros(0)
+    flat = torch.cat(parts)
+    out = torch.empty_like(flat)
+    out[torch.as_tensor([i for c in chunks for i in c], device=flat.device)] = flat
+    return out

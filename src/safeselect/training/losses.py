@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from safeselect.core.rows import Row
+from safeselect.training.batching import length_chunks
 from safeselect.training.encode import collate, encode_rows
 
 
@@ -142,14 +143,12 @@ def row_losses(model: Any, tok: Any, rows: list[Row], max_length: int, batch_siz
     from tqdm.auto import tqdm
 
     items = encode_rows(tok, rows, max_length)
-    order = np.argsort([len(it["input_ids"]) for it in items], kind="stable")  # less padding per batch
     out = np.zeros(len(rows), dtype=np.float64)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        for s in tqdm(range(0, len(rows), batch_size), desc="row losses", disable=not show_progress, leave=False):
-            idx = order[s:s + batch_size]
+        for idx in tqdm(length_chunks(items, batch_size), desc="row losses", disable=not show_progress, leave=False):
             batch = {k: v.to(device) for k, v in collate([items[i] for i in idx], tok.pad_token_id).items()}
             out[idx] = per_row_loss(model, batch).double().cpu().numpy()
     model.train(was_training)
