@@ -5,7 +5,7 @@ judging, on SmolLM2-135M with the quickstart preset. Each stage runs twice in th
 reference path and the new path back to back, so both see the same machine load:
 
 * fine-tune: ``train_sft`` with random batches, every row in full and whole micro-batches (reference);
-  the defaults (shared-prefix pass, micro-batches split into sub-batches of similar length: the same
+  the defaults (shared-prefix pass, each micro-batch's rows packed without padding: the same
   batches, so the same losses to float rounding); and the defaults with ``finetune.group_by_length``
   (other batches). Same rows, same steps (``--steps``), LoRA from the same seed;
 * generation: HF ``generate`` float32 (reference, ``eval.backend=hf``) against CTranslate2
@@ -192,9 +192,9 @@ def report(t: dict[str, tuple[float, float]], agree: dict[str, tuple[float, floa
     rows = [
         ("data", t["data"], t["data"]),
         ("selection (random)", t["selection"], t["selection"]),
-        (f"fine-tune ({res_ft['ref']['steps']} steps, {n_rows} rows): rows in full -> shared prefix + sub-batches "
+        (f"fine-tune ({res_ft['ref']['steps']} steps, {n_rows} rows): rows in full -> shared prefix + packed rows "
          "(the default; same batches)", t["finetune.ref"], t["finetune.default"]),
-        ("fine-tune: rows in full -> shared prefix + sub-batches + `group_by_length` (other batches)",
+        ("fine-tune: rows in full -> shared prefix + packed rows + `group_by_length` (other batches)",
          t["finetune.ref"], t["finetune.grouped"]),
         (f"generation ({n_prompts} prompts): HF float32 -> CTranslate2 float32", t["generate.hf"],
          t["generate.ct2-float32"]),
@@ -207,7 +207,7 @@ def report(t: dict[str, tuple[float, float]], agree: dict[str, tuple[float, floa
     ]
     for name, a, b in rows:
         lines.append(f"| {name} | {a[0]:.1f} ({a[1]:.1f}) | {b[0]:.1f} ({b[1]:.1f}) | {ratio(a[0], b[0])} |")
-    for path, key, label in (("default", "ct2-float32", "the defaults: sub-batches + ct2-float32"),
+    for path, key, label in (("default", "ct2-float32", "the defaults: packed rows + ct2-float32"),
                              ("grouped", "ct2-float32", "grouped batches + ct2-float32"),
                              ("grouped", "ct2-int8", "grouped batches + ct2-int8")):
         cell_new = shared + t[f"finetune.{path}"][0] + t["generate." + key][0]

@@ -8,12 +8,15 @@ the same rows, seed and LoRA initialisation on every path:
   before issue #13;
 * ``shared prefix``: the token prefix every row of a batch shares (the chat template's system
   prompt) run once per batch (:func:`safeselect.training.losses.per_row_loss`), whole batches;
-* ``shared prefix + sub-batches`` (the default): each batch run as sub-batches of similar length
-  (``finetune.split_padding``: :func:`safeselect.training.sft.sub_batches`), the same batches;
-* ``shared prefix + grouped``: ``finetune.group_by_length`` (batches of similar length: other
-  batches), whole batches.
+* ``shared prefix + sub-batches``: each batch run as sub-batches of similar length
+  (:func:`safeselect.training.sft.sub_batches`, the fallback of ``finetune.split_padding`` for models
+  that cannot be packed), the same batches;
+* ``shared prefix + packed`` (the default): each batch's rows packed into one sequence, attention
+  per row (``finetune.split_padding``: :mod:`safeselect.training.packing`), the same batches;
+* ``shared prefix + packed + grouped``: ``finetune.group_by_length`` (batches of similar length:
+  other batches).
 
-Time is CPU time of this process (one thread); the first three paths see the same batches, so
+Time is CPU time of this process (one thread); the first four paths see the same batches, so
 their losses agree to float rounding, which the table shows.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_train.py [--steps 8] [key=value ...]
@@ -43,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     from safeselect.config.loading import load
     from safeselect.models import add_lora, load_model
     from safeselect.pipeline.run import aligned_dir, build_bundle, select
-    from safeselect.training.losses import rows_apart
+    from safeselect.training.losses import no_packing, rows_apart
     from safeselect.training.sft import train_sft
 
     torch.set_num_threads(1)
@@ -58,15 +61,17 @@ def main(argv: list[str] | None = None) -> int:
     warm_up(cfg, start, kept)
     rows = []
     ref_cpu = None
-    for name, share, split, group in (("reference", False, False, False), ("shared prefix", True, False, False),
-                                      ("shared prefix + sub-batches (default)", True, True, False),
-                                      ("shared prefix + grouped", True, False, True)):
+    for name, share, split, pack, group in (
+            ("reference", False, False, False, False), ("shared prefix", True, False, False, False),
+            ("shared prefix + sub-batches", True, True, False, False),
+            ("shared prefix + packed (default)", True, True, True, False),
+            ("shared prefix + packed + grouped", True, True, True, True)):
         torch.manual_seed(cfg.seed)
         model, tok = load_model(start, cfg.model)
         model = add_lora(model, cfg.model.lora)
         tc = dataclasses.replace(cfg.finetune, group_by_length=group, split_padding=split, max_steps=args.steps)
         c = cpu_s()
-        with contextlib.nullcontext() if share else rows_apart():
+        with contextlib.nullcontext() if share else rows_apart(), no_packing(not pack):
             res = train_sft(model, tok, kept, tc, cfg.model.max_length, seed=cfg.seed, show_progress=False)
         c = cpu_s() - c
         ref_cpu = ref_cpu or c

@@ -42,15 +42,15 @@ def _fail_after(monkeypatch, target, attr, calls: int) -> None:
 
 
 def test_killed_finetune_resumes_to_the_same_model_and_metrics(tmp_path, monkeypatch, capsys):
-    import safeselect.training.sft as sft  # the fine-tune loop's own reference to sub_batches
+    import safeselect.training.sft as sft  # the fine-tune loop's own reference to per_row_loss
 
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     assert main(["run", "quickstart", *FT, "--out", str(whole), "--quiet"]) == 0
     assert not (whole / "checkpoints").exists()  # removed when the run completes
     with monkeypatch.context() as m:
-        # One sub_batches call per step (micro batch = batch = 8): 4 steps done (saved at steps 2 and 4), the
-        # 5th crashes.
-        _fail_after(m, sft, "sub_batches", 4)
+        # One per_row_loss call per step (micro batch = batch = 8, packed rows): 4 steps done (saved at steps
+        # 2 and 4), the 5th crashes.
+        _fail_after(m, sft, "per_row_loss", 4)
         with pytest.raises(RuntimeError, match="injected failure"):
             main(["run", "quickstart", *FT, "--out", str(killed), "--quiet"])
     saved = list((killed / "checkpoints" / "finetune").glob("step-*"))

@@ -145,9 +145,10 @@ class TrainConfig:
                                 aliases=("mixed precision",))
     group_by_length: bool = knob(False, help="batch rows of similar length together (less padding, faster; which "
                                  "rows share a step changes, so results move within seed noise)")
-    split_padding: bool = knob(True, help="on one CPU process, run each micro-batch as sub-batches of similar length "
-                               "(the same rows per step and the same gradient up to float rounding, less compute on "
-                               "padding); GPUs and multi-process runs keep whole micro-batches")
+    split_padding: bool = knob(True, help="no compute on padding, the same rows per step and the same gradient up to "
+                               "float rounding: each micro-batch's rows packed into one sequence with attention kept "
+                               "per row (SDPA models), else, on one CPU process, run as sub-batches of similar length",
+                               aliases=("padding free", "packing", "pack rows"))
 
 
 @dataclass

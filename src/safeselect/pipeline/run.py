@@ -79,8 +79,8 @@ def _align_key(cfg: ExperimentConfig, model_name: str, align_rows: list[Row]) ->
     if align["train"].get("mixed_precision") == "no":
         # Added after aligned models were cached: hashed only when set, so those caches stay valid.
         del align["train"]["mixed_precision"]
-    # Not hashed at all: sub-batches give the same rows per step and the same gradient (up to float
-    # rounding, as another thread count would), so the aligned models cached before it stay valid.
+    # Not hashed at all: packed rows / sub-batches give the same rows per step and the same gradient (up to
+    # float rounding, as another thread count would), so the aligned models cached before it stay valid.
     align["train"].pop("split_padding", None)
     payload = {
         "model": model_name, "dtype": cfg.model.dtype, "max_length": cfg.model.max_length,

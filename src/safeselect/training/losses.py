@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from safeselect.core.rows import Row
+from safeselect.training import packing
 from safeselect.training.batching import length_chunks
 from safeselect.training.encode import collate, encode_rows
 
@@ -35,6 +36,8 @@ def learned_positions(labels: Any) -> Any:
 
 # Off inside :func:`rows_apart`: per-example gradients by hooks need every row's own activations.
 _SHARE_PREFIX: ContextVar[bool] = ContextVar("share_prefix", default=True)
+# Off inside :func:`no_packing` (``finetune.split_padding=false``).
+_PACK_ROWS: ContextVar[bool] = ContextVar("pack_rows", default=True)
 
 
 @contextmanager
@@ -45,6 +48,16 @@ def rows_apart() -> Iterator[None]:
         yield
     finally:
         _SHARE_PREFIX.reset(token)
+
+
+@contextmanager
+def no_packing(off: bool = True) -> Iterator[None]:
+    """Within this block (if ``off``; else as outside it) :func:`per_row_loss` keeps a batch's padding."""
+    token = _PACK_ROWS.set(_PACK_ROWS.get() and not off)
+    try:
+        yield
+    finally:
+        _PACK_ROWS.reset(token)
 
 
 def shared_prefix_length(input_ids: Any) -> int:
@@ -76,12 +89,12 @@ def checkpointing_active(model: Any) -> bool:
     return bool(flag)
 
 
-def _prefix_cache(model: Any, batch: dict[str, Any], keep: Any) -> tuple[int, Any]:
+def _prefix_cache(model: Any, batch: dict[str, Any], keep: Any, rows: int | None = None) -> tuple[int, Any]:
     """(P, a KV cache of the batch's shared first P tokens computed once and broadcast to every row), or
     (0, None) when sharing does not apply: no shared prefix of 2+ tokens before the first learned
     position, dropout active (one mask for all rows would change the estimator), gradient checkpointing
     (transformers keeps no cache while it recomputes), or a model whose cache is not the layered KV cache
-    of transformers."""
+    of transformers. ``rows``: broadcast the cache to this many rows (default: the batch's)."""
     ids, mask = batch["input_ids"], batch["attention_mask"]
     if not _SHARE_PREFIX.get():
         return 0, None
@@ -95,9 +108,10 @@ def _prefix_cache(model: Any, batch: dict[str, Any], keep: Any) -> tuple[int, An
     if not layers or not all(getattr(la, "keys", None) is not None and getattr(la, "values", None) is not None
                              for la in layers):
         return 0, None
+    n = ids.shape[0] if rows is None else rows
     for la in layers:  # a view per row, no copy: gradients of every row flow back into the one prefix pass
-        la.keys = la.keys.expand(ids.shape[0], *la.keys.shape[1:])
-        la.values = la.values.expand(ids.shape[0], *la.values.shape[1:])
+        la.keys = la.keys.expand(n, *la.keys.shape[1:])
+        la.values = la.values.expand(n, *la.values.shape[1:])
     return p, cache
 
 
@@ -119,6 +133,8 @@ def per_row_loss(model: Any, batch: dict[str, Any]) -> Any:
 
     labels = batch["labels"]
     traced = "positions" in batch
+    if not traced and packing_applies(model, batch):
+        return packed_row_loss(model, batch)
     keep = batch["positions"] if traced else learned_positions(labels)
     p, cache = (0, None) if traced else _prefix_cache(model, batch, keep)
     if cache is not None:
@@ -134,6 +150,47 @@ def per_row_loss(model: Any, batch: dict[str, Any]) -> Any:
     nll = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.clamp(min=0).reshape(-1),
                           reduction="none").view(targets.shape) * mask
     return nll.sum(dim=1) / mask.sum(dim=1).clamp(min=1)
+
+
+def packing_applies(model: Any, batch: dict[str, Any] | None = None) -> bool:
+    """Whether :func:`per_row_loss` runs ``batch`` packed (:mod:`safeselect.training.packing`): packing
+    on (:func:`no_packing` turns it off), rows not kept apart for per-example gradients, a model whose
+    attention is SDPA, no activation checkpointing (its recomputation runs outside the packed block),
+    and a batch of 2+ rows with padding to save (without, packing only adds work)."""
+    if not (_PACK_ROWS.get() and _SHARE_PREFIX.get()) or not packing.supports(model) \
+            or (model.training and checkpointing_active(packing.unwrap(model))):
+        return False
+    if batch is None:
+        return True
+    mask = batch["attention_mask"]
+    return mask.shape[0] >= 2 and not bool(mask.all())
+
+
+def packed_row_loss(model: Any, batch: dict[str, Any]) -> Any:
+    """:func:`per_row_loss` of a right-padded batch without compute on its padding: the tokens after the
+    shared prefix (run once, as in :func:`per_row_loss`) of every row are concatenated into one
+    sequence, and attention runs per row (:mod:`safeselect.training.packing`). The same losses and
+    gradients up to float rounding (tests/test_packing.py)."""
+    import torch
+    import torch.nn.functional as F
+
+    ids, labels = batch["input_ids"], batch["labels"]
+    n = ids.shape[0]
+    p, cache = _prefix_cache(model, batch, learned_positions(labels), rows=1)
+    plan = packing.plan(batch["attention_mask"], p)
+    width = plan.valid.shape[1]
+    # Position t of row r (t >= p: the prefix predicts no learned token) sits at plan.index[r, t - p].
+    targets = labels[:, 1 + p:1 + p + width]
+    targets = F.pad(targets, (0, width - targets.shape[1]), value=-100)
+    learned = (targets != -100) & plan.valid
+    rows = torch.arange(n, device=ids.device)[:, None].expand(n, width)[learned]
+    with packing.packed(model, plan):
+        out = model(input_ids=ids[:, p:p + width][plan.valid][None], position_ids=plan.position_ids,
+                    attention_mask=plan.model_mask, cache=cache, use_cache=cache is not None,
+                    logits_to_keep=plan.index[learned])
+    nll = F.cross_entropy(out.logits[0].float(), targets[learned], reduction="none")
+    total = torch.zeros(n, dtype=nll.dtype, device=nll.device).index_add(0, rows, nll)
+    return total / torch.bincount(rows, minlength=n).clamp(min=1)
 
 
 def row_losses(model: Any, tok: Any, rows: list[Row], max_length: int, batch_size: int = 8,

@@ -19,7 +19,7 @@ from safeselect.errors import UserError
 from safeselect.training.batching import LengthGroupedSampler, padding_groups
 from safeselect.training.checkpoint import Checkpointer, generator_state, set_generator_state
 from safeselect.training.encode import collate, encode_rows
-from safeselect.training.losses import per_row_loss, shared_prefix_length
+from safeselect.training.losses import no_packing, packing_applies, per_row_loss, shared_prefix_length
 
 
 def make_accelerator(cpu: bool | None = None) -> Any:
@@ -97,8 +97,9 @@ def train_sft(model: Any, tok: Any, rows: list[Row], train_cfg: TrainConfig, max
 
     ``weights`` (one per row) scale each row's loss; None = plain SFT.
     ``batch_size`` is the effective batch; ``micro_batch_size`` rows per forward pass, which
-    ``split_padding`` runs as :func:`sub_batches` of similar length (one CPU process only: under
-    DDP every process must run as many backward passes, and a GPU gains little from less padding).
+    ``split_padding`` runs packed (:mod:`safeselect.training.packing`: no compute on padding), or,
+    for a model whose attention cannot be packed, as :func:`sub_batches` of similar length (one CPU
+    process only: under DDP every process must run as many backward passes).
     ``checkpoint_dir`` + ``save_every``: the state is saved every N optimiser steps and at the
     end (:class:`~safeselect.training.checkpoint.Checkpointer`); a call that finds a checkpoint
     of the same rows and settings resumes from it, ending exactly where an uninterrupted call
@@ -132,7 +133,10 @@ def train_sft(model: Any, tok: Any, rows: list[Row], train_cfg: TrainConfig, max
         loader = DataLoader(data, batch_sampler=sampler, collate_fn=_collate)
     else:
         loader = DataLoader(data, batch_size=micro, shuffle=True, generator=gen, collate_fn=_collate)
-    split = train_cfg.split_padding and acc.device.type == "cpu" and (local or acc.num_processes == 1)
+    # No compute on padding: packed rows where the model's attention allows (one pass per micro-batch, any
+    # device), else sub-batches on one CPU process (under DDP every process must run as many passes).
+    pack = train_cfg.split_padding and packing_applies(model)
+    split = train_cfg.split_padding and not pack and acc.device.type == "cpu" and (local or acc.num_processes == 1)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
     if local:
@@ -176,7 +180,7 @@ def train_sft(model: Any, tok: Any, rows: list[Row], train_cfg: TrainConfig, max
             # The micro-batch's mean weighted row loss, as a sum over its sub-batches' rows.
             n_rows = batch["input_ids"].shape[0]
             for part in sub_batches(batch) if split else [batch]:
-                with autocast(acc.device.type, train_cfg.mixed_precision):
+                with autocast(acc.device.type, train_cfg.mixed_precision), no_packing(not pack):
                     row_loss = per_row_loss(model, part)
                 loss = (row_loss.float() * part["weights"].to(row_loss.device)).sum() / (n_rows * accum)
                 acc.backward(loss)
