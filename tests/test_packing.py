@@ -35,7 +35,7 @@ def test_plan_exact():
     assert plan.valid.tolist() == [[True, True, False], [True, False, False], [True, True, True]]
     assert plan.index.tolist() == [[0, 1, 0], [2, 0, 0], [3, 4, 5]]
     assert plan.real.tolist() == [0, 1, 3, 6, 7, 8]
-    assert plan.position_ids.tolist() == [[2, 3, 2, 2, 3, 4]]
+    assert plan.position_ids.tolist() == [[0, 1, 2, 3, 2, 2, 3, 4]], "the prefix, then each row's tokens"
     assert plan.mask.shape == (3, 1, 3, 5)
     # Row 0: both prefix keys, then its own keys causally; its padding key (slot 2) never.
     assert plan.mask[0, 0].long().tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 0], [1, 1, 1, 1, 0]]
@@ -53,7 +53,7 @@ def test_packed_losses_and_gradients_equal_the_padded_batch(tiny, monkeypatch):
     seen: list[tuple[int, ...]] = []
     hook = model.register_forward_pre_hook(lambda m, a, kw: seen.append(tuple(kw["input_ids"].shape)),
                                            with_kwargs=True)
-    assert losses.packing_applies(model, batch)
+    assert losses.packing_applies(model)
     packed = losses.per_row_loss(model, batch)
     hook.remove()
     g_packed = torch.autograd.grad(packed.mean(), params)
@@ -63,34 +63,36 @@ def test_packed_losses_and_gradients_equal_the_padded_batch(tiny, monkeypatch):
     lengths = batch["attention_mask"].sum(dim=1)
     p = plans[0].prefix
     assert len(plans) == 1 and p >= 2, "the chat template's shared prefix, run once"
-    assert seen == [(1, p), (1, int((lengths - p).sum()))], "the prefix, then every row's real tokens in one row"
+    assert seen == [(1, p + int((lengths - p).sum()))], "one pass: the prefix once, then every row's real tokens"
     assert torch.allclose(packed, padded, atol=1e-5)
     assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(g_packed, g_padded, strict=True))
     assert model.get_base_model().config._attn_implementation == "sdpa", "the attention is restored"
-    with torch.no_grad():  # scoring (eval mode, no grad) packs as well
+    with torch.no_grad():  # scoring (eval mode, no grad) packs as well, and so does a batch without padding
         model.eval()
         assert torch.allclose(losses.per_row_loss(model, batch), padded, atol=1e-5)
+        same = collate([encode(tok, "p", "four", 64)] * 2, tok.pad_token_id)
+        assert bool(same["attention_mask"].all())
+        with losses.no_packing():
+            expected = losses.per_row_loss(model, same)
+        assert torch.allclose(losses.per_row_loss(model, same), expected, atol=1e-5)
 
 
 def test_packing_does_not_apply_where_it_must_not(tiny):
-    model, tok = _lora(tiny)
-    batch = _batch(tok)
-    assert losses.packing_applies(model, batch)
-    same = collate([encode(tok, "p", "four", 64)] * 2, tok.pad_token_id)
-    assert not losses.packing_applies(model, same), "no padding: nothing to save"
+    model, _ = _lora(tiny)
+    assert losses.packing_applies(model)
     with losses.no_packing():
-        assert not losses.packing_applies(model, batch)
+        assert not losses.packing_applies(model)
         with losses.no_packing(False):
-            assert not losses.packing_applies(model, batch), "an inner block does not turn it back on"
+            assert not losses.packing_applies(model), "an inner block does not turn it back on"
     with losses.rows_apart():
-        assert not losses.packing_applies(model, batch), "per-example gradients need every row's activations"
+        assert not losses.packing_applies(model), "per-example gradients need every row's activations"
     model.train()
     model.activation_checkpointing_enable()
-    assert not losses.packing_applies(model, batch), "checkpointing recomputes outside the packed block"
+    assert not losses.packing_applies(model), "checkpointing recomputes outside the packed block"
     model.activation_checkpointing_disable()
     base = model.get_base_model()
     base.config._attn_implementation = "eager"
-    assert not losses.packing_applies(model, batch), "only SDPA attention is packed"
+    assert not losses.packing_applies(model), "only SDPA attention is packed"
     base.config._attn_implementation = "sdpa"
 
 

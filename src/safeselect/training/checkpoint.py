@@ -84,6 +84,9 @@ class Checkpointer:
             tmp.mkdir(parents=True)
         self.acc.wait_for_everyone()
         self.acc.save_state(str(tmp))  # every process: RNG states per process, weights on the main one
+        # save_state ends without a barrier: the main process must not rename the folder while another
+        # is still writing its RNG state into it.
+        self.acc.wait_for_everyone()
         if self.acc.is_main_process:
             if tensors:
                 save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / STATE_TENSORS))

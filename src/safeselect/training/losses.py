@@ -89,18 +89,27 @@ def checkpointing_active(model: Any) -> bool:
     return bool(flag)
 
 
-def _prefix_cache(model: Any, batch: dict[str, Any], keep: Any, rows: int | None = None) -> tuple[int, Any]:
-    """(P, a KV cache of the batch's shared first P tokens computed once and broadcast to every row), or
-    (0, None) when sharing does not apply: no shared prefix of 2+ tokens before the first learned
-    position, dropout active (one mask for all rows would change the estimator), gradient checkpointing
-    (transformers keeps no cache while it recomputes), or a model whose cache is not the layered KV cache
-    of transformers. ``rows``: broadcast the cache to this many rows (default: the batch's)."""
+def _shareable_prefix(model: Any, batch: dict[str, Any], keep: Any) -> int:
+    """P, the length of the batch's shared first tokens to run once for every row, or 0 when sharing does
+    not apply: no shared prefix of 2+ tokens before the first learned position, dropout active (one mask
+    for all rows would change the estimator), or gradient checkpointing (transformers keeps no cache while
+    it recomputes)."""
     ids, mask = batch["input_ids"], batch["attention_mask"]
     if not _SHARE_PREFIX.get():
-        return 0, None
+        return 0
     p = min(shared_prefix_length(ids), int(keep.min()))
     if p < 2 or ids.shape[0] < 2 or not bool(mask[:, :p].all()) or _active_dropout(model) \
-            or (model.training and checkpointing_active(model)):  # no cache is kept then
+            or (model.training and checkpointing_active(model)):
+        return 0
+    return p
+
+
+def _prefix_cache(model: Any, batch: dict[str, Any], keep: Any) -> tuple[int, Any]:
+    """(P, a KV cache of the batch's :func:`_shareable_prefix` computed once and broadcast to every row),
+    or (0, None): no prefix to share, or a model whose cache is not the layered KV cache of transformers."""
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    p = _shareable_prefix(model, batch, keep)
+    if not p:
         return 0, None
     out = model(input_ids=ids[:1, :p], attention_mask=mask[:1, :p], use_cache=True, logits_to_keep=1)
     cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
@@ -108,10 +117,9 @@ def _prefix_cache(model: Any, batch: dict[str, Any], keep: Any, rows: int | None
     if not layers or not all(getattr(la, "keys", None) is not None and getattr(la, "values", None) is not None
                              for la in layers):
         return 0, None
-    n = ids.shape[0] if rows is None else rows
     for la in layers:  # a view per row, no copy: gradients of every row flow back into the one prefix pass
-        la.keys = la.keys.expand(n, *la.keys.shape[1:])
-        la.values = la.values.expand(n, *la.values.shape[1:])
+        la.keys = la.keys.expand(ids.shape[0], *la.keys.shape[1:])
+        la.values = la.values.expand(ids.shape[0], *la.values.shape[1:])
     return p, cache
 
 
@@ -133,7 +141,7 @@ def per_row_loss(model: Any, batch: dict[str, Any]) -> Any:
 
     labels = batch["labels"]
     traced = "positions" in batch
-    if not traced and packing_applies(model, batch):
+    if not traced and packing_applies(model):
         return packed_row_loss(model, batch)
     keep = batch["positions"] if traced else learned_positions(labels)
     p, cache = (0, None) if traced else _prefix_cache(model, batch, keep)
@@ -152,42 +160,38 @@ def per_row_loss(model: Any, batch: dict[str, Any]) -> Any:
     return nll.sum(dim=1) / mask.sum(dim=1).clamp(min=1)
 
 
-def packing_applies(model: Any, batch: dict[str, Any] | None = None) -> bool:
-    """Whether :func:`per_row_loss` runs ``batch`` packed (:mod:`safeselect.training.packing`): packing
+def packing_applies(model: Any) -> bool:
+    """Whether :func:`per_row_loss` runs its batches packed (:mod:`safeselect.training.packing`): packing
     on (:func:`no_packing` turns it off), rows not kept apart for per-example gradients, a model whose
-    attention is SDPA, no activation checkpointing (its recomputation runs outside the packed block),
-    and a batch of 2+ rows with padding to save (without, packing only adds work)."""
-    if not (_PACK_ROWS.get() and _SHARE_PREFIX.get()) or not packing.supports(model) \
-            or (model.training and checkpointing_active(packing.unwrap(model))):
-        return False
-    if batch is None:
-        return True
-    mask = batch["attention_mask"]
-    return mask.shape[0] >= 2 and not bool(mask.all())
+    attention is SDPA, and no activation checkpointing (its recomputation runs outside the packed block).
+    Not decided per batch: a batch without padding still saves the separate prefix pass, and under DDP
+    every process must run as many forward passes (each one syncs buffers)."""
+    return _PACK_ROWS.get() and _SHARE_PREFIX.get() and packing.supports(model) \
+        and not (model.training and checkpointing_active(packing.unwrap(model)))
 
 
 def packed_row_loss(model: Any, batch: dict[str, Any]) -> Any:
-    """:func:`per_row_loss` of a right-padded batch without compute on its padding: the tokens after the
-    shared prefix (run once, as in :func:`per_row_loss`) of every row are concatenated into one
-    sequence, and attention runs per row (:mod:`safeselect.training.packing`). The same losses and
-    gradients up to float rounding (tests/test_packing.py)."""
+    """:func:`per_row_loss` of a right-padded batch without compute on its padding, in one pass: the shared
+    prefix (once, as in :func:`per_row_loss`) followed by every row's other real tokens, concatenated
+    into one sequence, with attention kept per row (:mod:`safeselect.training.packing`). The same losses
+    and gradients up to float rounding (tests/test_packing.py)."""
     import torch
     import torch.nn.functional as F
 
     ids, labels = batch["input_ids"], batch["labels"]
     n = ids.shape[0]
-    p, cache = _prefix_cache(model, batch, learned_positions(labels), rows=1)
+    p = _shareable_prefix(model, batch, learned_positions(labels))
     plan = packing.plan(batch["attention_mask"], p)
     width = plan.valid.shape[1]
-    # Position t of row r (t >= p: the prefix predicts no learned token) sits at plan.index[r, t - p].
+    # Position t of row r (t >= p: the prefix predicts no learned token) sits at p + plan.index[r, t - p].
     targets = labels[:, 1 + p:1 + p + width]
     targets = F.pad(targets, (0, width - targets.shape[1]), value=-100)
     learned = (targets != -100) & plan.valid
     rows = torch.arange(n, device=ids.device)[:, None].expand(n, width)[learned]
+    tokens = torch.cat([ids[0, :p], ids[:, p:p + width][plan.valid]])[None]
     with packing.packed(model, plan):
-        out = model(input_ids=ids[:, p:p + width][plan.valid][None], position_ids=plan.position_ids,
-                    attention_mask=plan.model_mask, cache=cache, use_cache=cache is not None,
-                    logits_to_keep=plan.index[learned])
+        out = model(input_ids=tokens, position_ids=plan.position_ids, attention_mask=plan.model_mask,
+                    use_cache=False, logits_to_keep=p + plan.index[learned])
     nll = F.cross_entropy(out.logits[0].float(), targets[learned], reduction="none")
     total = torch.zeros(n, dtype=nll.dtype, device=nll.device).index_add(0, rows, nll)
     return total / torch.bincount(rows, minlength=n).clamp(min=1)

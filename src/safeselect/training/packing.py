@@ -1,11 +1,13 @@
 """Packed rows: a padded batch run as one sequence of its real tokens, with attention kept per row.
 
 Why: the linear layers, which are most of a small chat model's compute, cost per token position, and
-random batches of chat rows are 20-50% padding (docs/results.md). Concatenating the rows' tokens
-removes that work from every linear layer and MLP; attention, a small share at these lengths, runs on
-the rows laid out padded again (a gather before it, a gather after), so each row sees exactly its own
-keys (and the shared prefix's) as in the padded batch. The same losses and gradients up to float
-rounding, in one pass per micro-batch (unlike sub-batches, which cost a pass each).
+random batches of chat rows are 20-50% padding (docs/results.md). The sequence is the token prefix
+every row shares (the chat template's system prompt, once) followed by each row's other tokens: no
+padding and no repeated prefix reach a linear layer or the MLP. Attention, a small share at these
+lengths, runs on the rows laid out padded again (a gather before it, a gather after), so each row
+sees exactly the prefix's keys and its own, as in the padded batch. The same losses and gradients up
+to float rounding, in one forward and backward pass per micro-batch (sub-batches cost a pass each,
+and the shared prefix run apart costs one more).
 
 The packed forward swaps the model's attention function for :func:`packed_attention` while it runs
 (``config._attn_implementation``, transformers' attention interface); only models whose attention is
@@ -33,7 +35,8 @@ class Plan:
     those slots (row-major: the packed order); ``index[r, j]``: that token's
     position in the packed sequence (0 for padding slots, which are masked and dropped); ``mask``: the
     ``[rows, 1, width, p + width]`` attention mask of the padded layout (prefix keys, then the row's own
-    keys causally); ``position_ids``: ``[1, N]`` positions p + j of the packed tokens; ``model_mask``: a
+    keys causally); ``position_ids``: ``[1, p + N]`` positions of the packed sequence (the prefix's
+    0..p-1, then p + j for each row's tokens); ``model_mask``: a
     4-D placeholder handed to the model so that it builds no mask of its own."""
 
     prefix: int
@@ -78,15 +81,17 @@ def plan(attention_mask: Any, prefix: int) -> Plan:
     own = causal[None, None] & valid[:, None, None, :]
     rows = valid.shape[0]
     mask = torch.cat([own.new_ones(rows, 1, width, prefix), own], dim=-1)
-    position_ids = (prefix + slot)[None, :].expand(rows, width)[valid][None]
+    position_ids = torch.cat([torch.arange(prefix, device=slot.device),
+                              (prefix + slot)[None, :].expand(rows, width)[valid]])[None]
     real = valid.reshape(-1).nonzero().squeeze(1)
     return Plan(prefix, valid, real, index, mask, position_ids, own.new_ones(1, 1, 1, 1))
 
 
 def packed_attention(module: Any, query: Any, key: Any, value: Any, attention_mask: Any, **kwargs: Any
                      ) -> tuple[Any, None]:
-    """SDPA attention of packed ``[1, heads, N, dim]`` queries: laid out as the padded batch, attended
-    with the plan's mask (each row: the prefix and its own earlier tokens), packed again."""
+    """SDPA attention of a packed ``[1, heads, P + N, dim]`` sequence (the shared prefix, then the rows'
+    tokens): the prefix attends causally to itself; the rows' tokens, laid out as the padded batch, to
+    the prefix and their own earlier tokens (the plan's mask), and are packed again."""
     import torch
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
@@ -104,9 +109,14 @@ def packed_attention(module: Any, query: Any, key: Any, value: Any, attention_ma
     if p.prefix:  # the shared prefix's keys and values, a view per row
         keys = torch.cat([key[:, :, :p.prefix].expand(rows, -1, -1, -1), keys], dim=2)
         values = torch.cat([value[:, :, :p.prefix].expand(rows, -1, -1, -1), values], dim=2)
-    out, _ = sdpa_attention_forward(module, padded(query), keys, values, p.mask, **kwargs)
+    out, _ = sdpa_attention_forward(module, padded(query[:, :, p.prefix:]), keys, values, p.mask, **kwargs)
     # out: [rows, width, heads, dim] -> the packed tokens' [1, N, heads, dim]
-    return out.reshape(rows * width, *out.shape[2:]).index_select(0, p.real)[None], None
+    out = out.reshape(rows * width, *out.shape[2:]).index_select(0, p.real)[None]
+    if p.prefix:  # no mask: causal
+        head, _ = sdpa_attention_forward(module, query[:, :, :p.prefix], key[:, :, :p.prefix],
+                                         value[:, :, :p.prefix], None, **kwargs)
+        out = torch.cat([head, out], dim=1)
+    return out, None
 
 
 def _register() -> None:
