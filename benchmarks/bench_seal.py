@@ -99,7 +99,8 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     task, safe = bundle.task, bundle.safety_ref
     acc = make_accelerator(cpu=device == "cpu")
     seal = SealConfig(algorithm=args.mode if args.mode != "sft" else "memory_efficient", epochs=1,
-                      lr=cfg.selection.seal.lr, batch_size=args.batch, micro_batch_size=args.batch,
+                      lr=cfg.selection.seal.lr, batch_size=args.batch,
+                      micro_batch_size=args.seal_micro or cfg.selection.seal.micro_batch_size,
                       gamma=GammaConfig(schedule="constant", value=args.gamma))
     sft_cfg = TrainConfig(epochs=1, lr=cfg.finetune.lr, batch_size=args.batch, micro_batch_size=args.batch)
 
@@ -145,7 +146,7 @@ def run_mode(mode: str, args: argparse.Namespace) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--worker", mode, "--model", args.model, "--device", args.device,
            "--n-task", str(args.n_task), "--n-safe", str(args.n_safe), "--batch", str(args.batch),
            "--max-length", str(args.max_length), "--gamma", str(args.gamma), "--threads", str(args.threads),
-           "--difficulty", args.difficulty]
+           "--difficulty", args.difficulty, "--seal-micro", str(args.seal_micro)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, PYTHONWARNINGS="ignore"))
     if proc.returncode != 0:
         raise SystemExit(f"{mode} failed:\n{proc.stderr[-3000:]}")
@@ -165,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1,
                     help="torch CPU threads (0 = torch default); 1 keeps CPU time a clean measure of work")
+    ap.add_argument("--seal-micro", type=int, default=0,
+                    help="SEAL's rows per forward pass (0 = the shipped selection.seal.micro_batch_size)")
     ap.add_argument("--write", default=None, help="write the results as a markdown fragment here")
     ap.add_argument("--worker", choices=MODES, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -197,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
         f"Model {args.model}, LoRA r16 on q/k/v/o, float32, device {first['device']}; built-in benchmark "
         f"({args.difficulty}), {first['n_task']} task rows, {first['n_safe']} safety references, batch {args.batch}, "
         f"max_length {args.max_length}, {args.threads or 'default'} torch thread(s); SEAL at constant gamma "
-        f"{args.gamma} (full work every iteration). "
+        f"{args.gamma} (full work every iteration), {args.seal_micro or 'the shipped'} rows per forward pass of its "
+        f"model step (plain SFT: {args.batch}). "
         f"One epoch per subprocess after a one-step warm-up, median of {args.repeats} interleaved repeats.",
         "",
         "| mode | epoch CPU (s) | x plain SFT | epoch wall (s) | x plain SFT | SEAL loop wall (s) | "
@@ -227,7 +231,8 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"Command: `flock /tmp/heavy.lock python benchmarks/bench_seal.py --model {args.model} "
         f"--n-task {args.n_task} --n-safe {args.n_safe} --batch {args.batch} --max-length {args.max_length} "
-        f"--gamma {args.gamma} --repeats {args.repeats} --threads {args.threads}`",
+        f"--gamma {args.gamma} --repeats {args.repeats} --threads {args.threads}"
+        f"{f' --seal-micro {args.seal_micro}' if args.seal_micro else ''}`",
         "",
     ]
     text = "\n".join(lines)
