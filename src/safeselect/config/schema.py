@@ -205,7 +205,8 @@ class SealConfig:
                            choices=("softmax", "sigmoid", "tanh", "relu"), aliases=("selector function", "activation"))
     selector_lr: float = knob(5e-3, help="Adam learning rate of the selector logits", range=(0, None), aliases=("selector learning rate",))
     selector_betas: list[float] = knob(help="Adam betas (beta1, beta2) of the selector", factory=lambda: [0.9, 0.95])
-    epochs: int = knob(3, help="selector-training epochs (passes over the task rows; D_safe is cycled)",
+    epochs: int = knob(5, help="selector-training epochs (passes over the task rows; D_safe is cycled); 5 from the "
+                       "dev-seed grid (docs/methods.md)",
                        range=(1, None), aliases=("selector epochs",))
     lr: float = knob(3e-4, help="AdamW lr of the model (and of theta_hat) during selector training; clipping and "
                      "weight decay follow finetune.max_grad_norm / weight_decay", range=(0, None))
