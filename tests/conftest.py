@@ -39,6 +39,24 @@ def tiny():
 
 
 @pytest.fixture
+def tiny_lora(tiny):
+    """(model, tokenizer): the tiny Llama with a LoRA adapter as if trained (seeded non-zero B), so that
+    every path through the adapters matters."""
+    import torch
+
+    from safeselect.config.schema import LoraConfig
+    from safeselect.models import add_lora
+
+    model, tok = tiny
+    model = add_lora(model, LoraConfig(r=8, alpha=16))
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(3)) * 0.1)
+    return model, tok
+
+
+@pytest.fixture
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data folder {SHARED_DATA} is missing")

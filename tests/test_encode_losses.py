@@ -93,17 +93,10 @@ def test_per_row_loss_equals_full_logits_reference(tiny):
     assert torch.allclose(fast, ref, atol=1e-5)
 
 
-def test_shared_prefix_pass_gives_the_same_losses_and_gradients(tiny):
-    from safeselect.config.schema import LoraConfig
-    from safeselect.models import add_lora
+def test_shared_prefix_pass_gives_the_same_losses_and_gradients(tiny_lora):
     from safeselect.training import losses
 
-    model, tok = tiny
-    model = add_lora(model, LoraConfig(r=8, alpha=16))
-    with torch.no_grad():  # a trained adapter, so the LoRA path of the prefix matters
-        for n, p in model.named_parameters():
-            if "lora_B" in n:
-                p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(3)) * 0.1)
+    model, tok = tiny_lora  # a trained adapter, so the LoRA path of the prefix matters
     items = [encode(tok, "a prompt of some length", "one two three", 64), encode(tok, "p", "four", 64),
              encode(tok, "another one", "five six", 64)]
     batch = collate(items, tok.pad_token_id)

@@ -11,18 +11,6 @@ from safeselect.training import losses, packing
 from safeselect.training.encode import collate, encode
 
 
-def _lora(tiny):
-    from safeselect.models import add_lora
-
-    model, tok = tiny
-    model = add_lora(model, LoraConfig(r=8, alpha=16))
-    with torch.no_grad():  # a trained adapter, so every path of the LoRA layers matters
-        for n, p in model.named_parameters():
-            if "lora_B" in n:
-                p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(3)) * 0.1)
-    return model, tok
-
-
 def _batch(tok):
     items = [encode(tok, "a prompt of some length here", "one two three four", 64), encode(tok, "p", "four", 64),
              encode(tok, "another one", "five six", 64)]
@@ -43,8 +31,8 @@ def test_plan_exact():
     assert packing.plan(mask, 0).position_ids.tolist() == [[0, 1, 2, 3, 0, 1, 2, 0, 1, 2, 3, 4]]
 
 
-def test_packed_losses_and_gradients_equal_the_padded_batch(tiny, monkeypatch):
-    model, tok = _lora(tiny)
+def test_packed_losses_and_gradients_equal_the_padded_batch(tiny_lora, monkeypatch):
+    model, tok = tiny_lora
     batch = _batch(tok)
     params = [p for p in model.parameters() if p.requires_grad]
     plans: list[packing.Plan] = []
@@ -77,8 +65,8 @@ def test_packed_losses_and_gradients_equal_the_padded_batch(tiny, monkeypatch):
         assert torch.allclose(losses.per_row_loss(model, same), expected, atol=1e-5)
 
 
-def test_packing_does_not_apply_where_it_must_not(tiny):
-    model, _ = _lora(tiny)
+def test_packing_does_not_apply_where_it_must_not(tiny_lora):
+    model, _ = tiny_lora
     assert losses.packing_applies(model)
     with losses.no_packing():
         assert not losses.packing_applies(model)
