@@ -31,13 +31,13 @@ _registered = False
 class Plan:
     """Where each row's tokens sit in the packed sequence.
 
-    ``valid[r, j]``: slot j of row r (its token p + j) is a real token, ``real`` the flat positions of
-    those slots (row-major: the packed order); ``index[r, j]``: that token's
-    position in the packed sequence (0 for padding slots, which are masked and dropped); ``mask``: the
+    ``valid[r, j]``: slot j of row r (its token p + j) is a real token; ``real``: the flat positions of
+    those slots (row-major: the packed order); ``index[r, j]``: that token's position among the packed
+    rows' tokens (after the prefix; 0 for padding slots, which are masked and dropped); ``mask``: the
     ``[rows, 1, width, p + width]`` attention mask of the padded layout (prefix keys, then the row's own
     keys causally); ``position_ids``: ``[1, p + N]`` positions of the packed sequence (the prefix's
-    0..p-1, then p + j for each row's tokens); ``model_mask``: a
-    4-D placeholder handed to the model so that it builds no mask of its own."""
+    0..p-1, then p + j for each row's tokens); ``model_mask``: a 4-D placeholder handed to the model so
+    that it builds no mask of its own."""
 
     prefix: int
     valid: Any
@@ -68,7 +68,8 @@ def supports(model: Any) -> bool:
 
 
 def plan(attention_mask: Any, prefix: int) -> Plan:
-    """The :class:`Plan` of a right-padded batch whose first ``prefix`` tokens are run separately."""
+    """The :class:`Plan` of a right-padded batch whose first ``prefix`` tokens, the same in every row, head
+    the packed sequence once."""
     import torch
 
     lengths = attention_mask.sum(dim=1) - prefix
