@@ -80,7 +80,8 @@ def _active_dropout(model: Any) -> bool:
 
 
 def checkpointing_active(model: Any) -> bool:
-    """Whether activation (gradient) checkpointing is on for ``model`` (a PEFT wrapper is looked through)."""
+    """Whether activation (gradient) checkpointing is on for ``model`` (DDP and PEFT wrappers are looked through)."""
+    model = packing.unwrap(model)
     # transformers 5 renamed the flag; read the new name first so the old one's deprecation warning never fires.
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     flag = getattr(base, "is_activation_checkpointing", None)
@@ -167,7 +168,7 @@ def packing_applies(model: Any) -> bool:
     Not decided per batch: a batch without padding still saves the separate prefix pass, and under DDP
     every process must run as many forward passes (each one syncs buffers)."""
     return _PACK_ROWS.get() and _SHARE_PREFIX.get() and packing.supports(model) \
-        and not (model.training and checkpointing_active(packing.unwrap(model)))
+        and not (model.training and checkpointing_active(model))
 
 
 def packed_row_loss(model: Any, batch: dict[str, Any]) -> Any:

@@ -64,7 +64,7 @@ def _config(model: Any) -> Any:
 def supports(model: Any) -> bool:
     """Whether ``model``'s attention can be packed: transformers' SDPA attention."""
     config = _config(model)
-    return getattr(config, "_attn_implementation", None) in ("sdpa", NAME)
+    return getattr(config, "_attn_implementation", None) == "sdpa"
 
 
 def plan(attention_mask: Any, prefix: int) -> Plan:
