@@ -6,10 +6,13 @@ reference path and the new path back to back, so both see the same machine load:
 
 * fine-tune: ``train_sft`` with random batches, every row in full and whole micro-batches (reference);
   the defaults (shared-prefix pass, each micro-batch's rows packed without padding: the same
-  batches, so the same losses to float rounding); and the defaults with ``finetune.group_by_length``
-  (other batches). Same rows, same steps (``--steps``), LoRA from the same seed;
+  batches, so the same losses to float rounding); the defaults with ``finetune.group_by_length``
+  (other batches); and the defaults with ``finetune.mixed_precision=bf16`` (bfloat16 autocast: fast
+  where the CPU has AMX or AVX-512 BF16, which the report names). Same rows, same steps
+  (``--steps``), LoRA from the same seed;
 * generation: HF ``generate`` float32 (reference, ``eval.backend=hf``) against CTranslate2
-  float32 and int8 (``eval.backend=ctranslate2``), on the fine-tuned model, with the share of
+  float32 and int8 (``eval.backend=ctranslate2``) and the torch loop that drops finished rows in
+  float32 and bfloat16 (``eval.backend=torch``), on the fine-tuned model, with the share of
   identical replies and of identical judge verdicts (refusal judge on the harmful and
   look-alike sets, exact match on the task sets);
 * data, selection, judging: the same code on both paths (timed once each, ratio 1 by design).
@@ -63,6 +66,20 @@ def warm_up(cfg: Any, start: str, rows: list[Any], device: str = "cpu") -> None:
     model, tok = load_model(start, cfg.model, device=device)
     train_sft(add_lora(model, cfg.model.lora), tok, rows, dataclasses.replace(cfg.finetune, max_steps=1),
               cfg.model.max_length, seed=cfg.seed, show_progress=False)
+
+
+def cpu_flags() -> str:
+    """What the CPU offers the low-precision paths: torch's capability level and the bf16 / int8 matrix units
+    (the bf16 rows are fast only with AMX or AVX-512 BF16; development machines here have had both and neither)."""
+    import torch
+
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        flags = []
+    units = [x for x in ("amx_bf16", "amx_int8", "avx512_bf16", "avx512_vnni", "avx_vnni") if x in flags]
+    return f"{torch.backends.cpu.get_cpu_capability()} ({', '.join(units) or 'no bf16 / int8 matrix units'})"
 
 
 def load_avg() -> str:
@@ -122,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         model, tok = load_model(start, cfg.model, device=args.device)
         model = add_lora(model, cfg.model.lora)
         tc = dataclasses.replace(cfg.finetune, group_by_length=path == "grouped", split_padding=path != "ref",
-                                 max_steps=steps)
+                                 max_steps=steps, mixed_precision="bf16" if path == "bf16" else "no")
         # the reference runs every row in full (rows_apart: no shared-prefix pass), as before issue #13
         with contextlib.nullcontext() if path != "ref" else rows_apart():
             res = train_sft(model, tok, kept, tc, cfg.model.max_length, seed=cfg.seed, show_progress=False)
@@ -130,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
 
     warm_up(cfg, start, kept, args.device)
     res_ft: dict[str, dict[str, Any]] = {}
-    for path in ("ref", "default", "grouped"):
+    for path in ("ref", "default", "grouped", "bf16"):
         with timed(t, f"finetune.{path}"):
             m, tok, res_ft[path] = finetune(path)
         if path == "ref":
@@ -151,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
 
     replies: dict[str, list[str]] = {}
     for key, backend, dtype in (("hf", "hf", "float32"), ("ct2-float32", "ctranslate2", "float32"),
-                                ("ct2-int8", "ctranslate2", "int8")):
+                                ("ct2-int8", "ctranslate2", "int8"), ("torch-float32", "torch", "float32"),
+                                ("torch-bfloat16", "torch", "bfloat16")):
         try:
             with timed(t, f"generate.{key}"):
                 replies[key] = generate(backend, dtype)
@@ -196,9 +214,15 @@ def report(t: dict[str, tuple[float, float]], agree: dict[str, tuple[float, floa
          "(the default; same batches)", t["finetune.ref"], t["finetune.default"]),
         ("fine-tune: rows in full -> shared prefix + packed rows + `group_by_length` (other batches)",
          t["finetune.ref"], t["finetune.grouped"]),
+        ("fine-tune: rows in full -> shared prefix + packed rows + bf16 autocast (same batches)",
+         t["finetune.ref"], t["finetune.bf16"]),
         (f"generation ({n_prompts} prompts): HF float32 -> CTranslate2 float32", t["generate.hf"],
          t["generate.ct2-float32"]),
         (f"generation ({n_prompts} prompts): HF float32 -> CTranslate2 int8", t["generate.hf"], t["generate.ct2-int8"]),
+        (f"generation ({n_prompts} prompts): HF float32 -> torch loop float32", t["generate.hf"],
+         t["generate.torch-float32"]),
+        (f"generation ({n_prompts} prompts): HF float32 -> torch loop bfloat16", t["generate.hf"],
+         t["generate.torch-bfloat16"]),
         ("judging", t["judge"], t["judge"]),
     ]
     lines = [
@@ -209,7 +233,9 @@ def report(t: dict[str, tuple[float, float]], agree: dict[str, tuple[float, floa
         lines.append(f"| {name} | {a[0]:.1f} ({a[1]:.1f}) | {b[0]:.1f} ({b[1]:.1f}) | {ratio(a[0], b[0])} |")
     for path, key, label in (("default", "ct2-float32", "the defaults: packed rows + ct2-float32"),
                              ("grouped", "ct2-float32", "grouped batches + ct2-float32"),
-                             ("grouped", "ct2-int8", "grouped batches + ct2-int8")):
+                             ("default", "torch-float32", "packed rows + torch loop float32"),
+                             ("grouped", "ct2-int8", "grouped batches + ct2-int8"),
+                             ("bf16", "torch-bfloat16", "packed rows + bf16 autocast + torch loop bfloat16")):
         cell_new = shared + t[f"finetune.{path}"][0] + t["generate." + key][0]
         lines.append(f"| **whole cell** ({label}) | {cell_ref:.1f} | {cell_new:.1f} | **{ratio(cell_ref, cell_new)}** |")
     lines += ["", "| backend | identical replies | identical verdicts (refusal judge / exact match) |", "|---|---|---|"]
@@ -217,7 +243,9 @@ def report(t: dict[str, tuple[float, float]], agree: dict[str, tuple[float, floa
         lines.append(f"| {key} vs HF float32 | {same:.3f} | {verd:.3f} |")
     lines += ["", f"Fine-tune final loss: reference {res_ft['ref']['losses'][-1]:.4f}, the defaults "
               f"{res_ft['default']['losses'][-1]:.4f} (the same batches), length-grouped "
-              f"{res_ft['grouped']['losses'][-1]:.3f} (one seed; other batches, so not identical). Starting model: `{start}`. "
+              f"{res_ft['grouped']['losses'][-1]:.3f} (one seed; other batches, so not identical), bf16 autocast "
+              f"{res_ft['bf16']['losses'][-1]:.4f} (the same batches in lower precision). CPU: {cpu_flags()}. "
+              f"Starting model: `{start}`. "
               f"Load average (1 / 5 / 15 min) at start, after fine-tuning, after generation: {'; '.join(loads)}. "
               f"Command: `OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '')} python benchmarks/bench_cell.py "
               f"{' '.join(argv if argv is not None else sys.argv[1:])}`."]

@@ -7,7 +7,10 @@ greedy tokens, one thread:
 * ``hf``: the reference, ``eval.backend=hf`` at ``eval.batch_size`` 16;
 * ``ct2 b16``: CTranslate2 float32 at the same batch size;
 * ``ct2 b64``: CTranslate2 float32 at ``eval.ct2_batch_size`` 64 (the default);
-* ``ct2 int8 b64``: int8 weights (``eval.dtype=int8``), for the record.
+* ``ct2 int8 b64``: int8 weights (``eval.dtype=int8``), for the record;
+* ``torch b64``, ``torch bf16 b64`` / ``b128``: the PyTorch loop that drops finished rows
+  (``eval.backend=torch``) in float32 and in bfloat16 autocast (``eval.dtype=bfloat16``: fast with AMX
+  or AVX-512 BF16, which the output names).
 
 Both CTranslate2 rows decode the shared system-prompt prefix once (``static_prompt``). Each row
 prints CPU seconds (user + system of this process; it moves far less with other jobs than wall time),
@@ -24,7 +27,7 @@ import dataclasses
 import os
 import sys
 
-from bench_cell import cpu_s, load_avg
+from bench_cell import cpu_flags, cpu_s, load_avg
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from safeselect.config import loading
+    from safeselect.core.stats import wilson_interval
     from safeselect.evaluation.generate import make_generate
     from safeselect.judges.refusal import RefusalJudge
     from safeselect.models import load_model
@@ -53,8 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     judge = RefusalJudge(cfg)
     paths = [("hf", dict(backend="hf")), ("ct2 b16", dict(backend="ctranslate2", ct2_batch_size=16)),
              ("ct2 b64", dict(backend="ctranslate2", ct2_batch_size=64)),
-             ("ct2 int8 b64", dict(backend="ctranslate2", dtype="int8", ct2_batch_size=64))]
-    print(f"{len(prompts)} prompts, load average {load_avg()}", file=sys.stderr)
+             ("ct2 int8 b64", dict(backend="ctranslate2", dtype="int8", ct2_batch_size=64)),
+             ("torch b64", dict(backend="torch", torch_batch_size=64)),
+             ("torch bf16 b64", dict(backend="torch", dtype="bfloat16", torch_batch_size=64)),
+             ("torch bf16 b128", dict(backend="torch", dtype="bfloat16", torch_batch_size=128))]
+    print(f"{len(prompts)} prompts, load average {load_avg()}, CPU {cpu_flags()}", file=sys.stderr)
     rows, ref, ref_cpu = [], None, None
     for name, knobs in paths:
         gen = make_generate(model, tok, dataclasses.replace(cfg.eval, **knobs))
@@ -67,9 +74,11 @@ def main(argv: list[str] | None = None) -> int:
         if ref is None:
             ref, ref_verdicts, ref_cpu = out, verdicts, c
         same = sum(a == b for a, b in zip(out, ref, strict=True)) / len(out)
-        agree = sum(a == b for a, b in zip(verdicts, ref_verdicts, strict=True)) / len(out)
-        rows.append(f"| {name} | {c:.1f} ({w:.1f}) | {ref_cpu / c:.2f}x | {same:.3f} | {agree:.3f} |")
-    print("| path | CPU s (wall s) | speed-up (CPU) | identical replies | identical verdicts |")
+        k = sum(a == b for a, b in zip(verdicts, ref_verdicts, strict=True))
+        lo, hi = wilson_interval(k, len(out)) or (float("nan"), float("nan"))
+        rows.append(f"| {name} | {c:.1f} ({w:.1f}) | {ref_cpu / c:.2f}x | {same:.3f} | {k / len(out):.3f} "
+                    f"[{lo:.3f}, {hi:.3f}] |")
+    print("| path | CPU s (wall s) | speed-up (CPU) | identical replies | identical verdicts [95% Wilson] |")
     print("|---|---|---|---|---|")
     print("\n".join(rows))
     print(f"\n{len(prompts)} prompts, {cfg.eval.max_new_tokens} tokens, one thread; load average at the end "

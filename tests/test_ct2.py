@@ -47,7 +47,6 @@ def test_ct2_float32_reproduces_hf_greedy_with_lora(tiny):
 def test_backend_resolution(tiny):
     model, _ = tiny
     assert resolve_backend("auto", "float32", model) == "ctranslate2"
-    assert resolve_backend("auto", "bfloat16", model) == "hf"
     assert resolve_backend("hf", "float32", model) == "hf"
     with pytest.raises(UserError, match="int8"):
         resolve_backend("hf", "int8", model)

@@ -144,9 +144,9 @@ def validate(cfg: ExperimentConfig) -> None:
     g = cfg.selection.seal.gamma
     if g.schedule == "exponential" and g.init <= 0:
         raise UserError("'selection.seal.gamma.init' must be > 0 for the exponential schedule")
-    if (cfg.eval.backend, cfg.eval.dtype) in (("hf", "int8"), ("ctranslate2", "bfloat16")):
+    if (cfg.eval.backend, cfg.eval.dtype) in (("hf", "int8"), ("torch", "int8"), ("ctranslate2", "bfloat16")):
         raise UserError(f"eval.dtype={cfg.eval.dtype} is not available with eval.backend={cfg.eval.backend} "
-                        "(hf: float32, bfloat16; ctranslate2: float32, int8)")
+                        "(hf, torch: float32, bfloat16; ctranslate2: float32, int8)")
 
 
 def get(cfg: Any, key: str) -> Any:

@@ -393,11 +393,16 @@ class EvalConfig:
     ct2_batch_size: int = knob(64, help="ctranslate2 decoding batch: it drops finished rows, so batches larger than "
                                         "hf's pay off (64: 1.5x less CPU than 16, replies identical; docs/results.md)",
                                range=(1, None))
+    torch_batch_size: int = knob(64, help="torch decoding batch: it drops finished rows, so batches larger than "
+                                          "hf's pay off (docs/results.md)", range=(1, None))
     backend: str = knob("auto", help="greedy decoding engine: hf (transformers generate, the reference), ctranslate2 "
-                        "(compiled C++ decoding, faster on CPU: docs/results.md) or auto (ctranslate2 for a CPU model whose "
-                        "architecture it converts, else hf)", choices=("auto", "hf", "ctranslate2"))
+                        "(compiled C++ decoding, faster on CPU), torch (a PyTorch loop on a LoRA-merged copy that drops "
+                        "finished rows; any dtype) or auto (bfloat16: torch; else ctranslate2 for a CPU model whose "
+                        "architecture it converts, else hf). Speeds and agreement: docs/results.md",
+                        choices=("auto", "hf", "ctranslate2", "torch"))
     dtype: str = knob("float32", help="decoding precision: float32 (replies as hf float32), int8 (ctranslate2: "
-                      "quantised weights) or bfloat16 (hf: autocast)", choices=("float32", "int8", "bfloat16"))
+                      "quantised weights) or bfloat16 (hf, torch: autocast; fast on GPUs and CPUs with AMX / "
+                      "AVX-512 BF16)", choices=("float32", "int8", "bfloat16"))
     bootstrap: int = knob(1000, help="bootstrap resamples for 95% intervals", range=(0, None))
     reference: str | None = knob(None, help="run directory whose generations win rates compare against")
     sets: list[str] = knob(help="named evaluation sets beside the built-in ones: advbench, harmbench, strongreject, "

@@ -1,7 +1,8 @@
 """Batched generation with the model's chat template: greedy by default, sampling for self-play.
 
 :func:`generate` is HF ``generate`` (the reference backend); :func:`make_generate` picks the evaluation
-backend the config asks for (``eval.backend``, ``eval.dtype``: see :mod:`safeselect.evaluation.ct2`).
+backend the config asks for (``eval.backend``, ``eval.dtype``: see :mod:`safeselect.evaluation.ct2` and
+:mod:`safeselect.evaluation.greedy`).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from safeselect.errors import UserError
-from safeselect.evaluation import ct2
+from safeselect.evaluation import ct2, greedy
 from safeselect.training.encode import prompt_ids
 
 
@@ -61,14 +62,19 @@ def generate(model: Any, tok: Any, prompts: list[str], max_new_tokens: int = 48,
 
 
 def resolve_backend(backend: str, dtype: str, model: Any) -> str:
-    """``hf`` or ``ctranslate2`` for ``eval.backend`` / ``eval.dtype`` (``auto``: ctranslate2 for a model on the
-    CPU that it can convert, at a precision it has; else hf, which on a GPU is fast already)."""
+    """``hf``, ``ctranslate2`` or ``torch`` for ``eval.backend`` / ``eval.dtype`` (``auto``: bfloat16 decodes
+    with the torch loop, which drops finished rows; otherwise ctranslate2 for a model on the CPU that it can
+    convert, else hf, which on a GPU is fast already)."""
 
     if backend == "auto":
         on_cpu = next(model.parameters()).device.type == "cpu"
-        backend = "ctranslate2" if on_cpu and dtype != "bfloat16" and ct2.supports(model) else "hf"
-    if backend == "hf" and dtype == "int8":
-        raise UserError("eval.dtype=int8 needs eval.backend=ctranslate2 (installed, and a model it converts)")
+        if dtype == "bfloat16":
+            backend = "torch"
+        else:
+            backend = "ctranslate2" if on_cpu and ct2.supports(model) else "hf"
+    if backend in ("hf", "torch") and dtype == "int8":
+        raise UserError(f"eval.dtype=int8 needs eval.backend=ctranslate2 (installed, and a model it converts), "
+                        f"not {backend}")
     return backend
 
 
@@ -80,6 +86,8 @@ def make_generate(model: Any, tok: Any, eval_cfg: Any) -> Callable[..., list[str
         device = next(model.parameters()).device.type
         return ct2.make_generate(model, tok, compute_type=eval_cfg.dtype, device=device,
                                  batch_size=eval_cfg.ct2_batch_size)
+    if backend == "torch":
+        return greedy.make_generate(model, tok, dtype=eval_cfg.dtype, batch_size=eval_cfg.torch_batch_size)
     if eval_cfg.dtype == "bfloat16":
         def generate_bf16(*args: Any, **kwargs: Any) -> list[str]:
             import torch
