@@ -103,3 +103,22 @@ def test_sft_packs_its_batches_and_trains_as_padded(tiny, monkeypatch):
         calls.clear()
     assert len(result[True]) == 4
     assert all(abs(a - b) < 1e-5 for a, b in zip(result[True], result[False], strict=True))
+
+
+def test_cpu_bf16_autocast_attention_runs_in_float32():
+    """Under CPU bfloat16 autocast the packed path's attention runs in float32 (the bf16 CPU kernel's backward
+    is slow), returning the query's dtype; outside autocast it is transformers' SDPA as it is."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    g = torch.Generator().manual_seed(0)
+    module = torch.nn.Module()
+    module.is_causal, module.training = True, False
+    q, k, v = (torch.randn(2, 3, 5, 8, generator=g) for _ in range(3))
+    plain, _ = sdpa_attention_forward(module, q, k, v, None)
+    assert torch.equal(packing.sdpa(module, q, k, v, None)[0], plain)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fast, _ = packing.sdpa(module, q.bfloat16(), k.bfloat16(), v.bfloat16(), None)
+        stock, _ = sdpa_attention_forward(module, q.bfloat16(), k.bfloat16(), v.bfloat16(), None)
+    exact, _ = sdpa_attention_forward(module, q.bfloat16().float(), k.bfloat16().float(), v.bfloat16().float(), None)
+    assert fast.dtype == torch.bfloat16 and torch.equal(fast, exact.bfloat16())
+    assert not torch.equal(stock, exact.bfloat16()), "the bf16 kernel must differ, or the test shows nothing"
