@@ -40,6 +40,8 @@ import sys
 import time
 from typing import Any
 
+from bench_cell import cpu_flags
+
 MODES = ("sft", "memory_efficient", "auxiliary")
 
 
@@ -102,7 +104,8 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
                       lr=cfg.selection.seal.lr, batch_size=args.batch,
                       micro_batch_size=args.seal_micro or cfg.selection.seal.micro_batch_size,
                       gamma=GammaConfig(schedule="constant", value=args.gamma))
-    sft_cfg = TrainConfig(epochs=1, lr=cfg.finetune.lr, batch_size=args.batch, micro_batch_size=args.batch)
+    sft_cfg = TrainConfig(epochs=1, lr=cfg.finetune.lr, batch_size=args.batch, micro_batch_size=args.batch,
+                          mixed_precision=args.mixed_precision)
 
     def once(rows: list) -> dict[str, Any]:
         model, tok = load_model(args.model, cfg.model, device=device)
@@ -120,7 +123,8 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
             steps = res["steps"]
         else:
             run = train_selector(model, tok, rows, safe, seal, lora_cfg=cfg.model.lora,
-                                 max_length=cfg.model.max_length, seed=0, accelerator=acc, show_progress=False)
+                                 max_length=cfg.model.max_length, seed=0, accelerator=acc, show_progress=False,
+                                 mixed_precision=args.mixed_precision)
             steps = -(-len(rows) // args.batch)
             loop_s = run.epoch_s[0]
         if device.startswith("cuda"):
@@ -146,7 +150,8 @@ def run_mode(mode: str, args: argparse.Namespace) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--worker", mode, "--model", args.model, "--device", args.device,
            "--n-task", str(args.n_task), "--n-safe", str(args.n_safe), "--batch", str(args.batch),
            "--max-length", str(args.max_length), "--gamma", str(args.gamma), "--threads", str(args.threads),
-           "--difficulty", args.difficulty, "--seal-micro", str(args.seal_micro)]
+           "--difficulty", args.difficulty, "--seal-micro", str(args.seal_micro),
+           "--mixed-precision", args.mixed_precision]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, PYTHONWARNINGS="ignore"))
     if proc.returncode != 0:
         raise SystemExit(f"{mode} failed:\n{proc.stderr[-3000:]}")
@@ -168,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="torch CPU threads (0 = torch default); 1 keeps CPU time a clean measure of work")
     ap.add_argument("--seal-micro", type=int, default=0,
                     help="SEAL's rows per forward pass (0 = the shipped selection.seal.micro_batch_size)")
+    ap.add_argument("--mixed-precision", default="no", choices=("no", "bf16"),
+                    help="finetune.mixed_precision of both SEAL's model passes and the plain SFT")
     ap.add_argument("--write", default=None, help="write the results as a markdown fragment here")
     ap.add_argument("--worker", choices=MODES, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -197,7 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         "## SEAL: selector cost next to plain SFT (benchmarks/bench_seal.py)",
         "",
-        f"Model {args.model}, LoRA r16 on q/k/v/o, float32, device {first['device']}; built-in benchmark "
+        f"Model {args.model}, LoRA r16 on q/k/v/o, float32 weights, "
+        f"{'bf16 autocast' if args.mixed_precision == 'bf16' else 'float32 passes'}, device {first['device']}; "
+        f"CPU {cpu_flags()}; built-in benchmark "
         f"({args.difficulty}), {first['n_task']} task rows, {first['n_safe']} safety references, batch {args.batch}, "
         f"max_length {args.max_length}, {args.threads or 'default'} torch thread(s); SEAL at constant gamma "
         f"{args.gamma} (full work every iteration), {args.seal_micro or 'the shipped'} rows per forward pass of its "
@@ -232,7 +241,8 @@ def main(argv: list[str] | None = None) -> int:
         f"Command: `flock /tmp/heavy.lock python benchmarks/bench_seal.py --model {args.model} "
         f"--n-task {args.n_task} --n-safe {args.n_safe} --batch {args.batch} --max-length {args.max_length} "
         f"--gamma {args.gamma} --repeats {args.repeats} --threads {args.threads}"
-        f"{f' --seal-micro {args.seal_micro}' if args.seal_micro else ''}`",
+        f"{f' --seal-micro {args.seal_micro}' if args.seal_micro else ''}"
+        f"{f' --mixed-precision {args.mixed_precision}' if args.mixed_precision != 'no' else ''}`",
         "",
     ]
     text = "\n".join(lines)

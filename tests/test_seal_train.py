@@ -244,7 +244,8 @@ def test_empty_safe_set_is_a_user_error():
 # ----------------------------------------------------------------------------- behaviour
 
 
-def test_planted_harmful_rows_lose_weight_and_mostly_fall_outside_the_kept_set():
+@pytest.mark.parametrize("mixed_precision", ["no", "bf16"])
+def test_planted_harmful_rows_lose_weight_and_mostly_fall_outside_the_kept_set(mixed_precision, monkeypatch):
     from safeselect.training.sft import train_sft
 
     task, safe = make_rows(40, 24, 5, length=8)
@@ -258,8 +259,18 @@ def test_planted_harmful_rows_lose_weight_and_mostly_fall_outside_the_kept_set()
 
     cfg = SealConfig(epochs=3, lr=3e-3, batch_size=8, micro_batch_size=8, selector_lr=5e-2,
                      gamma=GammaConfig())  # linear 0, 0.03, 0.06
+    dtypes: set[torch.dtype] = set()
+    linear = torch.nn.functional.linear
+
+    def spy(*args, **kwargs):
+        out = linear(*args, **kwargs)
+        dtypes.add(out.dtype)
+        return out
+
+    monkeypatch.setattr(torch.nn.functional, "linear", spy)  # finetune.mixed_precision reaches SEAL's model passes
     run = seal.train_selector(model, tok, task, safe, cfg, lora_cfg=LoraConfig(r=8, alpha=16), max_length=64,
-                              show_progress=False)
+                              show_progress=False, mixed_precision=mixed_precision)
+    assert torch.bfloat16 in dtypes if mixed_precision == "bf16" else dtypes == {torch.float32}
     assert [h["gamma_start"] for h in run.history] == pytest.approx([0.0, 0.03, 0.06])
     assert run.weights[harm].mean() < run.weights[~harm].mean()
     assert run.history[-1]["mean_weight_harmful"] < run.history[0]["mean_weight_harmful"]

@@ -86,7 +86,8 @@ SELECTORS.add("seal", "safeselect.selection.seal:select",
               "(Algorithm 2 memory_efficient or Algorithm 1 auxiliary; saved logits reusable)",
               paper="Shen et al., ICLR 2025",
               section="seal", shared=("model.name", "model.lora", "model.max_length", "seed", "device",
-                                      "finetune.max_grad_norm", "finetune.weight_decay", "finetune.group_by_length"))
+                                      "finetune.max_grad_norm", "finetune.weight_decay", "finetune.group_by_length",
+                                      "finetune.mixed_precision"))
 SELECTORS.add("loss", "safeselect.selection.loss:select",
               "keep the rows with the lowest loss under the aligned model (SEAL with gamma = 0)",
               paper="ablation of Shen et al. 2025", shared=("model.max_length", "eval.batch_size"))

@@ -140,8 +140,10 @@ class TrainConfig:
     max_grad_norm: float = knob(1.0, help="gradient clipping (0 = off)", range=(0, None))
     warmup_ratio: float = knob(0.0, help="linear warm-up share of steps", range=(0, 1))
     max_steps: int = knob(-1, help="stop after this many optimiser steps (-1 = no limit)")
-    mixed_precision: str = knob("no", help="bf16: autocast the forward pass to bfloat16 (GPUs, and CPUs with AVX-512 "
-                                "BF16); weights, gradients and optimiser state stay float32", choices=("no", "bf16"),
+    mixed_precision: str = knob("no", help="bf16: autocast the forward pass to bfloat16 (fast on GPUs and on CPUs with "
+                                "AMX / AVX-512 BF16, slow without: docs/results.md); weights, gradients and optimiser "
+                                "state stay float32; SEAL's model passes follow finetune's (DualSelect's do not)",
+                                choices=("no", "bf16"),
                                 aliases=("mixed precision",))
     group_by_length: bool = knob(False, help="batch rows of similar length together (less padding, faster; which "
                                  "rows share a step changes, so results move within seed noise)")

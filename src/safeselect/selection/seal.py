@@ -52,7 +52,7 @@ from safeselect.training.batching import in_order, length_chunks, length_grouped
 from safeselect.training.checkpoint import Checkpointer
 from safeselect.training.encode import collate, encode_rows
 from safeselect.training.losses import per_row_loss
-from safeselect.training.sft import make_accelerator
+from safeselect.training.sft import autocast, make_accelerator
 
 ACTIVATIONS = ("softmax", "sigmoid", "tanh", "relu")
 AUX_ADAPTER = "seal_aux"
@@ -170,7 +170,7 @@ class SealTrainer:
     def __init__(self, model: Any, tok: Any, task: list[Row], safe: list[Row], seal: SealConfig, *,
                  lora_cfg: LoraConfig, max_length: int, seed: int = 0, max_grad_norm: float = 1.0,
                  weight_decay: float = 0.0, accelerator: Any = None, loss_fn: LossFn | None = None,
-                 group_by_length: bool = False) -> None:
+                 group_by_length: bool = False, mixed_precision: str = "no") -> None:
         import torch
 
         if not task:
@@ -183,6 +183,7 @@ class SealTrainer:
             raise UserError(f"selection.seal.selector_betas={betas}: give two numbers in [0, 1)")
         self.seal, self.seed, self.max_grad_norm = seal, seed, max_grad_norm
         self.group_by_length = group_by_length
+        self.mixed_precision = mixed_precision  # finetune.mixed_precision: the model's passes; the selector stays fp32
         self.acc = accelerator or make_accelerator()
         self.world = self.acc.num_processes
         self.rank = self.acc.process_index
@@ -341,7 +342,8 @@ class SealTrainer:
             last = k == len(chunks) - 1
             ctx = self.acc.no_sync(module) if (sync and not last) else contextlib.nullcontext()
             with ctx:
-                losses = self.loss_fn(module, batch)
+                with autocast(self.acc.device.type, self.mixed_precision):
+                    losses = self.loss_fn(module, batch)
                 self.acc.backward((losses.float() * coef[idx].to(losses.device)).sum())
             out.append(losses.detach().float())
         return in_order(out, chunks)
@@ -351,7 +353,7 @@ class SealTrainer:
 
         out = []
         chunks = length_chunks(items, self.micro)
-        with torch.no_grad():
+        with torch.no_grad(), autocast(self.acc.device.type, self.mixed_precision):
             for idx in chunks:
                 batch = {k: v.to(self.acc.device) for k, v in collate([items[i] for i in idx], self.pad_id).items()}
                 out.append(self.loss_fn(module, batch).float())
@@ -439,6 +441,8 @@ class SealTrainer:
 
         payload = {"seal": asdict(self.seal), "seed": self.seed, "world": self.world,
                    "max_grad_norm": self.max_grad_norm,
+                   # only when set, so checkpoints written before the key existed keep theirs
+                   **({"mixed_precision": self.mixed_precision} if self.mixed_precision != "no" else {}),
                    "task": [(r.row_id, r.prompt, r.response) for r in self.task_rows],
                    "safe": [(r.row_id, r.prompt, r.response) for r in self.safe_rows]}
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -543,12 +547,12 @@ def train_selector(model: Any, tok: Any, task: list[Row], safe: list[Row], seal:
                    lora_cfg: LoraConfig, max_length: int, seed: int = 0, max_grad_norm: float = 1.0,
                    weight_decay: float = 0.0, accelerator: Any = None, loss_fn: LossFn | None = None,
                    show_progress: bool = True, checkpoint_dir: Any = None, save_every: int = 0,
-                   tracker: Any = None, group_by_length: bool = False) -> SelectorRun:
+                   tracker: Any = None, group_by_length: bool = False, mixed_precision: str = "no") -> SelectorRun:
     """Train SEAL's selector on ``task`` against ``safe`` with ``model`` (bare LM; LoRA added here)."""
     t0 = time.perf_counter()
     trainer = SealTrainer(model, tok, task, safe, seal, lora_cfg=lora_cfg, max_length=max_length, seed=seed,
                           max_grad_norm=max_grad_norm, weight_decay=weight_decay, accelerator=accelerator,
-                          loss_fn=loss_fn, group_by_length=group_by_length)
+                          loss_fn=loss_fn, group_by_length=group_by_length, mixed_precision=mixed_precision)
     setup_s = time.perf_counter() - t0
     run = trainer.fit(show_progress=show_progress, checkpoint_dir=checkpoint_dir, save_every=save_every,
                       tracker=tracker)
@@ -596,6 +600,7 @@ def select(ctx: SelectionContext) -> Selection:
                          max_grad_norm=ctx.value("finetune.max_grad_norm"),
                          weight_decay=ctx.value("finetune.weight_decay"), accelerator=acc,
                          show_progress=ctx.show_progress, group_by_length=ctx.value("finetune.group_by_length"),
+                         mixed_precision=ctx.value("finetune.mixed_precision"),
                          checkpoint_dir=ctx.checkpoint_dir / "seal" if ctx.checkpoint_dir else None,
                          save_every=ctx.checkpoint_every, tracker=ctx.tracker)
     del model
