@@ -40,6 +40,11 @@ def test_float32_reproduces_hf_greedy_as_rows_leave(ending, batch_size):
                                                                     show_progress=False)
     assert fast == ref
     assert all(torch.equal(before[n], p) for n, p in model.named_parameters()), "the caller's model is unchanged"
+    model.train()
+    base = model.get_base_model()
+    assert greedy.make_generate(base, tok)(base, tok, PROMPTS, max_new_tokens=12, show_progress=False) == \
+        generate(base, tok, PROMPTS, max_new_tokens=12, batch_size=4, show_progress=False)
+    assert base.training, "a plain model decoded in place is put back in training mode"
 
 
 def test_rows_leave_the_batch(ending, monkeypatch):
@@ -76,7 +81,8 @@ def test_bfloat16_decodes_under_autocast(ending, monkeypatch):
     assert seen and set(seen) == {torch.bfloat16}
 
 
-def test_merged_copy_caches_casts_and_folds_the_adapter(ending):
+def test_merged_copy_caches_casts_and_folds_the_adapter(ending, tiny):
+    assert greedy.merged_copy(tiny[0]) is tiny[0], "a plain model is decoded as it is"
     model, _ = ending
     plain = greedy.merged_copy(model)
     assert not hasattr(plain, "peft_config") and all(p.requires_grad for p in plain.parameters())

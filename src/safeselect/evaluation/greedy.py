@@ -11,8 +11,9 @@ Unlike CTranslate2 it needs no conversion and runs in any dtype torch has kernel
 AMX / AVX-512 BF16 it decodes in bfloat16 autocast (``eval.dtype=bfloat16``), where matrix products are
 several times faster than in float32 (docs/results.md).
 
-The decoded model is a copy with any LoRA merged in (fewer operations per step; the caller's model is
-left as it is), made once per :func:`make_generate` on the first call. In float32 the replies are HF's up to
+A PEFT model is decoded from a copy with its LoRA merged in (fewer operations per step; the caller's model
+is left as it is; the copy holds one more model's memory while the generator lives), made once per
+:func:`make_generate` on the first call. In float32 the replies are HF's up to
 float rounding (another batch shape); in bfloat16 they are not, and `benchmarks/bench_decode.py` measures how many
 judge verdicts they keep (docs/results.md).
 """
@@ -35,14 +36,15 @@ COMPACT_SHARE = 0.25
 
 
 def merged_copy(model: Any) -> Any:
-    """A copy of ``model`` with a PEFT adapter folded into its weights, ready for inference.
+    """What :func:`decode` runs for ``model``: a PEFT model as a copy with its adapter folded into the weights
+    (fewer operations per step; the caller's model is left as it is), any other model as it is.
 
-    Every parameter requires grad on the copy: torch's autocast caches the bfloat16 cast of a weight only
-    for leaf tensors that require grad, and a frozen base weight would be cast again at every step.
+    Every parameter of the copy requires grad: torch's autocast caches the bfloat16 cast of a weight only
+    for leaf tensors that require grad, and PEFT's frozen base weights would be cast again at every step.
     """
-    plain = copy.deepcopy(model)
-    plain = plain.merge_and_unload() if hasattr(plain, "merge_and_unload") else plain
-    plain.eval()
+    if not hasattr(model, "merge_and_unload"):
+        return model
+    plain = copy.deepcopy(model).merge_and_unload()
     return plain.requires_grad_(True)
 
 
@@ -80,6 +82,8 @@ def decode(model: Any, tok: Any, prompts: list[Any], max_new_tokens: int = 48, b
     keep_last = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
     cache_arg = "cache" if "cache" in params else "past_key_values"  # renamed in transformers 5
     out: list[str] = [""] * len(prompts)
+    was_training = model.training
+    model.eval()  # no dropout
     with torch.no_grad():
         for s in tqdm(range(0, len(order), batch_size), desc=desc, disable=not show_progress, leave=False):
             idx = order[s:s + batch_size]
@@ -122,13 +126,14 @@ def decode(model: Any, tok: Any, prompts: list[Any], max_new_tokens: int = 48, b
                                **{cache_arg: cache}, **keep_last).logits[:, -1]
             for i in idx:
                 out[i] = tok.decode(replies[i], skip_special_tokens=True).strip()
+    model.train(was_training)
     return out
 
 
 def make_generate(model: Any, tok: Any, dtype: str = "float32", batch_size: int | None = None
                   ) -> Callable[..., list[str]]:
-    """A drop-in for :func:`safeselect.evaluation.generate.generate` (greedy only) decoding a merged copy of
-    ``model`` with :func:`decode` in ``dtype`` (``float32`` or ``bfloat16``).
+    """A drop-in for :func:`safeselect.evaluation.generate.generate` (greedy only) decoding ``model`` (a PEFT
+    model: its merged copy) with :func:`decode` in ``dtype`` (``float32`` or ``bfloat16``).
 
     The copy is made on the first call. As with the ctranslate2 backend, the returned function decodes the
     model given here and ignores its ``model`` argument; ``batch_size`` (``eval.torch_batch_size``) replaces
