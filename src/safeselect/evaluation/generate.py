@@ -12,7 +12,7 @@ from typing import Any
 
 from safeselect.errors import UserError
 from safeselect.evaluation import ct2, greedy
-from safeselect.training.encode import prompt_ids
+from safeselect.training.encode import left_padded, prompt_ids
 
 
 def generate(model: Any, tok: Any, prompts: list[str], max_new_tokens: int = 48, batch_size: int = 16,
@@ -45,15 +45,9 @@ def generate(model: Any, tok: Any, prompts: list[str], max_new_tokens: int = 48,
     with torch.no_grad():
         for s in tqdm(range(0, len(order), batch_size), desc=desc, disable=not show_progress, leave=False):
             idx = order[s:s + batch_size]
-            n = max(len(encoded[i]) for i in idx)
-            ids = torch.full((len(idx), n), pad, dtype=torch.long)
-            mask = torch.zeros((len(idx), n), dtype=torch.long)
-            for j, i in enumerate(idx):
-                k = len(encoded[i])
-                ids[j, n - k:] = torch.tensor(encoded[i])
-                mask[j, n - k:] = 1
+            ids, mask = left_padded([encoded[i] for i in idx], pad)
             gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), **kwargs)
-            new = gen[:, n:]
+            new = gen[:, ids.shape[1]:]
             texts = tok.batch_decode(new, skip_special_tokens=True)
             for j, i in enumerate(idx):
                 out[i] = [t.strip() for t in texts[j * num_return_sequences:(j + 1) * num_return_sequences]]

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from typing import Any
 
 from safeselect.errors import UserError
-from safeselect.training.encode import prompt_ids
+from safeselect.training.encode import left_padded, prompt_ids
 
 # Finished rows leave the batch once they are this share of it. Removing rows copies the whole KV cache
 # (about 30 ms for 64 rows of SmolLM2-135M), while a finished row kept costs one row's step (about 1 ms in
@@ -87,13 +87,7 @@ def decode(model: Any, tok: Any, prompts: list[Any], max_new_tokens: int = 48, b
     with torch.no_grad():
         for s in tqdm(range(0, len(order), batch_size), desc=desc, disable=not show_progress, leave=False):
             idx = order[s:s + batch_size]
-            n = max(len(encoded[i]) for i in idx)
-            ids = torch.full((len(idx), n), pad, dtype=torch.long)
-            mask = torch.zeros((len(idx), n), dtype=torch.long)
-            for j, i in enumerate(idx):
-                ids[j, n - len(encoded[i]):] = torch.tensor(encoded[i])
-                mask[j, n - len(encoded[i]):] = 1
-            ids, mask = ids.to(device), mask.to(device)
+            ids, mask = (t.to(device) for t in left_padded([encoded[i] for i in idx], pad))
             pos = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)
             cache = DynamicCache()
             logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,

@@ -49,6 +49,20 @@ def response_token_counts(tok: Any, rows: list[Row]) -> list[int]:
     return [len(response_ids(tok, r.response)) for r in rows]
 
 
+def left_padded(prompts: list[list[int]], pad_id: int) -> tuple[Any, Any]:
+    """``(input_ids, attention_mask)`` of prompt token lists left-padded to the longest, for generation (every
+    row's next token then sits in the last column)."""
+    import torch
+
+    n = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), n), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), n), dtype=torch.long)
+    for j, p in enumerate(prompts):
+        ids[j, n - len(p):] = torch.tensor(p)
+        mask[j, n - len(p):] = 1
+    return ids, mask
+
+
 def collate(items: list[dict[str, list[int]]], pad_id: int) -> dict[str, Any]:
     """Right-pad to the longest item: input_ids, attention_mask, labels as LongTensors."""
     import torch
