@@ -188,8 +188,16 @@ def main(argv: list[str] | None = None) -> int:
 
     with timed(t, "judge"):
         ref_v = verdicts(replies["hf"])
+    kinds = [kind for kind, _, _ in prompts]
+
+    def shares(same: list[bool]) -> tuple[float, ...]:
+        """The share of ``same`` overall, then on the harmful, look-alike and task prompts."""
+        groups = [list(range(len(same)))] + [[i for i, k in enumerate(kinds) if k == g]
+                                              for g in ("harmful", "overrefusal", "task")]
+        return tuple(sum(same[i] for i in g) / len(g) if g else float("nan") for g in groups)
+
     agree = {k: (sum(a == b for a, b in zip(replies["hf"], v, strict=True)) / len(v),
-                 sum(a == b for a, b in zip(ref_v, verdicts(v), strict=True)) / len(v))
+                 *shares([a == b for a, b in zip(ref_v, verdicts(v), strict=True)]))
              for k, v in replies.items() if k != "hf"}
 
     md = report(t, agree, res_ft, len(texts), len(kept), start, loads, argv)
@@ -203,7 +211,7 @@ def ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}x" if b > 0 else "-"  # NaN (a failed path) compares false: "-"
 
 
-def report(t: dict[str, tuple[float, float]], agree: dict[str, tuple[float, float]], res_ft: dict[str, dict[str, Any]],
+def report(t: dict[str, tuple[float, float]], agree: dict[str, tuple[float, ...]], res_ft: dict[str, dict[str, Any]],
            n_prompts: int, n_rows: int, start: str, loads: list[str], argv: list[str] | None) -> str:
     shared = sum(t[k][0] for k in ("data", "selection", "judge"))
     cell_ref = shared + t["finetune.ref"][0] + t["generate.hf"][0]
@@ -238,9 +246,10 @@ def report(t: dict[str, tuple[float, float]], agree: dict[str, tuple[float, floa
                              ("bf16", "torch-bfloat16", "packed rows + bf16 autocast + torch loop bfloat16")):
         cell_new = shared + t[f"finetune.{path}"][0] + t["generate." + key][0]
         lines.append(f"| **whole cell** ({label}) | {cell_ref:.1f} | {cell_new:.1f} | **{ratio(cell_ref, cell_new)}** |")
-    lines += ["", "| backend | identical replies | identical verdicts (refusal judge / exact match) |", "|---|---|---|"]
-    for key, (same, verd) in agree.items():
-        lines.append(f"| {key} vs HF float32 | {same:.3f} | {verd:.3f} |")
+    lines += ["", "| backend | identical replies | identical verdicts, all prompts | harmful (refusal judge) | "
+              "look-alike (refusal judge) | task (exact match) |", "|---|---|---|---|---|---|"]
+    for key, (same, *verd) in agree.items():
+        lines.append(f"| {key} vs HF float32 | {same:.3f} | " + " | ".join(f"{v:.3f}" for v in verd) + " |")
     lines += ["", f"Fine-tune final loss: reference {res_ft['ref']['losses'][-1]:.4f}, the defaults "
               f"{res_ft['default']['losses'][-1]:.4f} (the same batches), length-grouped "
               f"{res_ft['grouped']['losses'][-1]:.3f} (one seed; other batches, so not identical), bf16 autocast "
