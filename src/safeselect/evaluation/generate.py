@@ -84,9 +84,7 @@ def make_generate(model: Any, tok: Any, eval_cfg: Any) -> Callable[..., list[str
         return greedy.make_generate(model, tok, dtype=eval_cfg.dtype, batch_size=eval_cfg.torch_batch_size)
     if eval_cfg.dtype == "bfloat16":
         def generate_bf16(*args: Any, **kwargs: Any) -> list[str]:
-            import torch
-
-            with torch.autocast(next(model.parameters()).device.type, dtype=torch.bfloat16):
+            with greedy.precision(next(model.parameters()).device.type, "bfloat16"):
                 return generate(*args, **kwargs)
 
         return generate_bf16

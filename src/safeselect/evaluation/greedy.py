@@ -20,7 +20,6 @@ judge verdicts they keep (docs/results.md).
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import inspect
 from collections.abc import Callable
@@ -28,6 +27,7 @@ from typing import Any
 
 from safeselect.errors import UserError
 from safeselect.training.encode import left_padded, prompt_ids
+from safeselect.training.sft import autocast
 
 # Finished rows leave the batch once they are this share of it. Removing rows copies the whole KV cache
 # (about 30 ms for 64 rows of SmolLM2-135M), while a finished row kept costs one row's step (about 1 ms in
@@ -49,14 +49,10 @@ def merged_copy(model: Any) -> Any:
 
 
 def precision(device_type: str, dtype: str) -> Any:
-    """The autocast context of ``eval.dtype`` for this backend (float32: none)."""
-    import torch
-
-    if dtype == "float32":
-        return contextlib.nullcontext()
-    if dtype == "bfloat16":
-        return torch.autocast(device_type, dtype=torch.bfloat16)
-    raise UserError(f"eval.backend=torch decodes in float32 or bfloat16, not {dtype}")
+    """The autocast context of ``eval.dtype`` (float32: none; bfloat16: the training loops' bf16 autocast)."""
+    if dtype not in ("float32", "bfloat16"):
+        raise UserError(f"eval.backend=torch decodes in float32 or bfloat16, not {dtype}")
+    return autocast(device_type, "bf16" if dtype == "bfloat16" else "no")
 
 
 def decode(model: Any, tok: Any, prompts: list[Any], max_new_tokens: int = 48, batch_size: int = 64,
