@@ -8,7 +8,8 @@ reference path and the new path back to back, so both see the same machine load:
   the defaults (shared-prefix pass, each micro-batch's rows packed without padding: the same
   batches, so the same losses to float rounding); the defaults with ``finetune.group_by_length``
   (other batches); and the defaults with ``finetune.mixed_precision=bf16`` (bfloat16 autocast: fast
-  where the CPU has AMX or AVX-512 BF16, which the report names). Same rows, same steps
+  where the CPU has AMX or AVX-512 BF16, which the report names), with the frozen base held as bf16
+  copies and, for comparison, cast by autocast at every pass as before. Same rows, same steps
   (``--steps``), LoRA from the same seed;
 * generation: HF ``generate`` float32 (reference, ``eval.backend=hf``) against CTranslate2
   float32 and int8 (``eval.backend=ctranslate2``) and the torch loop that drops finished rows in
@@ -66,6 +67,19 @@ def warm_up(cfg: Any, start: str, rows: list[Any], device: str = "cpu") -> None:
     model, tok = load_model(start, cfg.model, device=device)
     train_sft(add_lora(model, cfg.model.lora), tok, rows, dataclasses.replace(cfg.finetune, max_steps=1),
               cfg.model.max_length, seed=cfg.seed, show_progress=False)
+
+
+@contextmanager
+def recast():
+    """bf16 training as before the frozen base was held as bf16 copies: autocast casts it at every pass."""
+    from safeselect.training import sft
+
+    real = sft.frozen_weights_cast
+    sft.frozen_weights_cast = lambda *a, **k: contextlib.nullcontext()
+    try:
+        yield
+    finally:
+        sft.frozen_weights_cast = real
 
 
 def cpu_flags() -> str:
@@ -139,15 +153,16 @@ def main(argv: list[str] | None = None) -> int:
         model, tok = load_model(start, cfg.model, device=args.device)
         model = add_lora(model, cfg.model.lora)
         tc = dataclasses.replace(cfg.finetune, group_by_length=path == "grouped", split_padding=path != "ref",
-                                 max_steps=steps, mixed_precision="bf16" if path == "bf16" else "no")
-        # the reference runs every row in full (rows_apart: no shared-prefix pass), as before issue #13
-        with contextlib.nullcontext() if path != "ref" else rows_apart():
+                                 max_steps=steps, mixed_precision="bf16" if path.startswith("bf16") else "no")
+        # the reference runs every row in full (rows_apart: no shared-prefix pass), as before issue #13;
+        # bf16-recast: autocast casting the frozen base at every pass, as before the bf16 copies
+        with rows_apart() if path == "ref" else recast() if path == "bf16-recast" else contextlib.nullcontext():
             res = train_sft(model, tok, kept, tc, cfg.model.max_length, seed=cfg.seed, show_progress=False)
         return model, tok, res
 
     warm_up(cfg, start, kept, args.device)
     res_ft: dict[str, dict[str, Any]] = {}
-    for path in ("ref", "default", "grouped", "bf16"):
+    for path in ("ref", "default", "grouped", "bf16", "bf16-recast"):
         with timed(t, f"finetune.{path}"):
             m, tok, res_ft[path] = finetune(path)
         if path == "ref":
@@ -224,6 +239,8 @@ def report(t: dict[str, tuple[float, float]], agree: dict[str, tuple[float, ...]
          t["finetune.ref"], t["finetune.grouped"]),
         ("fine-tune: rows in full -> shared prefix + packed rows + bf16 autocast (same batches)",
          t["finetune.ref"], t["finetune.bf16"]),
+        ("fine-tune: the same in bf16, autocast casting the frozen base at every pass (before the bf16 copies)",
+         t["finetune.ref"], t["finetune.bf16-recast"]),
         (f"generation ({n_prompts} prompts): HF float32 -> CTranslate2 float32", t["generate.hf"],
          t["generate.ct2-float32"]),
         (f"generation ({n_prompts} prompts): HF float32 -> CTranslate2 int8", t["generate.hf"], t["generate.ct2-int8"]),
@@ -243,6 +260,7 @@ def report(t: dict[str, tuple[float, float]], agree: dict[str, tuple[float, ...]
                              ("grouped", "ct2-float32", "grouped batches + ct2-float32"),
                              ("default", "torch-float32", "packed rows + torch loop float32"),
                              ("grouped", "ct2-int8", "grouped batches + ct2-int8"),
+                             ("bf16", "ct2-float32", "packed rows + bf16 autocast + ct2-float32"),
                              ("bf16", "torch-bfloat16", "packed rows + bf16 autocast + torch loop bfloat16")):
         cell_new = shared + t[f"finetune.{path}"][0] + t["generate." + key][0]
         lines.append(f"| **whole cell** ({label}) | {cell_ref:.1f} | {cell_new:.1f} | **{ratio(cell_ref, cell_new)}** |")

@@ -67,6 +67,12 @@ def fake_run(kind: str, cfg: Any, out_dir: Path, reference_dir: Path | None, sho
     _log(out_dir, "end")
 
 
+def threads_fake_run(kind: str, cfg: Any, out_dir: Path, reference_dir: Path | None, show_progress: bool) -> None:
+    """fake_run that also logs the torch thread count its worker was started with."""
+    _log(out_dir, f"threads={os.environ.get('OMP_NUM_THREADS')}")
+    fake_run(kind, cfg, out_dir, reference_dir, show_progress)
+
+
 def slow_fake_run(kind: str, cfg: Any, out_dir: Path, reference_dir: Path | None, show_progress: bool) -> None:
     """Writes a half-done metrics.json first (complete: false), works a little, then the real one atomically.
     With FAKE_HANG set, the run of gamma 0.5 / seed 1 hangs there until it is killed."""
@@ -198,6 +204,18 @@ def test_runner_runs_reference_first_and_skips_complete_runs(plan_path: Path, tm
         assert json.loads((run_dir(out, r.run_id) / "runner.json").read_text())["wall_s"] >= 0
     again = run_plan(plan, out, workers=0, run_fn=fake_run, show_progress=False)
     assert {o.status for o in again} == {"skipped"} and _calls(out) == calls
+
+
+def test_the_reference_alone_runs_with_every_workers_threads(plan_path: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    outcomes = run_plan(load_plan(plan_path), out, workers=2, threads=1, run_fn=threads_fake_run,
+                        show_progress=False)
+    assert all(o.status == "done" for o in outcomes)
+    grid = expand(load_plan(plan_path))
+    threads = {rid: ev for ev, rid in _calls(out) if ev.startswith("threads=")}
+    assert threads.keys() == {r.run_id for r in grid.runs}
+    assert threads.pop(grid.reference_id) == "threads=2", "nothing else can run beside the reference"
+    assert set(threads.values()) == {"threads=1"}
 
 
 def test_a_run_that_only_returns_metrics_is_marked_complete(tmp_path: Path) -> None:

@@ -246,8 +246,13 @@ def _run_plan_locked(plan: Plan, grid: Grid, out: Path, *, workers: int | None, 
             return
         if backend == "ray":
             _ray(specs, out, reference_dir, run_fn, ray_address, ray_num_cpus, ray_num_gpus, on_done)
-        else:
-            _local(specs, out, reference_dir, run_fn, n_workers, show_progress, on_done, n_threads)
+            return
+        workers_now, threads_now = n_workers, n_threads
+        if len(specs) == 1 and n_workers > 1 and n_threads:
+            # One run alone (the reference, which every other run waits for): one worker with every worker's
+            # threads, instead of one single-threaded worker and idle cores.
+            workers_now, threads_now = 1, n_threads * n_workers
+        _local(specs, out, reference_dir, run_fn, workers_now, show_progress, on_done, threads_now)
 
     ref_dir = None
     if grid.reference_id is not None:

@@ -9,8 +9,10 @@ rows, as METHODS.md defines l_i). This loop runs unchanged under
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from safeselect.config.schema import TrainConfig
@@ -38,8 +40,6 @@ def autocast(device_type: str, mixed_precision: str) -> Any:
     state per process, so the alignment, the selectors and the fine-tune could not each
     choose their precision.
     """
-    import contextlib
-
     import torch
 
     if mixed_precision == "no":
@@ -47,6 +47,44 @@ def autocast(device_type: str, mixed_precision: str) -> Any:
     if mixed_precision != "bf16":
         raise UserError(f"mixed_precision={mixed_precision!r}: choose no or bf16")
     return torch.autocast(device_type=device_type, dtype=torch.bfloat16)
+
+
+@contextlib.contextmanager
+def frozen_weights_cast(model: Any, mixed_precision: str, distributed_type: str = "NO") -> Iterator[None]:
+    """While open, the frozen float32 weights of ``model``'s Linear layers are held as bfloat16 copies.
+
+    Why: autocast keeps its bf16 cast of a weight across a forward only for weights that require
+    grad, so a frozen LoRA base (and a tied output layer) was cast again at every forward: 16% of a
+    bf16 step on SmolLM2-135M (docs/results.md). The copies hold exactly the values autocast's own
+    cast gives, so every output and gradient is unchanged; the float32 Parameters themselves are put
+    back on exit (ties included), so merging, saving and evaluation see them untouched. Costs the
+    copies' memory (half that of the frozen Linear weights) while open. A no-op without bf16, for
+    adapter weights (a frozen second adapter may be trained later) and under FSDP / DeepSpeed, which
+    own their parameters' storage.
+    """
+    import torch
+
+    if mixed_precision != "bf16" or any(k in str(distributed_type).upper() for k in ("FSDP", "DEEPSPEED", "MEGATRON")):
+        yield
+        return
+    swapped: list[tuple[Any, str, Any]] = []
+    copies: dict[int, Any] = {}  # one copy per Parameter, so a weight shared by two layers stays shared
+    for name, mod in model.named_modules():
+        if not isinstance(mod, torch.nn.Linear) or "lora_" in name:
+            continue
+        for key in ("weight", "bias"):
+            p = mod._parameters.get(key)
+            if p is None or p.requires_grad or p.dtype != torch.float32:
+                continue
+            if id(p) not in copies:
+                copies[id(p)] = torch.nn.Parameter(p.detach().to(torch.bfloat16), requires_grad=False)
+            swapped.append((mod, key, p))
+            mod._parameters[key] = copies[id(p)]
+    try:
+        yield
+    finally:
+        for mod, key, p in reversed(swapped):
+            mod._parameters[key] = p
 
 
 # One more sub-batch costs about as much as this many token positions on a CPU, besides the shared system
@@ -171,41 +209,43 @@ def train_sft(model: Any, tok: Any, rows: list[Row], train_cfg: TrainConfig, max
     model.train()
     bar = tqdm(total=total_steps, initial=step, desc=desc, disable=not (show_progress and acc.is_main_process),
                leave=False)
-    while step < total_steps:
-        epoch_gen = generator_state(gen)
-        for b_i, batch in enumerate(loader):
-            if skip:  # batches the checkpointed run had already trained on in this epoch
-                skip -= 1
-                continue
-            # The micro-batch's mean weighted row loss, as a sum over its sub-batches' rows.
-            n_rows = batch["input_ids"].shape[0]
-            for part in sub_batches(batch) if split else [batch]:
-                with autocast(acc.device.type, train_cfg.mixed_precision), no_packing(not pack):
-                    row_loss = per_row_loss(model, part)
-                loss = (row_loss.float() * part["weights"].to(row_loss.device)).sum() / (n_rows * accum)
-                acc.backward(loss)
-                running += float(loss.detach())
-            micro_i += 1
-            if micro_i % accum and micro_i % micro_per_epoch:
-                continue
-            if train_cfg.max_grad_norm > 0:
-                acc.clip_grad_norm_(params, train_cfg.max_grad_norm)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-            losses.append(running)
-            step += 1
-            if tracker is not None:
-                tracker.log(stage, step, {"loss": running, "lr": sched.get_last_lr()[0], "epoch": epoch})
-            bar.set_postfix(loss=f"{running:.3f}")
-            bar.update(1)
-            running = 0.0
-            if ckpt.due(step) or (ckpt.enabled and step >= total_steps):
-                ckpt.save(step, {"micro_i": micro_i, "epoch": epoch, "batch": b_i + 1, "losses": losses,
-                                 "scheduler": sched.state_dict(), "generator": epoch_gen})
-            if step >= total_steps:
-                break
-        epoch += 1
+    with frozen_weights_cast(model if local else acc.unwrap_model(model), train_cfg.mixed_precision,
+                             acc.distributed_type):
+        while step < total_steps:
+            epoch_gen = generator_state(gen)
+            for b_i, batch in enumerate(loader):
+                if skip:  # batches the checkpointed run had already trained on in this epoch
+                    skip -= 1
+                    continue
+                # The micro-batch's mean weighted row loss, as a sum over its sub-batches' rows.
+                n_rows = batch["input_ids"].shape[0]
+                for part in sub_batches(batch) if split else [batch]:
+                    with autocast(acc.device.type, train_cfg.mixed_precision), no_packing(not pack):
+                        row_loss = per_row_loss(model, part)
+                    loss = (row_loss.float() * part["weights"].to(row_loss.device)).sum() / (n_rows * accum)
+                    acc.backward(loss)
+                    running += float(loss.detach())
+                micro_i += 1
+                if micro_i % accum and micro_i % micro_per_epoch:
+                    continue
+                if train_cfg.max_grad_norm > 0:
+                    acc.clip_grad_norm_(params, train_cfg.max_grad_norm)
+                opt.step()
+                sched.step()
+                opt.zero_grad(set_to_none=True)
+                losses.append(running)
+                step += 1
+                if tracker is not None:
+                    tracker.log(stage, step, {"loss": running, "lr": sched.get_last_lr()[0], "epoch": epoch})
+                bar.set_postfix(loss=f"{running:.3f}")
+                bar.update(1)
+                running = 0.0
+                if ckpt.due(step) or (ckpt.enabled and step >= total_steps):
+                    ckpt.save(step, {"micro_i": micro_i, "epoch": epoch, "batch": b_i + 1, "losses": losses,
+                                     "scheduler": sched.state_dict(), "generator": epoch_gen})
+                if step >= total_steps:
+                    break
+            epoch += 1
     bar.close()
     model.eval()
     unwrapped = model if local else acc.unwrap_model(model)
