@@ -142,7 +142,9 @@ class TrainConfig:
     max_steps: int = knob(-1, help="stop after this many optimiser steps (-1 = no limit)")
     mixed_precision: str = knob("no", help="bf16: autocast the forward pass to bfloat16 (fast on GPUs and on CPUs with "
                                 "AMX / AVX-512 BF16, slow without: docs/results.md); weights, gradients and optimiser "
-                                "state stay float32; SEAL's model passes follow finetune's (DualSelect's do not)",
+                                "state stay float32 (a frozen LoRA base is read from a bf16 copy while training: "
+                                "the values autocast would cast to); SEAL's model passes follow finetune's "
+                                "(DualSelect's do not)",
                                 choices=("no", "bf16"),
                                 aliases=("mixed precision",))
     group_by_length: bool = knob(False, help="batch rows of similar length together (less padding, faster; which "

@@ -54,8 +54,9 @@ def frozen_weights_cast(model: Any, mixed_precision: str, distributed_type: str 
     """While open, the frozen float32 weights of ``model``'s Linear layers are held as bfloat16 copies.
 
     Why: autocast keeps its bf16 cast of a weight across a forward only for weights that require
-    grad, so a frozen LoRA base (and a tied output layer) was cast again at every forward: 16% of a
-    bf16 step on SmolLM2-135M (docs/results.md). The copies hold exactly the values autocast's own
+    grad, so a frozen LoRA base (and a tied output layer) was cast again at every forward: 3-6% of a
+    bf16 LoRA step on SmolLM2-135M on one CPU thread (docs/results.md), more with fewer rows per pass
+    or a larger model. The copies hold exactly the values autocast's own
     cast gives, so every output and gradient is unchanged; the float32 Parameters themselves are put
     back on exit (ties included), so merging, saving and evaluation see them untouched. Costs the
     copies' memory (half that of the frozen Linear weights) while open. A no-op without bf16, for
