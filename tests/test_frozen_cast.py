@@ -75,3 +75,30 @@ def test_bf16_sft_trains_as_without_the_cast_and_leaves_a_float32_model(monkeypa
         assert all(p.dtype == torch.float32 for p in res["model"].parameters())
     assert cast_entered == [True]
     assert len(out[True]) == 2 and out[True] == out[False], "the copies hold autocast's own values"
+
+
+@pytest.mark.parametrize("algorithm", ["memory_efficient", "auxiliary"])
+def test_bf16_seal_selects_as_without_the_cast(algorithm, monkeypatch):
+    """SEAL's epochs take the copies too; Algorithm 1's second adapter (frozen while theta steps) is never cast."""
+    from test_seal_train import make_rows
+
+    from safeselect.config.schema import SealConfig
+    from safeselect.models import load_model
+    from safeselect.selection import seal
+
+    task, safe = make_rows(12, 8, 4, length=5)
+    cfg = SealConfig(epochs=1, lr=3e-3, batch_size=4, micro_batch_size=4, selector_lr=5e-2, algorithm=algorithm,
+                     aux_steps=1)
+    out = {}
+    for with_cast in (True, False):
+        if not with_cast:
+            monkeypatch.setattr(seal, "frozen_weights_cast", lambda *a: sft.contextlib.nullcontext())
+        torch.manual_seed(0)
+        model, tok = load_model("tiny-llama")
+        trainer = seal.SealTrainer(model, tok, task, safe, cfg, lora_cfg=LoraConfig(r=4, alpha=8), max_length=48,
+                                   seed=0, mixed_precision="bf16")
+        run = trainer.fit(show_progress=False)
+        out[with_cast] = (run.logits, [h["mean_safe_loss"] for h in run.history])
+        assert all(p.dtype == torch.float32 for p in trainer.core.parameters())
+    assert (out[True][0] == out[False][0]).all() and out[True][1] == out[False][1]
+    assert not (out[True][0] == out[True][0][0]).all(), "the selector moved, or the test shows nothing"
