@@ -3,7 +3,8 @@
 #   1. SEAL's cost per epoch next to plain SFT (Algorithm 2 target <= 2.0x),
 #   2. DualSelect's per-example gradients against the one-backward-per-row loop (target >= 3x faster),
 #   3. one SmolLM2 quickstart cell's stage times (benchmarks/bench_cell.py: float32 and bf16 fine-tuning with
-#      packed rows, HF / CTranslate2 / the torch loop in float32 and bfloat16; none of these has run on CUDA yet).
+#      packed rows, bf16 with and without the frozen base held as bf16 copies, HF / CTranslate2 / the torch loop
+#      in float32 and bfloat16; none of these has run on CUDA yet).
 # Run from the repository root with the project's venv:  bash benchmarks/gpu.sh [OUT_DIR]
 # Each step has its own time limit so a slow step cannot eat the others' budget; figures go to OUT_DIR.
 # Status: written for issue #13 but NOT RUN YET (no GPU machine was lent to that work); see docs/results.md.
