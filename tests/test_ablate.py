@@ -25,10 +25,12 @@ from safeselect.reporting.ablation import build_report
 TESTS = Path(__file__).resolve().parent
 PLANS = TESTS.parents[1] / "shared" / "plans"
 
+# bounds: false keeps the run counts of these tests to the plan's own grid (the bounds runs: test_comparison)
 PLAN_YAML = """
 name: toy
 base: {selection.method: seal}
 seeds: [0, 1]
+bounds: false
 ablations:
   - name: gamma value
     parameter: selection.seal.gamma.value
@@ -139,12 +141,12 @@ def test_run_ids_are_stable_and_follow_the_config(plan_path: Path, tmp_path: Pat
     # the same config asked for twice is one run: compare's `full` is the reference run
     grid = expand(load_plan("compare", seeds=[0]))
     full = next(c for c in grid.cells if c.label == "full")
-    assert full.run_id == grid.reference_id and len(grid.runs) == len(grid.cells)
+    assert full.run_id == grid.reference_id and len(grid.runs) == len({c.run_id for c in grid.cells})
 
 
 def test_a_replacement_that_restates_the_default_shares_its_run(tmp_path: Path) -> None:
     p = tmp_path / "defaults.yaml"
-    p.write_text("name: defaults\nbase: {selection.method: seal}\nseeds: [0]\nablations:\n"
+    p.write_text("name: defaults\nbase: {selection.method: seal}\nseeds: [0]\nbounds: false\nablations:\n"
                  "  - {name: algorithm, parameter: selection.seal.algorithm, replacements: [memory_efficient, auxiliary]}\n"
                  "  - {name: schedule, parameter: selection.seal.gamma.schedule, replacements: [linear, constant]}\n")
     grid = expand(load_plan(p))
@@ -160,7 +162,7 @@ def test_a_replacement_that_restates_the_default_shares_its_run(tmp_path: Path) 
 def test_one_section_of_a_plan_now_the_rest_later_reuses_its_runs(tmp_path: Path,
                                                                    capsys: pytest.CaptureFixture[str]) -> None:
     p = tmp_path / "two.yaml"
-    p.write_text("name: two\nbase: {selection.method: seal}\nseeds: [0]\nablations:\n"
+    p.write_text("name: two\nbase: {selection.method: seal}\nseeds: [0]\nbounds: false\nablations:\n"
                  "  - {name: algorithm, parameter: selection.seal.algorithm, replacements: [memory_efficient, auxiliary]}\n"
                  "  - {name: gamma value, parameter: selection.seal.gamma.value, replacements: [0.1, 0.5]}\n")
     whole = expand(load_plan(p))
@@ -320,8 +322,9 @@ def test_ray_backend_runs_the_same_runs(plan_path: Path, tmp_path: Path) -> None
 
 @pytest.mark.parametrize(("name", "n_runs"), [
     # Algorithm 2 and the linear schedule are both the preset's default: one run per seed, not two
-    ("plan_seal_aux_and_gamma_schedule.md", 1 + (2 + 3 - 1) * 2),
-    ("plan_seal_gamma_and_selection_ratio.md", 1 + (5 + 5) * 2),
+    # plus the bounds runs of the built-in benchmark: oracle at both seeds, full at seed 1 (seed 0's is the reference)
+    ("plan_seal_aux_and_gamma_schedule.md", 1 + (2 + 3 - 1) * 2 + 3),
+    ("plan_seal_gamma_and_selection_ratio.md", 1 + (5 + 5) * 2 + 3),
     # the shared creator and sample ratio 0.25 are both eva's default
     ("plan_eva_shared_and_sample_ratio.md", (2 + 3 - 1) * 2),
 ])

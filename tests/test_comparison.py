@@ -103,6 +103,44 @@ def test_ablation_report_pairs_every_replacement_and_shows_headroom(tmp_path: Pa
     assert "Paired against `oracle`" in md and "| random | `safety.builtin.refusal.harmful_rate` | +0.50" in md
 
 
+GAMMA_PLAN = """
+name: gammas
+base: {selection.method: seal}
+seeds: [0, 1]
+ablations:
+  - name: gamma
+    parameter: selection.seal.gamma.value
+    replacements: [0.01, 0.1]
+    metrics: [harmful rate]
+"""
+
+
+@pytest.mark.parametrize("bounds", [None, False])
+def test_an_ablation_of_one_method_gets_bounds_runs_and_their_headroom(tmp_path: Path, bounds: bool | None) -> None:
+    from safeselect.ablation.grid import BOUNDS, expand
+
+    (tmp_path / "p.yaml").write_text(GAMMA_PLAN + ("" if bounds is None else "bounds: false\n"))
+    plan = load_plan(tmp_path / "p.yaml")
+    grid = expand(plan)
+    bound_cells = [c for c in grid.cells if c.ablation == BOUNDS]
+    # the built-in benchmark knows its bad rows: oracle and full per seed, full at seed 0 being the reference
+    assert len(grid.runs) == (1 + 4 + 3 if bounds is None else 1 + 4)
+    assert len(bound_cells) == (4 if bounds is None else 0)
+    out = tmp_path / "out"
+    run_plan(plan, out, workers=0, run_fn=fabricated, show_progress=False)
+    md = build_report(out, plots=False).read_text()
+    if bounds is False:
+        assert "Headroom: not measured here" in md and "floor, base config" not in md
+        return
+    assert "| oracle (floor, base config) | - | 2/2 | 0.000 [" in md and "| full (ceiling, base config) | - | 2/2 | 1.00 [" in md
+    assert ("Headroom of the base config (`full` - `oracle` bounds runs, paired): "
+            "`safety.builtin.refusal.harmful_rate` +1.00 [+1.00, +1.00]") in md
+    # the bounds are not replacements: not paired against the baseline, never marked best
+    paired_rows = [line for line in md.splitlines() if line.startswith("| ") and "`safety" in line.split(" | ")[1]]
+    assert [line.split(" | ")[0] for line in paired_rows] == ["| 0.1"]
+    assert "**0.000" not in md
+
+
 def test_folder_over_seeds_reports_means_headroom_and_verdicts(tmp_path: Path,
                                                                capsys: pytest.CaptureFixture[str]) -> None:
     from safeselect.config import loading

@@ -300,7 +300,7 @@ def test_ablate_runs_the_alignment_benchmarks_when_configured(tmp_path: Path) ->
               "eval.benchmarks.max_new_tokens": 4}
         plan = load_plan(p, overrides=ov, seeds=[0])
         assert "FLAGGED" not in explain(plan)
-        plan.reference = None  # one run is enough here
+        plan.reference, plan.bounds = None, False  # one run is enough here
         outcomes = run_plan(plan, tmp_path / "out", workers=0, show_progress=False)
     assert [o.status for o in outcomes] == ["done"], outcomes
     build_report(tmp_path / "out")

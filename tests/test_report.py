@@ -22,6 +22,7 @@ PLAN = """
 name: fab
 base: {selection.method: seal}
 seeds: [0, 1, 2]
+bounds: false
 ablations:
   - name: gamma value
     parameter: selection.seal.gamma.value

@@ -24,6 +24,10 @@ from safeselect.config.paths import resolve_preset
 from safeselect.errors import UserError
 
 REFERENCE_LABEL = "reference"
+# The cells of the bounds runs: `oracle` (drops the ground-truth bad rows: the floor) and `full` (keeps every
+# row: the ceiling) at the base config, one each per seed, so each table can print its headroom.
+BOUNDS = "bounds (oracle, full)"
+BOUND_LABELS = ("oracle", "full")
 
 
 @dataclass
@@ -160,12 +164,31 @@ def expand(plan: Plan, seeds: list[int] | None = None) -> Grid:
                 ov = {**plan.base, **r.overrides, **{k: seed for k in plan.seed_keys}}
                 rid = add([a.slug, r.label, f"s{seed}"], a.runner, ov, seed, False)
                 cells.append(Cell(a.name, a.parameter, r.label, r.value, seed, rid))
+    if with_bounds(plan, base):
+        # After the plan's own runs, so that a plan with `oracle` / `full` replacements keeps its run ids.
+        for seed in seeds:
+            for label in BOUND_LABELS:
+                ov = {**plan.base, "selection.method": label, **{k: seed for k in plan.seed_keys}}
+                rid = add(["bounds", label, f"s{seed}"], "pipeline", ov, seed, False)
+                cells.append(Cell(BOUNDS, "selection.method", label, label, seed, rid))
     if plan.only is not None:  # cut after expanding the whole plan, so every run keeps its whole-plan id
-        names = {a.name for a in plan.ablations if a.slug in plan.only}
+        names = {a.name for a in plan.ablations if a.slug in plan.only} | {BOUNDS}
         cells = [c for c in cells if c.ablation in names]
         wanted = {c.run_id for c in cells} | {reference_id}
         runs = [r for r in runs if r.run_id in wanted]
     return Grid(runs, cells, reference_id)
+
+
+def with_bounds(plan: Plan, base: Any) -> bool:
+    """Whether the grid holds bounds runs: the plan's ``bounds``, else where they can run and mean something
+    (a section runs the pipeline and the base data is the built-in benchmark, whose rows know if they are bad)."""
+    if plan.bounds is not None:
+        return plan.bounds
+    pipeline = [a for a in plan.ablations if a.runner == "pipeline"]
+    if base is None or not pipeline or get(base, "data.benchmark") != "builtin":
+        return False
+    # not where every section already runs both (a comparison of selectors names oracle and full itself)
+    return not all(set(BOUND_LABELS) <= {r.label for r in a.replacements} for a in pipeline)
 
 
 def describe(grid: Grid) -> str:

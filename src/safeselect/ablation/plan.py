@@ -10,6 +10,7 @@ YAML::
     base: {preset: quickstart, selection.method: seal}   # or `base: NAME`; nested keys work too
     seeds: [0, 1, 2]
     reference: {selection.method: full}                   # `false` for none
+    bounds: true                                          # oracle + full per seed (default: on the built-in benchmark)
     ablations:
       - name: gamma value
         parameter: selection.seal.gamma.value             # a dotted key, or prose mapped through aliases
@@ -138,12 +139,15 @@ class Plan:
     notes: list[str] = field(default_factory=list)
     refused: list[Refusal] = field(default_factory=list)
     only: list[str] | None = None  # slugs of the ablations to run (None: all); see only_ablations
+    # `oracle` and `full` runs at the base config per seed (floor, ceiling, headroom); None: where the base
+    # data knows its bad rows (the built-in benchmark) and a section runs the pipeline
+    bounds: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "source": self.source, "preset": self.preset, "base": self.base,
                 "seeds": self.seeds, "seed_keys": self.seed_keys, "reference": self.reference,
                 "notes": self.notes, "ablations": [a.to_dict() for a in self.ablations],
-                "refused": [r.to_dict() for r in self.refused], "only": self.only}
+                "refused": [r.to_dict() for r in self.refused], "only": self.only, "bounds": self.bounds}
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -382,7 +386,7 @@ def _yaml_plan(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         raise UserError(f"{path}{at}: malformed YAML ({getattr(e, 'problem', e)})") from None
     if not isinstance(data, dict) or not isinstance(data.get("ablations"), list):
         raise UserError(f"{path}: a plan is a mapping with an 'ablations' list")
-    known = {"name", "description", "base", "seeds", "seed_keys", "reference", "ablations"}
+    known = {"name", "description", "base", "seeds", "seed_keys", "reference", "bounds", "ablations"}
     for k in data:
         if k not in known:
             raise UserError(f"{path}: unknown plan key '{k}'{suggest(k, sorted(known))}")
@@ -410,6 +414,10 @@ def _yaml_plan(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
             header["reference"] = flatten(ref)
         else:
             raise UserError(f"{path}: 'reference' must be a mapping of overrides or false")
+    if "bounds" in data:
+        if not isinstance(data["bounds"], bool):
+            raise UserError(f"{path}: 'bounds' must be true or false (oracle and full runs per seed)")
+        header["bounds"] = data["bounds"]
     for i, a in enumerate(data["ablations"]):
         if not isinstance(a, dict):
             raise UserError(f"{path}: ablation {i + 1} must be a mapping")
@@ -567,7 +575,7 @@ def load_plan(path: str | Path, overrides: dict[str, Any] | list[str] | None = N
         seeds=list(seeds) if seeds else header.get("seeds", list(DEFAULT_SEEDS)),
         seed_keys=header.get("seed_keys", list(DEFAULT_SEED_KEYS)),
         reference=header["reference"] if "reference" in header else dict(DEFAULT_REFERENCE),
-        notes=notes, refused=refused,
+        notes=notes, refused=refused, bounds=header.get("bounds"),
     )
     if not ablations:
         plan.reference = None
@@ -685,7 +693,8 @@ def explain(plan: Plan) -> str:
     lines = [f"plan {plan.name} ({plan.source})",
              f"  base: {plan.preset or 'defaults'}" + (f" + {_fmt_overrides(plan.base)}" if plan.base else ""),
              f"  seeds: {', '.join(map(str, plan.seeds))} (set {', '.join(plan.seed_keys)})",
-             "  reference: " + ("none" if plan.reference is None else f"base + {_fmt_overrides(plan.reference)}")]
+             "  reference: " + ("none" if plan.reference is None else f"base + {_fmt_overrides(plan.reference)}"),
+             "  bounds: " + {True: "on", False: "off", None: "auto (on for the built-in benchmark)"}[plan.bounds]]
     lines += [f"  note: {n}" for n in plan.notes]
     for a in plan.ablations:
         flag = "  [LOW CONFIDENCE: check this mapping]" if a.low_confidence else ""

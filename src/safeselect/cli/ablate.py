@@ -46,6 +46,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="Ray cluster to join ('auto', 'ray://head:10001'); default starts a local Ray")
     p.add_argument("--ray-cpus", type=float, default=1.0, help="CPUs per Ray task")
     p.add_argument("--ray-gpus", type=float, default=0.0, help="GPUs per Ray task (e.g. 1, or 0.5 to share)")
+    p.add_argument("--bounds", action=argparse.BooleanOptionalAction, default=None,
+                   help="also run `oracle` and `full` at the base config for every seed, so each table prints its "
+                        "floor, ceiling and headroom (default: on for the built-in benchmark, whose rows know "
+                        "whether they are bad; a plan's `bounds:` key sets it too)")
     p.add_argument("--dry-run", action="store_true", help="list the runs and whether each is done; run nothing")
     p.add_argument("--explain", action="store_true",
                    help="print how every ablated part, replacement and metric was mapped (evidence, confidence, "
@@ -66,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
                      strict=True if args.strict else None)
     if args.ablation:
         plan = only_ablations(plan, args.ablation)
+    if args.bounds is not None:
+        plan.bounds = args.bounds
     out = check_out(Path(args.out) if args.out else Path("runs") / "ablate" / plan.name)
     if args.explain:
         print(explain(plan))

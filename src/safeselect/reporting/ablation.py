@@ -23,7 +23,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from safeselect.ablation.grid import REFERENCE_LABEL, Grid, run_dir
+from safeselect.ablation.grid import BOUND_LABELS, BOUNDS, REFERENCE_LABEL, Grid, run_dir
 from safeselect.ablation.mapping import MetricSpec, map_metric
 from safeselect.ablation.plan import slugify
 from safeselect.core.io import atomic_write_text
@@ -208,14 +208,18 @@ def ablation_table(ablation: dict[str, Any], rows: list[dict[str, Any]], ref_row
     always, _ = _metric_columns([map_metric(m) for m in ALWAYS_METRICS], names)  # absent ones are not "missing"
     cols += [c for c in always if c[1] not in {m for _, m in cols}]
     labels = [rep["label"] for rep in ablation["replacements"]]
+    # The bounds runs (oracle and full at the base config) where the plan's own replacements are not those.
+    bounds = [lab for lab in BOUND_LABELS if lab not in labels and any(
+        r["ablation"] == BOUNDS and r["replacement"] == lab and r["status"] == "complete" for r in rows)]
+    pool = mine + [r for r in rows if r["ablation"] == BOUNDS and r["replacement"] in bounds]
     values: dict[str, dict[str, list[float]]] = {
-        m: {lab: [v for r in mine if r["replacement"] == lab and r["status"] == "complete"
-                  for v in [_num(r.get(m))] if v is not None] for lab in labels} for _, m in cols}
+        m: {lab: [v for r in pool if r["replacement"] == lab and r["status"] == "complete"
+                  for v in [_num(r.get(m))] if v is not None] for lab in labels + bounds} for _, m in cols}
     stats = {m: {lab: t_interval(vs, metric_bounds(m)) if vs else None for lab, vs in per.items()}
              for m, per in values.items()}
     by_label: dict[str, dict[int, Path]] = {
-        lab: {r["seed"]: run_dir(out_dir, r["run_id"]) for r in mine if r["replacement"] == lab
-              and r["status"] == "complete"} for lab in labels} if out_dir is not None else {}
+        lab: {r["seed"]: run_dir(out_dir, r["run_id"]) for r in pool if r["replacement"] == lab
+              and r["status"] == "complete"} for lab in labels + bounds} if out_dir is not None else {}
     per_prompt = [m for _, m in cols if by_label and all(
         prompt_values(p, m) is not None for by in by_label.values() for p in by.values())]
     for m in per_prompt:
@@ -225,7 +229,7 @@ def ablation_table(ablation: dict[str, Any], rows: list[dict[str, Any]], ref_row
                 stats[m][lab] = (c["value"], c["ci"][0], c["ci"][1])
     best: dict[str, set[str]] = {}
     for m, per in stats.items():
-        means = {lab: s[0] for lab, s in per.items() if s is not None}
+        means = {lab: s[0] for lab, s in per.items() if s is not None and lab in labels}
         if len(set(means.values())) > 1:  # when all replacements tie there is no best one to mark
             target = min(means.values()) if lower_is_better(m) else max(means.values())
             best[m] = {lab for lab, v in means.items() if v == target}
@@ -236,9 +240,11 @@ def ablation_table(ablation: dict[str, Any], rows: list[dict[str, Any]], ref_row
         done = ref_row["status"] == "complete"
         cells = [fmt(_num(ref_row.get(m))) if done else "-" for _, m in cols]
         lines.append(f"| {REFERENCE_LABEL} (shared run) | - | {int(done)}/1 | " + " | ".join(cells) + " |")
-    for rep in ablation["replacements"]:
-        lab = rep["label"]
-        n_done = sum(1 for r in mine if r["replacement"] == lab and r["status"] == "complete")
+    # (label, row name, value column): the replacements, then the bounds runs
+    table = [(rep["label"], rep["label"], repr(rep["value"])) for rep in ablation["replacements"]]
+    table += [(lab, f"{lab} ({'floor' if lab == FLOOR else 'ceiling'}, base config)", "-") for lab in bounds]
+    for lab, name, value in table:
+        n_done = sum(1 for r in pool if r["replacement"] == lab and r["status"] == "complete")
         cells = []
         for _, m in cols:
             s = stats[m][lab]
@@ -248,7 +254,7 @@ def ablation_table(ablation: dict[str, Any], rows: list[dict[str, Any]], ref_row
             mean, lo, hi = s
             text = fmt(mean) if lo is None else f"{fmt(mean)} [{fmt(lo)}, {fmt(hi)}]"
             cells.append(f"**{text}**" if lab in best.get(m, set()) else text)
-        lines.append(f"| {lab} | {rep['value']!r} | {n_done}/{n_seeds} | " + " | ".join(cells) + " |")
+        lines.append(f"| {name} | {value} | {n_done}/{n_seeds} | " + " | ".join(cells) + " |")
     source = "" if ablation["part"] == ablation["parameter"] else f" <- \"{ablation['part']}\" ({ablation['how']})"
     parts = [
         f"## {ablation['name']}", "",
@@ -256,14 +262,18 @@ def ablation_table(ablation: dict[str, Any], rows: list[dict[str, Any]], ref_row
         "\n".join(lines), "",
     ]
     if per_prompt and len(labels) > 1:
-        base = baseline if baseline in by_label else labels[0]
-        parts += [paired_section(by_label, base, [(f"`{m}`", m) for m in per_prompt]), ""]
+        base = baseline if baseline in labels else labels[0]
+        parts += [paired_section({lab: by_label[lab] for lab in labels}, base, [(f"`{m}`", m) for m in per_prompt]),
+                  ""]
         if FLOOR in by_label and CEILING in by_label:
-            parts += ["Headroom (`full` - `oracle`, paired): " + "; ".join(
+            where = " of the base config (`full` - `oracle` bounds runs" if CEILING in bounds or FLOOR in bounds \
+                else " (`full` - `oracle`"
+            parts += [f"Headroom{where}, paired): " + "; ".join(
                 f"`{m}` {fmt_stat(d, signed=True)}" for m in per_prompt
                 for d in [paired(by_label[CEILING], by_label[FLOOR], m)] if d is not None), ""]
         else:
-            parts += ["Headroom: not measured here (needs `oracle` and `full` replacements).", ""]
+            parts += ["Headroom: not measured here (needs `oracle` and `full` runs: `bounds: true` in the plan, "
+                      "or replacements of those names).", ""]
     notes = [f"- `{m}`: {metric_label(m, spec.label)}" + (f"; {spec.note}" if spec.note else "")
              for spec, m in cols if spec.label or spec.note]
     if notes:
@@ -276,7 +286,8 @@ def ablation_table(ablation: dict[str, Any], rows: list[dict[str, Any]], ref_row
                   for one in [[r for r in mine if r["replacement"] == lab and r["status"] == "complete"]]
                   if len(one) == 1 for ci in [_interval(one[0].get(f"{m}_ci"))] if ci is not None}
               for _, m in cols}
-    per_label = {"labels": labels, "values": values, "stats": stats, "run_ci": run_ci,
+    per_label = {"labels": labels, "values": {m: {lab: per[lab] for lab in labels} for m, per in values.items()},
+                 "stats": stats, "run_ci": run_ci,
                  "reference": {m: _num(ref_row.get(m)) for _, m in cols} if ref_row and
                  ref_row["status"] == "complete" else {}}
     return "\n".join(parts), plots, per_label
@@ -319,6 +330,10 @@ def build_report(out_dir: str | Path, plots: bool = True, baseline: str | None =
     if grid.reference_id:
         md += [f"Reference: `{grid.reference_id}`, the shared run that win rates compare against (it scores 50 "
                "against itself, so its own win rates are not reported).", ""]
+    if any(c.ablation == BOUNDS for c in grid.cells):
+        md += ["Bounds: `oracle` (drops the rows the data marks bad: the floor) and `full` (keeps every row: the "
+               "ceiling) at the base config, one run each per seed (`bounds-*`, shared with the reference where "
+               "equal); each table shows them and the headroom between them.", ""]
     for n in plan.get("notes", []):
         md += [f"Note: {n}.", ""]
     if left_out:
