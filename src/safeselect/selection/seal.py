@@ -453,6 +453,11 @@ class SealTrainer:
             tracker: Any = None) -> SelectorRun:
         """All epochs; with ``checkpoint_dir`` + ``save_every`` the state is saved every N iterations and at
         the end, and a call that finds a checkpoint of the same settings resumes from it."""
+        # The frozen base as bf16 copies under bf16 autocast (the same values, no cast at every pass).
+        with frozen_weights_cast(self.core, self.mixed_precision, self.acc.distributed_type):
+            return self._fit(show_progress, checkpoint_dir, save_every, tracker)
+
+    def _fit(self, show_progress: bool, checkpoint_dir: Any, save_every: int, tracker: Any) -> SelectorRun:
         import torch
         from tqdm.auto import tqdm
 
@@ -476,53 +481,51 @@ class SealTrainer:
         bar = tqdm(total=seal.epochs * steps, initial=first_epoch * steps + first_step,
                    desc=f"seal selector ({seal.algorithm})",
                    disable=not (show_progress and self.acc.is_main_process), leave=False)
-        # The frozen base as bf16 copies under bf16 autocast (the same values, no cast at every pass).
-        with frozen_weights_cast(self.core, self.mixed_precision, self.acc.distributed_type):
-            for epoch in range(first_epoch, seal.epochs):
-                t0 = time.perf_counter()
-                sums = {"safe_loss": 0.0, "task_loss": 0.0, "cost": 0.0, "n_safe": 0, "n_task": 0}
-                gammas = []
-                if resumed is not None and epoch == first_epoch and first_step > 0:
-                    # The saved sums are totals over processes: the main process carries them on.
-                    gammas = list(resumed["gammas"])
-                    sums = dict(resumed["sums"]) if self.rank == 0 else sums
-                for step, task_idx in enumerate(self.epoch_batches(epoch)):
-                    if epoch == first_epoch and step < first_step:
-                        continue  # trained before the checkpoint
-                    gamma = gamma_at(seal.gamma, epoch, step, steps)
-                    gammas.append(gamma)
-                    out = self.iteration(task_idx, self.safe_batch(len(task_idx)), gamma)
-                    sums["safe_loss"] += float(out["safe_losses"].sum())
-                    sums["task_loss"] += float(out["task_losses"].sum())
-                    sums["cost"] += float(out["costs"].sum())
-                    sums["n_safe"] += len(out["safe_losses"])
-                    sums["n_task"] += len(out["task_losses"])
-                    bar.update(1)
-                    bar.set_postfix(gamma=f"{gamma:.3f}", safe=f"{float(out['safe_losses'].mean()):.3f}")
-                    done = epoch * steps + step + 1
-                    if tracker is not None:
-                        tracker.log("seal", done, {"safe_loss": float(out["safe_losses"].mean()),
-                                                   "task_loss": float(out["task_losses"].mean()), "gamma": gamma})
-                    if ckpt.due(done) and step + 1 < steps:  # an epoch's last step is saved after its record
-                        ckpt.save(done, *self.state(epoch, step + 1, self._total(sums), gammas, history, epoch_s))
-                if torch.cuda.is_available():
-                    torch.cuda.synchronize()
-                epoch_s.append(time.perf_counter() - t0)
-                sums = self._total(sums)
-                w = self.weights().cpu().numpy()
-                rec: dict[str, Any] = {
-                    "epoch": epoch, "gamma_start": gammas[0], "gamma_end": gammas[-1],
-                    "lambda_start": mixing_weight(gammas[0]), "lambda_end": mixing_weight(gammas[-1]),
-                    "mean_safe_loss": sums["safe_loss"] / max(sums["n_safe"], 1),
-                    "mean_task_loss": sums["task_loss"] / max(sums["n_task"], 1),
-                    "mean_cost": sums["cost"] / max(sums["n_task"], 1), "epoch_s": epoch_s[-1],
-                }
-                if harm is not None:
-                    rec["mean_weight_harmful"] = float(w[harm].mean()) if harm.any() else None
-                    rec["mean_weight_benign"] = float(w[~harm].mean()) if (~harm).any() else None
-                history.append(rec)
-                if ckpt.due((epoch + 1) * steps) or (ckpt.enabled and epoch + 1 == seal.epochs):
-                    ckpt.save((epoch + 1) * steps, *self.state(epoch + 1, 0, {}, [], history, epoch_s))
+        for epoch in range(first_epoch, seal.epochs):
+            t0 = time.perf_counter()
+            sums = {"safe_loss": 0.0, "task_loss": 0.0, "cost": 0.0, "n_safe": 0, "n_task": 0}
+            gammas = []
+            if resumed is not None and epoch == first_epoch and first_step > 0:
+                # The saved sums are totals over processes: the main process carries them on.
+                gammas = list(resumed["gammas"])
+                sums = dict(resumed["sums"]) if self.rank == 0 else sums
+            for step, task_idx in enumerate(self.epoch_batches(epoch)):
+                if epoch == first_epoch and step < first_step:
+                    continue  # trained before the checkpoint
+                gamma = gamma_at(seal.gamma, epoch, step, steps)
+                gammas.append(gamma)
+                out = self.iteration(task_idx, self.safe_batch(len(task_idx)), gamma)
+                sums["safe_loss"] += float(out["safe_losses"].sum())
+                sums["task_loss"] += float(out["task_losses"].sum())
+                sums["cost"] += float(out["costs"].sum())
+                sums["n_safe"] += len(out["safe_losses"])
+                sums["n_task"] += len(out["task_losses"])
+                bar.update(1)
+                bar.set_postfix(gamma=f"{gamma:.3f}", safe=f"{float(out['safe_losses'].mean()):.3f}")
+                done = epoch * steps + step + 1
+                if tracker is not None:
+                    tracker.log("seal", done, {"safe_loss": float(out["safe_losses"].mean()),
+                                               "task_loss": float(out["task_losses"].mean()), "gamma": gamma})
+                if ckpt.due(done) and step + 1 < steps:  # an epoch's last step is saved after its record
+                    ckpt.save(done, *self.state(epoch, step + 1, self._total(sums), gammas, history, epoch_s))
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            epoch_s.append(time.perf_counter() - t0)
+            sums = self._total(sums)
+            w = self.weights().cpu().numpy()
+            rec: dict[str, Any] = {
+                "epoch": epoch, "gamma_start": gammas[0], "gamma_end": gammas[-1],
+                "lambda_start": mixing_weight(gammas[0]), "lambda_end": mixing_weight(gammas[-1]),
+                "mean_safe_loss": sums["safe_loss"] / max(sums["n_safe"], 1),
+                "mean_task_loss": sums["task_loss"] / max(sums["n_task"], 1),
+                "mean_cost": sums["cost"] / max(sums["n_task"], 1), "epoch_s": epoch_s[-1],
+            }
+            if harm is not None:
+                rec["mean_weight_harmful"] = float(w[harm].mean()) if harm.any() else None
+                rec["mean_weight_benign"] = float(w[~harm].mean()) if (~harm).any() else None
+            history.append(rec)
+            if ckpt.due((epoch + 1) * steps) or (ckpt.enabled and epoch + 1 == seal.epochs):
+                ckpt.save((epoch + 1) * steps, *self.state(epoch + 1, 0, {}, [], history, epoch_s))
         bar.close()
         peak = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
         return SelectorRun(
