@@ -95,7 +95,7 @@ def test_a_second_ablate_on_the_same_folder_exits_2(tmp_path: Path, capsys: pyte
 def test_killing_only_the_ablate_parent_ends_its_worker_and_the_resume_runs_each_run_once(tmp_path: Path) -> None:
     plan = tmp_path / "p.yaml"
     plan.write_text(yaml.safe_dump({
-        "name": "p", "seeds": [0], "base": TINY, "reference": {"selection.method": "full"},
+        "name": "p", "seeds": [0], "base": TINY, "reference": {"selection.method": "full"}, "bounds": False,
         "ablations": [{"name": "ratio", "parameter": "selection.ratio", "action": "REPLACE", "replacements": [0.5]}],
     }))
     out = tmp_path / "abl"
