@@ -22,12 +22,13 @@ from safeselect.ablation.plan import Plan, checked_config, slugify
 from safeselect.config.loading import get
 from safeselect.config.paths import resolve_preset
 from safeselect.errors import UserError
+from safeselect.reporting.comparison import CEILING, FLOOR
 
 REFERENCE_LABEL = "reference"
 # The cells of the bounds runs: `oracle` (drops the ground-truth bad rows: the floor) and `full` (keeps every
 # row: the ceiling) at the base config, one each per seed, so each table can print its headroom.
 BOUNDS = "bounds (oracle, full)"
-BOUND_LABELS = ("oracle", "full")
+BOUND_LABELS = (FLOOR, CEILING)
 
 
 @dataclass
