@@ -11,7 +11,8 @@ whether any float32 path could get there on the machine at hand, in one run:
   the reference path (every row in full) and on the defaults (shared prefix once, packed rows); and
   the work greedy decoding cannot avoid: one teacher-forced pass over each prompt and the reference
   reply, the shared system prompt once, the LM head only where a token is produced;
-* the CPU time of each stage on the reference path and on the exact defaults (CTranslate2 float32).
+* the CPU time of each stage on the reference path and on the exact defaults (CTranslate2 float32), and
+  where the defaults' fine-tune spends it (``torch.profiler``: matrix products, attention, the rest).
 
 At the measured float32 peak, with everything that is not a matmul (loading, norms, softmax, the
 optimiser, data, judging) free, a stage cannot take less than its FLOPs / peak. That gives an upper
@@ -82,15 +83,42 @@ def _register_cpu_attention() -> None:
         return 4 * products(q_shape, k_shape)
 
 
-def counted(fn: Any) -> tuple[Any, int]:
-    """(fn(), the matmul FLOPs it did)."""
+PRODUCTS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
+
+
+def _group(op: str) -> str:
+    """Which part of a step an operator belongs to: "products", "attention" or "other"."""
+    name = op.replace(".", "::").removesuffix("::default")
+    return "attention" if "scaled_dot_product" in name else "products" if name in PRODUCTS else "other"
+
+
+def counted(fn: Any, by_part: bool = False) -> tuple[Any, Any]:
+    """(fn(), the matmul FLOPs it did), or with ``by_part`` a dict of them per :func:`_group`."""
     from torch.utils.flop_counter import FlopCounterMode
 
     _register_cpu_attention()
     mode = FlopCounterMode(display=False)
     with mode:
         out = fn()
-    return out, mode.get_total_flops()
+    if not by_part:
+        return out, mode.get_total_flops()
+    parts = {"products": 0, "attention": 0, "other": 0}
+    for op, n in mode.get_flop_counts()["Global"].items():
+        parts[_group(str(op))] += n
+    return out, parts
+
+
+def profiled(fn: Any) -> dict[str, float]:
+    """Seconds of fn() per :func:`_group`, from the profiler's self time of each operator (wall time of
+    this thread inside the operator: under load it includes time another process held the core)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    parts = {"products": 0.0, "attention": 0.0, "other": 0.0}
+    for event in prof.key_averages():
+        parts[_group(event.key)] += event.self_cpu_time_total / 1e6
+    return parts
 
 
 def decode_flops(model: Any, tok: Any, prompts: list[str], replies: list[str]) -> int:
@@ -172,7 +200,10 @@ def main(argv: list[str] | None = None) -> int:
     for path in ("ref", "default"):
         with timed(t, f"finetune.{path}"):
             model, tok = finetune(path)
-        _, flops[f"finetune.{path}"] = counted(lambda path=path: finetune(path))
+        _, parts = counted(lambda path=path: finetune(path), by_part=True)
+        flops[f"finetune.{path}"] = sum(parts.values())
+    # where the defaults' fine-tune spends its time: the products against everything else
+    split = {part: (seconds, parts[part]) for part, seconds in profiled(lambda: finetune("default")).items()}
     loads.append(load_avg())
 
     texts = [r.prompt for sets in (bundle.eval_harmful, bundle.eval_overrefusal, bundle.eval_task)
@@ -188,13 +219,13 @@ def main(argv: list[str] | None = None) -> int:
     flops["generate.hf"] = flops["generate.ct2-float32"] = useful
     loads.append(load_avg())
 
-    print(report(t, flops, useful, (peak32, rates32), (peak16, rates16), args, len(kept), len(texts), same,
+    print(report(t, flops, useful, (peak32, rates32), (peak16, rates16), split, args, len(kept), len(texts), same,
                  start, loads, argv))
     return 0
 
 
 def report(t: dict[str, tuple[float, float]], flops: dict[str, int], useful: int, p32: tuple[float, dict[str, float]],
-           p16: tuple[float, dict[str, float]], args: Any, n_rows: int, n_prompts: int, same: int, start: str,
+           p16: tuple[float, dict[str, float]], split: dict[str, tuple[float, int]], args: Any, n_rows: int, n_prompts: int, same: int, start: str,
            loads: list[str], argv: list[str] | None) -> str:
     peak32, peak16 = p32[0], p16[0]
     shared = t["data"][0] + t["selection"][0]
@@ -210,6 +241,12 @@ def report(t: dict[str, tuple[float, float]], flops: dict[str, int], useful: int
         g, s = flops[key] / 1e9, t[key][0]
         lines.append(f"| {name} | {g:.0f} | {s:.1f} | {g / s:.0f} | {g / s / peak32:.2f} | {g / peak32:.1f} | "
                      f"{g / peak16:.1f} |")
+    total = sum(sec for sec, _ in split.values())
+    lines += ["", "| the defaults' fine-tune, profiled | share of the profiled time | GFLOP | GFLOP/s inside |",
+              "|---|---|---|---|"]
+    for part, (sec, n) in split.items():
+        rate = f"{n / 1e9 / sec:.0f}" if n and sec else "-"
+        lines.append(f"| {part} | {sec / total:.2f} | {n / 1e9:.0f} | {rate} |")
     ref = shared + t["finetune.ref"][0] + t["generate.hf"][0]
     now = shared + t["finetune.default"][0] + t["generate.ct2-float32"][0]
     least32 = shared + (flops["finetune.default"] + useful) / 1e9 / peak32

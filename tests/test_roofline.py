@@ -36,6 +36,9 @@ def test_forward_counts_every_product_and_cpu_attention() -> None:
         _, every = R.counted(lambda: model(input_ids=x))
     assert one == 10 * linear + attention(10) + head
     assert every == 10 * (linear + head) + attention(10)
+    with torch.no_grad():
+        _, parts = R.counted(lambda: model(input_ids=x), by_part=True)
+    assert parts == {"products": 10 * (linear + head), "attention": attention(10), "other": 0}
 
 
 def test_backward_counts_twice_the_forward() -> None:
@@ -60,6 +63,15 @@ def test_decode_flops_counts_the_shared_prefix_once() -> None:
         length = len(p) + n
         expect += (length - shared) * linear + attention(length) - attention(shared) + n * head
     assert R.decode_flops(model, tok, prompts, replies) == expect
+
+
+def test_profiled_groups_the_operators() -> None:
+    model, _ = tiny.load(0)
+    x = torch.randint(3, 100, (2, 12))
+    parts = R.profiled(lambda: model(input_ids=x).logits.sum().backward())
+    assert set(parts) == {"products", "attention", "other"} and all(v > 0 for v in parts.values())
+    assert [R._group(op) for op in ("aten::mm", "aten.addmm", "aten::_scaled_dot_product_flash_attention_for_cpu",
+                                    "aten.mul")] == ["products", "products", "attention", "other"]
 
 
 def test_gemm_rate_is_positive_and_finite() -> None:
