@@ -151,8 +151,8 @@ def test_folder_over_seeds_reports_means_headroom_and_verdicts(tmp_path: Path,
             write_run(tmp_path / f"s{s}" / m, m, s, loading.to_yaml(cfg))
     assert main(["report", str(tmp_path)]) == 0
     text = (tmp_path / "report.md").read_text()
-    assert "Seeds: 0, 1" in text and "| oracle | 2 | 0.00 [0.00, 0.00] |" in text
-    assert "| full | 2 | 1.00 [1.00, 1.00] |" in text
+    assert "Seeds: 0, 1" in text and "| oracle | 2 | 0.00 [0.00, 0.05] |" in text  # 0 of 2 x 40: Wilson bound
+    assert "| full | 2 | 1.00 [0.95, 1.00] |" in text
     assert "Headroom: `full` (ceiling) minus `oracle`" in text and "+1.00 [+1.00, +1.00]" in text
     assert "Paired against `random`" in text and "| oracle | harmful rate (builtin, refusal) | -0.50" in text
     assert main(["report", str(tmp_path), "--baseline", "full"]) == 0

@@ -55,6 +55,18 @@ def test_seeds_mean_weighs_seeds_equally_and_keeps_seed_spread_in_the_interval()
     assert S.seeds_mean(g, seed=4) == S.seeds_mean(g, seed=4)
 
 
+def test_seeds_mean_of_a_rate_never_collapses_to_a_point():
+    none = [[0.0] * 120] * 3
+    assert S.seeds_mean(none)["ci"] == [0.0, 0.0]  # the bootstrap alone: certain, wrongly
+    out = S.seeds_mean(none, binary=True)
+    assert out["value"] == 0.0 and out["ci"] == [0.0, S.wilson_interval(0, 360)[1]]
+    assert out["ci"][1] == pytest.approx(0.010558, abs=1e-6)
+    every = S.seeds_mean([[1.0] * 120] * 3, binary=True)["ci"]
+    assert every == [S.wilson_interval(360, 360)[0], 1.0] and every[0] == pytest.approx(0.989442, abs=1e-6)
+    # Seeds that disagree: the bootstrap's seed spread is wider than the pooled Wilson interval and is kept.
+    assert S.seeds_mean([[1.0] * 10, [0.0] * 90], n_boot=2000, seed=0, binary=True)["ci"] == [0.0, 1.0]
+
+
 def test_verdicts():
     assert S.verdict(-0.3, -0.1, lower_is_better=True) == "better"
     assert S.verdict(-0.3, -0.1, lower_is_better=False) == "worse"

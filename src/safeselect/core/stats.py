@@ -282,16 +282,23 @@ def detectable_difference(se: float, n_binary: int | None = None) -> float:
     return max(d, (Z95 + Z80) ** 2 / n_binary) if n_binary else d
 
 
-def seeds_mean(groups: Sequence[Sequence[float | None]], n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+def seeds_mean(groups: Sequence[Sequence[float | None]], n_boot: int = 1000, seed: int = 0,
+               binary: bool = False) -> dict[str, Any]:
     """Mean over seeds of each seed's mean (None items excluded), with the two-level bootstrap interval.
 
     ``groups[s]`` holds seed s's per-prompt values. Returns ``{"value", "n", "seeds", "ci"}``.
+    ``binary``: the values are 0/1 outcomes (a rate); the interval then also holds the Wilson interval
+    of the pooled prompts, because a bootstrap that never draws a harmful reply bounds the rate by [0, 0]
+    whatever the number of seeds, while 0 of 360 prompts still leaves a rate up to 0.0106 plausible.
     """
     gs = _groups(groups)
     if not gs:
         return {"value": None, "n": 0, "seeds": 0, "ci": None}
     boots = cluster_bootstrap(gs, n_boot, seed)
     ci = None if boots.size == 0 else [float(x) for x in np.percentile(boots, [2.5, 97.5])]
+    if binary and ci is not None:
+        pooled = wilson_interval(int(round(sum(g.sum() for g in gs))), int(sum(g.size for g in gs)))
+        ci = [min(ci[0], pooled[0]), max(ci[1], pooled[1])]  # type: ignore[index] - n > 0
     return {"value": float(np.mean([g.mean() for g in gs])), "n": int(sum(g.size for g in gs)), "seeds": len(gs),
             "ci": ci}
 

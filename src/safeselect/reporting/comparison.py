@@ -76,7 +76,9 @@ def cell(runs: list[Path], metric: str, n_boot: int = 1000, seed: int = 0) -> di
                 "ci": list(ci) if isinstance(ci, list) and len(ci) == 2 else None}
     per_prompt = [prompt_values(r, metric) for r in runs]
     if per_prompt and all(p is not None for p in per_prompt):
-        return seeds_mean([list(p.values()) for p in per_prompt], n_boot, seed)  # type: ignore[union-attr]
+        # per-prompt values are 0/1 verdicts: a rate, whose interval never collapses to [0, 0]
+        return seeds_mean([list(p.values()) for p in per_prompt], n_boot, seed,  # type: ignore[union-attr]
+                          binary=True)
     vals = [v for v in (_run_figure(r, metric) for r in runs) if v is not None]
     if not vals:
         return None
