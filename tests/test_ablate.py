@@ -322,9 +322,10 @@ def test_ray_backend_runs_the_same_runs(plan_path: Path, tmp_path: Path) -> None
 
 @pytest.mark.parametrize(("name", "n_runs"), [
     # Algorithm 2 and the linear schedule are both the preset's default: one run per seed, not two
-    # plus the bounds runs of the built-in benchmark: oracle at both seeds, full at seed 1 (seed 0's is the reference)
-    ("plan_seal_aux_and_gamma_schedule.md", 1 + (2 + 3 - 1) * 2 + 3),
-    ("plan_seal_gamma_and_selection_ratio.md", 1 + (5 + 5) * 2 + 3),
+    # plus the bounds runs of the built-in benchmark: oracle at both seeds, full at seed 1 (seed 0's is the
+    # reference), the aligned model once
+    ("plan_seal_aux_and_gamma_schedule.md", 1 + (2 + 3 - 1) * 2 + 3 + 1),
+    ("plan_seal_gamma_and_selection_ratio.md", 1 + (5 + 5) * 2 + 3 + 1),
     # the shared creator and sample ratio 0.25 are both eva's default
     ("plan_eva_shared_and_sample_ratio.md", (2 + 3 - 1) * 2),
 ])

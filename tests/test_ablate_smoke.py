@@ -40,8 +40,9 @@ def test_shipped_plans_run_on_tiny_llama(tmp_path: Path) -> None:
     for name, (n_rows, metric) in SIX.items():
         out = tmp_path / name
         plan = load_plan(name, overrides=TINY, seeds=[0])
-        # the bounds runs (oracle, full per seed) on one plan: each costs a run, and one plan shows they work
-        bounds = 2 if name == "seal_algorithm" else 0
+        # the bounds runs (oracle, full per seed, the aligned model once) on one plan: each costs a run, and one
+        # plan shows they work
+        bounds = 3 if name == "seal_algorithm" else 0
         plan.bounds = bool(bounds)
         # in this process (workers=0): no interpreter start-up per run, which would dominate at this scale
         outcomes = run_plan(plan, out, workers=0, show_progress=False)
@@ -58,6 +59,7 @@ def test_shipped_plans_run_on_tiny_llama(tmp_path: Path) -> None:
         assert md.count(" | 1/1 | ") == n_rows + (grid.reference_id is not None) + bounds
         assert ("Headroom of the base config (`full` - `oracle` bounds runs, paired): "
                 "`safety.builtin.refusal.harmful_rate`" in md) == bool(bounds), (name, md)
+        assert ("| aligned (the starting model, no fine-tuning) | - | 1/1 | " in md) == bool(bounds), (name, md)
         assert list((out / "plots").glob("*.png"))
         if name.startswith("seal_"):  # whatever the plan names, safety is shown and paired per prompt
             assert "`safety.builtin.refusal.harmful_rate` ↓ |" in md and "Paired against" in md, (name, md)

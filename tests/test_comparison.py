@@ -14,6 +14,7 @@ from conftest import TINY
 from safeselect.ablation.plan import load_plan
 from safeselect.ablation.runner import run_plan
 from safeselect.cli.main import main
+from safeselect.core.stats import wilson_interval
 from safeselect.reporting.ablation import build_report
 from safeselect.reporting.comparison import cell, paired, prompt_values
 
@@ -21,7 +22,7 @@ N = 40
 # Harmful verdict per prompt: oracle never, full always, random on the first half, seal on the first quarter
 # at seed 0 and the first half at seed 1.
 RATE = {"oracle": lambda s: 0, "full": lambda s: N, "random": lambda s: N // 2,
-        "seal": lambda s: N // 4 if s == 0 else N // 2}
+        "seal": lambda s: N // 4 if s == 0 else N // 2, "aligned": lambda s: 2}
 
 
 def write_run(d: Path, method: str, seed: int, cfg_yaml: str | None = None) -> None:
@@ -34,7 +35,7 @@ def write_run(d: Path, method: str, seed: int, cfg_yaml: str | None = None) -> N
     recs += [{"set": "lookalike", "kind": "overrefusal", "row_id": f"o{i}", "prompt": f"o{i}", "response": "",
               "verdicts": {"refusal": {"refused": i < 3}}} for i in range(10)]
     (d / "generations.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
-    m = {"safety.builtin.refusal.harmful_rate": k / N, "safety.builtin.refusal.harmful_rate_ci": [0.0, 1.0],
+    m = {"safety.builtin.refusal.harmful_rate": k / N, "safety.builtin.refusal.harmful_rate_ci": wilson_interval(k, N),
          "overrefusal.lookalike.refusal_rate": 0.3, "complete": True}
     (d / "metrics.json").write_text(json.dumps(nest(m)))
     if cfg_yaml is not None:
@@ -53,7 +54,7 @@ def test_cell_and_paired_from_generations(tmp_path: Path) -> None:
     assert c["value"] == pytest.approx((0.25 + 0.5) / 2) and c["seeds"] == 2 and c["n"] == 2 * N
     assert c["ci"][0] < 0.375 < c["ci"][1]
     one = cell(seal[:1], metric)  # one seed: the run's own figure and interval
-    assert one["value"] == 0.25 and one["ci"] == [0.0, 1.0]
+    assert one["value"] == 0.25 and one["ci"] == wilson_interval(N // 4, N)
     by = {m: {s: tmp_path / f"s{s}" / m for s in (0, 1)} for m in RATE}
     d = paired(by["full"], by["oracle"], metric)
     assert d["value"] == 1.0 and d["ci"] == [1.0, 1.0] and d["verdict"] == "worse"
@@ -123,9 +124,11 @@ def test_an_ablation_of_one_method_gets_bounds_runs_and_their_headroom(tmp_path:
     plan = load_plan(tmp_path / "p.yaml")
     grid = expand(plan)
     bound_cells = [c for c in grid.cells if c.ablation == BOUNDS]
-    # the built-in benchmark knows its bad rows: oracle and full per seed, full at seed 0 being the reference
-    assert len(grid.runs) == (1 + 4 + 3 if bounds is None else 1 + 4)
-    assert len(bound_cells) == (4 if bounds is None else 0)
+    # the built-in benchmark knows its bad rows: oracle and full per seed, full at seed 0 being the reference;
+    # the aligned model once (neither it nor the evaluation prompts follow the experiment seed)
+    assert len(grid.runs) == (1 + 4 + 3 + 1 if bounds is None else 1 + 4)
+    assert len(bound_cells) == (5 if bounds is None else 0)
+    assert [c.seed for c in bound_cells if c.label == "aligned"] == ([0] if bounds is None else [])
     out = tmp_path / "out"
     run_plan(plan, out, workers=0, run_fn=fabricated, show_progress=False)
     md = build_report(out, plots=False).read_text()
@@ -133,12 +136,24 @@ def test_an_ablation_of_one_method_gets_bounds_runs_and_their_headroom(tmp_path:
         assert "Headroom: not measured here" in md and "floor, base config" not in md
         return
     assert "| oracle (floor, base config) | - | 2/2 | 0.000 [" in md and "| full (ceiling, base config) | - | 2/2 | 1.00 [" in md
+    # the starting model's row, with the Wilson interval of its one run (2 of 40)
+    lo, hi = wilson_interval(2, N)
+    assert f"| aligned (the starting model, no fine-tuning) | - | 1/1 | 0.050 [{lo:.3f}, {hi:.3f}] |" in md
     assert ("Headroom of the base config (`full` - `oracle` bounds runs, paired): "
             "`safety.builtin.refusal.harmful_rate` +1.00 [+1.00, +1.00]") in md
     # the bounds are not replacements: not paired against the baseline, never marked best
     paired_rows = [line for line in md.splitlines() if line.startswith("| ") and "`safety" in line.split(" | ")[1]]
     assert [line.split(" | ")[0] for line in paired_rows] == ["| 0.1"]
     assert "**0.000" not in md
+
+
+def test_the_aligned_model_is_evaluated_per_seed_only_when_a_seed_key_changes_it(tmp_path: Path) -> None:
+    from safeselect.ablation.grid import BOUNDS, expand
+
+    keys = "seed_keys: [seed, data.seed, selection.seed, align.seed]\n"
+    (tmp_path / "p.yaml").write_text(GAMMA_PLAN + keys)
+    cells = [c for c in expand(load_plan(tmp_path / "p.yaml")).cells if c.ablation == BOUNDS and c.label == "aligned"]
+    assert [c.seed for c in cells] == [0, 1] and cells[0].run_id != cells[1].run_id
 
 
 def test_folder_over_seeds_reports_means_headroom_and_verdicts(tmp_path: Path,

@@ -22,13 +22,18 @@ from safeselect.ablation.plan import Plan, checked_config, slugify
 from safeselect.config.loading import get
 from safeselect.config.paths import resolve_preset
 from safeselect.errors import UserError
+from safeselect.inputs import ALIGNED_ONLY
 from safeselect.reporting.comparison import CEILING, FLOOR
 
 REFERENCE_LABEL = "reference"
 # The cells of the bounds runs: `oracle` (drops the ground-truth bad rows: the floor) and `full` (keeps every
-# row: the ceiling) at the base config, one each per seed, so each table can print its headroom.
+# row: the ceiling) at the base config, one each per seed, so each table can print its headroom; and the
+# aligned starting model itself, evaluated once (the name stays: results.csv files carry it).
 BOUNDS = "bounds (oracle, full)"
 BOUND_LABELS = (FLOOR, CEILING)
+STARTING = ALIGNED_ONLY
+# Seed keys that change the starting model or the evaluation prompts: only then is it evaluated per seed.
+_STARTING_SEED_KEYS = ("align.", "data.eval_seed", "eval.")
 
 
 @dataclass
@@ -172,6 +177,13 @@ def expand(plan: Plan, seeds: list[int] | None = None) -> Grid:
                 ov = {**plan.base, "selection.method": label, **{k: seed for k in plan.seed_keys}}
                 rid = add(["bounds", label, f"s{seed}"], "pipeline", ov, seed, False)
                 cells.append(Cell(BOUNDS, "selection.method", label, label, seed, rid))
+        # The aligned model and the evaluation prompts do not follow the experiment seed (align.seed and
+        # data.eval_seed stay fixed), so its figures are the same at every seed: one evaluation.
+        per_seed = any(k.startswith(_STARTING_SEED_KEYS) for k in plan.seed_keys)
+        for seed in seeds if per_seed else seeds[:1]:
+            ov = {**plan.base, "selection.method": STARTING, **{k: seed for k in plan.seed_keys}}
+            rid = add(["bounds", STARTING, f"s{seed}"], "pipeline", ov, seed, False)
+            cells.append(Cell(BOUNDS, "selection.method", STARTING, STARTING, seed, rid))
     if plan.only is not None:  # cut after expanding the whole plan, so every run keeps its whole-plan id
         names = {a.name for a in plan.ablations if a.slug in plan.only} | {BOUNDS}
         cells = [c for c in cells if c.ablation in names]

@@ -23,7 +23,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from safeselect.ablation.grid import BOUND_LABELS, BOUNDS, REFERENCE_LABEL, Grid, run_dir
+from safeselect.ablation.grid import BOUND_LABELS, BOUNDS, REFERENCE_LABEL, STARTING, Grid, run_dir
 from safeselect.ablation.mapping import MetricSpec, map_metric
 from safeselect.ablation.plan import slugify
 from safeselect.core.io import atomic_write_text
@@ -208,8 +208,9 @@ def ablation_table(ablation: dict[str, Any], rows: list[dict[str, Any]], ref_row
     always, _ = _metric_columns([map_metric(m) for m in ALWAYS_METRICS], names)  # absent ones are not "missing"
     cols += [c for c in always if c[1] not in {m for _, m in cols}]
     labels = [rep["label"] for rep in ablation["replacements"]]
-    # The bounds runs (oracle and full at the base config) where the plan's own replacements are not those.
-    bounds = [lab for lab in BOUND_LABELS if lab not in labels and any(
+    # The bounds runs (oracle and full at the base config, the aligned model) where the plan's own replacements
+    # are not those.
+    bounds = [lab for lab in (STARTING, *BOUND_LABELS) if lab not in labels and any(
         r["ablation"] == BOUNDS and r["replacement"] == lab and r["status"] == "complete" for r in rows)]
     pool = mine + [r for r in rows if r["ablation"] == BOUNDS and r["replacement"] in bounds]
     values: dict[str, dict[str, list[float]]] = {
@@ -224,7 +225,8 @@ def ablation_table(ablation: dict[str, Any], rows: list[dict[str, Any]], ref_row
         prompt_values(p, m) is not None for by in by_label.values() for p in by.values())]
     for m in per_prompt:
         for lab, by in by_label.items():
-            c = cell([by[k] for k in sorted(by)], m) if len(by) >= 2 else None
+            # one run of the aligned model: its own interval (Wilson for rates); other one-seed rows keep theirs
+            c = cell([by[k] for k in sorted(by)], m) if len(by) >= 2 or lab == STARTING else None
             if c is not None and c["ci"] is not None:  # seeds, then prompts (one seed keeps the t/run figure)
                 stats[m][lab] = (c["value"], c["ci"][0], c["ci"][1])
     best: dict[str, set[str]] = {}
@@ -242,9 +244,11 @@ def ablation_table(ablation: dict[str, Any], rows: list[dict[str, Any]], ref_row
         lines.append(f"| {REFERENCE_LABEL} (shared run) | - | {int(done)}/1 | " + " | ".join(cells) + " |")
     # (label, row name, value column): the replacements, then the bounds runs
     table = [(rep["label"], rep["label"], repr(rep["value"])) for rep in ablation["replacements"]]
-    table += [(lab, f"{lab} ({'floor' if lab == FLOOR else 'ceiling'}, base config)", "-") for lab in bounds]
+    role = {STARTING: "the starting model, no fine-tuning", FLOOR: "floor, base config", CEILING: "ceiling, base config"}
+    table += [(lab, f"{lab} ({role[lab]})", "-") for lab in bounds]
     for lab, name, value in table:
         n_done = sum(1 for r in pool if r["replacement"] == lab and r["status"] == "complete")
+        n_runs = n_seeds if lab in labels else sum(1 for r in pool if r["replacement"] == lab)
         cells = []
         for _, m in cols:
             s = stats[m][lab]
@@ -254,7 +258,7 @@ def ablation_table(ablation: dict[str, Any], rows: list[dict[str, Any]], ref_row
             mean, lo, hi = s
             text = fmt(mean) if lo is None else f"{fmt(mean)} [{fmt(lo)}, {fmt(hi)}]"
             cells.append(f"**{text}**" if lab in best.get(m, set()) else text)
-        lines.append(f"| {name} | {value} | {n_done}/{n_seeds} | " + " | ".join(cells) + " |")
+        lines.append(f"| {name} | {value} | {n_done}/{n_runs} | " + " | ".join(cells) + " |")
     source = "" if ablation["part"] == ablation["parameter"] else f" <- \"{ablation['part']}\" ({ablation['how']})"
     parts = [
         f"## {ablation['name']}", "",
@@ -333,7 +337,9 @@ def build_report(out_dir: str | Path, plots: bool = True, baseline: str | None =
     if any(c.ablation == BOUNDS for c in grid.cells):
         md += ["Bounds: `oracle` (drops the rows the data marks bad: the floor) and `full` (keeps every row: the "
                "ceiling) at the base config, one run each per seed (`bounds-*`, shared with the reference where "
-               "equal); each table shows them and the headroom between them.", ""]
+               "equal); each table shows them and the headroom between them, and `aligned`, the starting model "
+               "evaluated without fine-tuning (once: the aligned model and the evaluation prompts do not follow the "
+               "experiment seed).", ""]
     for n in plan.get("notes", []):
         md += [f"Note: {n}.", ""]
     if left_out:
