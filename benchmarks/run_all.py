@@ -1,6 +1,7 @@
 """`make bench`: every cost benchmark in sequence, each printing ratios against a baseline measured in the same run.
 
     python benchmarks/run_all.py            # DSIR vs the official package, SEAL and DualSelect cost vs plain SFT
+    python benchmarks/run_all.py --cell     # also one SmolLM2 cell stage by stage and its FLOP bound (one thread)
     python benchmarks/run_all.py --quality  # also the benchmark sensitivity runs (dose-response, separability; slow)
 
 Results go to stdout; docs/results.md records the latest figures with their commands.
@@ -9,23 +10,29 @@ Results go to stdout; docs/results.md records the latest figures with their comm
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 HERE = Path(__file__).parent
 COST = ["bench_dsir.py", "bench_seal.py", "bench_dualselect.py"]
+# The settings docs/results.md records; CPU time of one thread, as the tables there.
+CELL = [["bench_cell.py", "--n-eval", "32", "--steps", "20"], ["bench_roofline.py", "--n-eval", "32", "--steps", "20"]]
 QUALITY = ["separability.py", "dose_response.py"]
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--cell", action="store_true", help="also time one SmolLM2 cell and its FLOP bound (about 15 min)")
     ap.add_argument("--quality", action="store_true", help="also run the (slow) benchmark-sensitivity scripts")
     args = ap.parse_args()
     failed = []
-    for script in COST + (QUALITY if args.quality else []):
-        print(f"\n=== {script}", flush=True)
-        if subprocess.run([sys.executable, str(HERE / script)]).returncode != 0:
+    jobs = [[s] for s in COST] + (CELL if args.cell else []) + ([[s] for s in QUALITY] if args.quality else [])
+    for script, *flags in jobs:
+        print(f"\n=== {script} {' '.join(flags)}", flush=True)
+        env = {**os.environ, "OMP_NUM_THREADS": "1"} if [script, *flags] in CELL else None
+        if subprocess.run([sys.executable, str(HERE / script), *flags], env=env).returncode != 0:
             failed.append(script)
     if failed:
         print(f"failed: {', '.join(failed)}", file=sys.stderr)
