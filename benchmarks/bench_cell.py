@@ -100,6 +100,66 @@ def load_avg() -> str:
     return " / ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
+def prepare(config: str, n_eval: int, base: bool, t: dict[str, tuple[float, float]]) -> tuple[Any, Any, list[Any], str]:
+    """(config, bundle, kept rows, starting model) of the quickstart cell with ``random`` selection; times the data
+    and selection stages into ``t``. ``n_eval`` > 0 keeps that many prompts per evaluation set; the starting model
+    is the cached aligned model unless ``base`` or none is cached."""
+    import tempfile
+    from pathlib import Path
+
+    from safeselect.config.loading import load
+    from safeselect.config.paths import cache_dir
+    from safeselect.pipeline.run import _align_key, _slug, build_bundle, select
+
+    cfg = load(config, ["compare=[]", "selection.method=random"])
+    with timed(t, "data"):
+        bundle = build_bundle(cfg)
+    if n_eval:
+        for sets in (bundle.eval_harmful, bundle.eval_overrefusal, bundle.eval_task):
+            for k in sets:
+                sets[k] = sets[k][:n_eval]
+    with timed(t, "selection"):
+        selection, _ = select(cfg, bundle, Path(tempfile.mkdtemp()), show_progress=False)
+    aligned = cache_dir() / "aligned" / f"{_slug(cfg.model.name)}-{_align_key(cfg, cfg.model.name, bundle.align)}"
+    start = str(aligned) if (aligned / "config.json").exists() and not base else cfg.model.name
+    return cfg, bundle, selection.kept_rows(bundle.task), start
+
+
+def finetune(cfg: Any, start: str, kept: list[Any], path: str, steps: int, device: str = "cpu"
+             ) -> tuple[Any, Any, dict[str, Any]]:
+    """(model, tokenizer, train_sft's result) of ``steps`` fine-tune steps on one path: ``ref`` (every row in
+    full, as before issue #13), ``default``, ``grouped`` (length-grouped batches), ``bf16`` or ``bf16-recast``."""
+    import dataclasses
+
+    import torch
+
+    from safeselect.models import add_lora, load_model
+    from safeselect.training.losses import rows_apart
+    from safeselect.training.sft import train_sft
+
+    torch.manual_seed(cfg.seed)
+    model, tok = load_model(start, cfg.model, device=device)
+    model = add_lora(model, cfg.model.lora)
+    tc = dataclasses.replace(cfg.finetune, group_by_length=path == "grouped", split_padding=path != "ref",
+                             max_steps=steps, mixed_precision="bf16" if path.startswith("bf16") else "no")
+    # the reference runs every row in full (rows_apart: no shared-prefix pass), as before issue #13;
+    # bf16-recast: autocast casting the frozen base at every pass, as before the bf16 copies
+    with rows_apart() if path == "ref" else recast() if path == "bf16-recast" else contextlib.nullcontext():
+        res = train_sft(model, tok, kept, tc, cfg.model.max_length, seed=cfg.seed, show_progress=False)
+    return model, tok, res
+
+
+def generate(cfg: Any, model: Any, tok: Any, texts: list[str], backend: str, dtype: str) -> list[str]:
+    """Greedy replies to ``texts`` with ``eval.backend`` / ``eval.dtype``; the conversion (ctranslate2) is inside."""
+    import dataclasses
+
+    from safeselect.evaluation.generate import make_generate
+
+    gen = make_generate(model, tok, dataclasses.replace(cfg.eval, backend=backend, dtype=dtype))
+    return gen(model, tok, texts, max_new_tokens=cfg.eval.max_new_tokens, batch_size=cfg.eval.batch_size,
+               show_progress=False)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="quickstart")
@@ -110,61 +170,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--write", default=None, help="replace the bench_cell section of this markdown file")
     args = ap.parse_args(argv)
 
-    import dataclasses
-
     import torch
 
-    from safeselect.config.loading import load
     from safeselect.evaluation.evaluate import judge_records, make_record
-    from safeselect.evaluation.generate import make_generate
     from safeselect.judges.refusal import RefusalJudge
-    from safeselect.models import add_lora, load_model
-    from safeselect.pipeline.run import build_bundle, select
-    from safeselect.training.losses import rows_apart
-    from safeselect.training.sft import train_sft
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    cfg = load(args.config, ["compare=[]", "selection.method=random"])
     t: dict[str, tuple[float, float]] = {}
     loads = [load_avg()]
-
-    with timed(t, "data"):
-        bundle = build_bundle(cfg)
-    if args.n_eval:
-        for sets in (bundle.eval_harmful, bundle.eval_overrefusal, bundle.eval_task):
-            for k in sets:
-                sets[k] = sets[k][:args.n_eval]
-    import tempfile
-    from pathlib import Path
-
-    with timed(t, "selection"):
-        selection, _ = select(cfg, bundle, Path(tempfile.mkdtemp()), show_progress=False)
-    kept = selection.kept_rows(bundle.task)
-
-    from safeselect.config.paths import cache_dir
-    from safeselect.pipeline.run import _align_key, _slug
-
-    aligned = cache_dir() / "aligned" / f"{_slug(cfg.model.name)}-{_align_key(cfg, cfg.model.name, bundle.align)}"
-    start = str(aligned) if (aligned / "config.json").exists() and not args.base else cfg.model.name
+    cfg, bundle, kept, start = prepare(args.config, args.n_eval, args.base, t)
     steps = args.steps if args.steps > 0 else cfg.finetune.max_steps
-
-    def finetune(path: str) -> tuple[Any, Any, dict[str, Any]]:
-        torch.manual_seed(cfg.seed)
-        model, tok = load_model(start, cfg.model, device=args.device)
-        model = add_lora(model, cfg.model.lora)
-        tc = dataclasses.replace(cfg.finetune, group_by_length=path == "grouped", split_padding=path != "ref",
-                                 max_steps=steps, mixed_precision="bf16" if path.startswith("bf16") else "no")
-        # the reference runs every row in full (rows_apart: no shared-prefix pass), as before issue #13;
-        # bf16-recast: autocast casting the frozen base at every pass, as before the bf16 copies
-        with rows_apart() if path == "ref" else recast() if path == "bf16-recast" else contextlib.nullcontext():
-            res = train_sft(model, tok, kept, tc, cfg.model.max_length, seed=cfg.seed, show_progress=False)
-        return model, tok, res
 
     warm_up(cfg, start, kept, args.device)
     res_ft: dict[str, dict[str, Any]] = {}
     for path in ("ref", "default", "grouped", "bf16", "bf16-recast"):
         with timed(t, f"finetune.{path}"):
-            m, tok, res_ft[path] = finetune(path)
+            m, tok, res_ft[path] = finetune(cfg, start, kept, path, steps, args.device)
         if path == "ref":
             model = m  # the model every backend decodes with
         else:
@@ -175,19 +196,13 @@ def main(argv: list[str] | None = None) -> int:
                                                  ("task", bundle.eval_task)) for name, rows in sets.items() for r in rows]
     texts = [r.prompt for _, _, r in prompts]
 
-    def generate(backend: str, dtype: str) -> list[str]:
-        ecfg = dataclasses.replace(cfg.eval, backend=backend, dtype=dtype)
-        gen = make_generate(model, tok, ecfg)  # the conversion (ctranslate2) happens inside the timed call
-        return gen(model, tok, texts, max_new_tokens=cfg.eval.max_new_tokens, batch_size=cfg.eval.batch_size,
-                   show_progress=False)
-
     replies: dict[str, list[str]] = {}
     for key, backend, dtype in (("hf", "hf", "float32"), ("ct2-float32", "ctranslate2", "float32"),
                                 ("ct2-int8", "ctranslate2", "int8"), ("torch-float32", "torch", "float32"),
                                 ("torch-bfloat16", "torch", "bfloat16")):
         try:
             with timed(t, f"generate.{key}"):
-                replies[key] = generate(backend, dtype)
+                replies[key] = generate(cfg, model, tok, texts, backend, dtype)
         except Exception as e:  # e.g. CTranslate2 without its CUDA libraries on a GPU machine: report, go on
             print(f"bench_cell: {key} failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
                   file=sys.stderr)

@@ -25,16 +25,13 @@ peak bounds the bf16 paths. Stage names and settings follow ``bench_cell.py`` (q
 from __future__ import annotations
 
 import argparse
-import contextlib
-import dataclasses
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_cell import cpu_flags, cpu_s, load_avg, timed, warm_up  # noqa: E402
+from bench_cell import cpu_flags, cpu_s, finetune, generate, load_avg, prepare, timed, warm_up  # noqa: E402
 
 # (M, K, N) of the model's products on SmolLM2-135M: a packed micro-batch (about 512 tokens) through the
 # MLP, a decoding step of 64 rows through the MLP and through the LM head (49152 words).
@@ -132,21 +129,19 @@ def decode_flops(model: Any, tok: Any, prompts: list[str], replies: list[str]) -
 
     encoded = [prompt_ids(tok, p) for p in prompts]
     shared = shared_prefix([[str(i) for i in ids] for ids in encoded])
-    total = 0
+    total, repeated = 0, 0
     model.eval()
     with torch.no_grad():
-        if shared:
-            _, f = counted(lambda: model(input_ids=torch.tensor([encoded[0][:shared]]), logits_to_keep=1))
-            total += f
+        if shared:  # counted once here; each row's pass below repeats its products but the LM head's
+            prefix = torch.tensor([encoded[0][:shared]])
+            _, total = counted(lambda: model(input_ids=prefix, logits_to_keep=1))
+            _, every = counted(lambda: model(input_ids=prefix, logits_to_keep=0))  # 0: logits at every position
+            repeated = every - 2 * model.config.hidden_size * model.config.vocab_size * shared
         for ids, reply in zip(encoded, replies, strict=True):
             new = tok(reply, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
             full = torch.tensor([ids + new])
-            _, with_prefix = counted(lambda full=full, n=len(new): model(input_ids=full, logits_to_keep=n))
-            if shared:  # the shared prefix was counted once above: take its linear products out of this row
-                _, prefix = counted(lambda ids=ids: model(input_ids=torch.tensor([ids[:shared]]), logits_to_keep=0))
-                head = 2 * model.config.hidden_size * model.config.vocab_size * shared
-                with_prefix -= prefix - head
-            total += with_prefix
+            _, row = counted(lambda full=full, n=len(new): model(input_ids=full, logits_to_keep=n))
+            total += row - repeated
     return total
 
 
@@ -159,51 +154,25 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from safeselect.config.loading import load
-    from safeselect.config.paths import cache_dir
-    from safeselect.evaluation.generate import make_generate
     from safeselect.evaluation.greedy import merged_copy
-    from safeselect.models import add_lora, load_model
-    from safeselect.pipeline.run import _align_key, _slug, build_bundle, select
-    from safeselect.training.losses import rows_apart
-    from safeselect.training.sft import train_sft
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     loads = [load_avg()]
     peak32, rates32 = gemm_peak(torch.float32)
     peak16, rates16 = gemm_peak(torch.bfloat16)
-
-    cfg = load(args.config, ["compare=[]", "selection.method=random"])
     t: dict[str, tuple[float, float]] = {}
-    with timed(t, "data"):
-        bundle = build_bundle(cfg)
-    for sets in (bundle.eval_harmful, bundle.eval_overrefusal, bundle.eval_task):
-        for k in sets:
-            sets[k] = sets[k][:args.n_eval] if args.n_eval else sets[k]
-    with timed(t, "selection"):
-        selection, _ = select(cfg, bundle, Path(tempfile.mkdtemp()), show_progress=False)
-    kept = selection.kept_rows(bundle.task)
-    aligned = cache_dir() / "aligned" / f"{_slug(cfg.model.name)}-{_align_key(cfg, cfg.model.name, bundle.align)}"
-    start = str(aligned) if (aligned / "config.json").exists() else cfg.model.name
-
-    def finetune(path: str) -> tuple[Any, Any]:
-        torch.manual_seed(cfg.seed)
-        model, tok = load_model(start, cfg.model)
-        model = add_lora(model, cfg.model.lora)
-        tc = dataclasses.replace(cfg.finetune, split_padding=path != "ref", max_steps=args.steps)
-        with rows_apart() if path == "ref" else contextlib.nullcontext():
-            train_sft(model, tok, kept, tc, cfg.model.max_length, seed=cfg.seed, show_progress=False)
-        return model, tok
+    cfg, bundle, kept, start = prepare(args.config, args.n_eval, False, t)
 
     warm_up(cfg, start, kept)
     flops: dict[str, int] = {}
     for path in ("ref", "default"):
         with timed(t, f"finetune.{path}"):
-            model, tok = finetune(path)
-        _, parts = counted(lambda path=path: finetune(path), by_part=True)
+            model, tok, _ = finetune(cfg, start, kept, path, args.steps)
+        _, parts = counted(lambda path=path: finetune(cfg, start, kept, path, args.steps), by_part=True)
         flops[f"finetune.{path}"] = sum(parts.values())
     # where the defaults' fine-tune spends its time: the products against everything else
-    split = {part: (seconds, parts[part]) for part, seconds in profiled(lambda: finetune("default")).items()}
+    seconds = profiled(lambda: finetune(cfg, start, kept, "default", args.steps))
+    split = {part: (sec, parts[part]) for part, sec in seconds.items()}
     loads.append(load_avg())
 
     texts = [r.prompt for sets in (bundle.eval_harmful, bundle.eval_overrefusal, bundle.eval_task)
@@ -211,9 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     replies: dict[str, list[str]] = {}
     for key, backend in (("hf", "hf"), ("ct2-float32", "ctranslate2")):
         with timed(t, f"generate.{key}"):
-            gen = make_generate(model, tok, dataclasses.replace(cfg.eval, backend=backend, dtype="float32"))
-            replies[key] = gen(model, tok, texts, max_new_tokens=cfg.eval.max_new_tokens,
-                               batch_size=cfg.eval.batch_size, show_progress=False)
+            replies[key] = generate(cfg, model, tok, texts, backend, "float32")
     same = sum(a == b for a, b in zip(replies["hf"], replies["ct2-float32"], strict=True))
     useful = decode_flops(merged_copy(model), tok, texts, replies["hf"])  # decoders run the adapter merged
     flops["generate.hf"] = flops["generate.ct2-float32"] = useful
