@@ -23,7 +23,10 @@ machine it moves far less with other jobs than wall time, which is printed too. 
 is the aligned model when its cache exists, else SmolLM2 itself (``--base``); the speed ratios do
 not depend on which.
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_cell.py [--n-eval 150] [--steps 50] [--write docs/results.md]
+    OMP_NUM_THREADS=1 python benchmarks/bench_cell.py [--n-eval 150] [--steps 50] [--write docs/results.md] [--demo-cold]
+
+``--demo-cold`` then runs benchmarks/bench_demo.py in the same run: `make demo` cold on a fresh clone (wall time)
+and the demo's table paired with the same demo on the reference path.
 """
 
 from __future__ import annotations
@@ -168,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--base", action="store_true", help="start from SmolLM2 itself even if an aligned model is cached")
     ap.add_argument("--device", default="cpu", help="cpu, cuda or auto (on a GPU compare the wall times)")
     ap.add_argument("--write", default=None, help="replace the bench_cell section of this markdown file")
+    ap.add_argument("--demo-cold", action="store_true",
+                    help="then time `make demo` cold on a fresh clone and pair its table with the reference path's "
+                         "(benchmarks/bench_demo.py; about 20 more minutes, wall time: run it on an idle machine)")
     args = ap.parse_args(argv)
 
     import torch
@@ -231,6 +237,19 @@ def main(argv: list[str] | None = None) -> int:
              for k, v in replies.items() if k != "hf"}
 
     md = report(t, agree, res_ft, len(texts), len(kept), start, loads, argv)
+    if args.demo_cold:
+        import shutil
+
+        import bench_demo
+
+        del model
+        demo = bench_demo.measure()
+        try:
+            md += "\n\nThe demo in the same run (`--demo-cold`: a fresh clone of the committed HEAD, empty pip and " \
+                  "model caches, wall time with the machine's threads; benchmarks/bench_demo.py):\n\n" + \
+                  bench_demo.report(demo, command="the bench_cell command above")
+        finally:
+            shutil.rmtree(demo["root"], ignore_errors=True)
     print(md)
     if args.write:
         write_section(args.write, md)
