@@ -143,8 +143,8 @@ def report(res: dict[str, Any], argv: list[str] | None = None, command: str | No
     if "reference" in t:
         lines.append(f"| the same on the reference path (`{' '.join(REFERENCE)}`) | {t['reference']:.0f} "
                      f"(the defaults {t['reference'] / t['warm']:.2f}x faster) |")
-    first = next(iter(cold.values()))
-    res_keys = sorted(k for k in RunDir(first).read_metrics() if k.startswith("resources.") and k.endswith("_s"))
+    res_keys = sorted({k for run in cold.values() for k in RunDir(run).read_metrics()
+                       if k.startswith("resources.") and k.endswith("_s")})
     if res_keys:
         lines += ["", "| cold demo run | " + " | ".join(k.split(".", 1)[1] for k in res_keys) + " |",
                   "|---|" + "---|" * len(res_keys)]
