@@ -247,7 +247,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             md += "\n\nThe demo in the same run (`--demo-cold`: a fresh clone of the committed HEAD, empty pip and " \
                   "model caches, wall time with the machine's threads; benchmarks/bench_demo.py):\n\n" + \
-                  bench_demo.report(demo, command="the bench_cell command above")
+                  bench_demo.report(demo, command=f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '')} python "
+                                    f"benchmarks/bench_cell.py {' '.join(argv if argv is not None else sys.argv[1:])}")
         finally:
             shutil.rmtree(demo["root"], ignore_errors=True)
     print(md)
