@@ -33,11 +33,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench_cell import load_avg
+
 from safeselect.core.rundir import RunDir
 from safeselect.reporting.comparison import fmt_stat, paired, prompt_values
 
 REPO = Path(__file__).resolve().parents[1]
-DEMO_OUT = "runs/quickstart"  # the Makefile's demo folder
+DEMO_OUT = "quickstart"  # `make demo` writes runs/quickstart
 REFERENCE = ["eval.backend=hf", "finetune.split_padding=false"]
 
 
@@ -90,10 +92,6 @@ def same_replies(a: Path, b: Path) -> tuple[int, int]:
     return sum(ra[k] == rb[k] for k in both), len(both)
 
 
-def load_avg() -> str:
-    return " / ".join(f"{x:.1f}" for x in os.getloadavg())
-
-
 def measure(keep: Path | None = None, reference: bool = True) -> dict[str, Any]:
     """Run the three steps of the module docstring; returns their times and run folders (under ``keep``, or a
     temporary folder removed by :func:`report`'s caller)."""
@@ -118,13 +116,13 @@ def measure(keep: Path | None = None, reference: bool = True) -> dict[str, Any]:
     t["demo"] = step(["make", "demo"], clone, env, log)  # setup is done: the stamp makes it a no-op here
     res["loads"].append(load_avg())
     safeselect = str(clone / ".venv" / "bin" / "safeselect")
-    t["warm"] = step([safeselect, "run", "quickstart", "--out", "runs/quickstart-warm"], clone, env, log)
+    t["warm"] = step([safeselect, "run", "quickstart", "--out", f"runs/{DEMO_OUT}-warm"], clone, env, log)
     if reference:
-        t["reference"] = step([safeselect, "run", "quickstart", *REFERENCE, "--out", "runs/quickstart-reference"],
+        t["reference"] = step([safeselect, "run", "quickstart", *REFERENCE, "--out", f"runs/{DEMO_OUT}-reference"],
                               clone, env, log)
     res["loads"].append(load_avg())
     res["runs"] = {name: demo_rows(clone / "runs" / folder) for name, folder in
-                   (("cold", "quickstart"), ("warm", "quickstart-warm"), ("reference", "quickstart-reference"))
+                   (("cold", DEMO_OUT), ("warm", f"{DEMO_OUT}-warm"), ("reference", f"{DEMO_OUT}-reference"))
                    if (clone / "runs" / folder).exists()}
     return res
 
