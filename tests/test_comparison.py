@@ -86,6 +86,10 @@ def test_ablation_report_pairs_every_replacement_and_shows_headroom(tmp_path: Pa
     run_plan(load_plan(tmp_path / "p.yaml"), out, workers=0, run_fn=fabricated, show_progress=False)
     md = build_report(out, plots=False).read_text()
     assert "Seeds: 0, 1, 2" in md
+    # the plan runs oracle and full itself, so no bounds runs, but the aligned model's row stands beside it
+    assert "Bounds:" not in md and "Each table also shows `aligned`, the starting model" in md
+    lo, hi = wilson_interval(2, N)
+    assert f"| aligned (the starting model, no fine-tuning) | - | 1/1 | 0.050 [{lo:.3f}, {hi:.3f}] |" in md
     assert "Paired against `random`" in md  # the first replacement by default
     assert "| full | `safety.builtin.refusal.harmful_rate` | +0.50 [" in md
     assert "| oracle | `safety.builtin.refusal.harmful_rate` | -0.50 [" in md
@@ -145,6 +149,18 @@ def test_an_ablation_of_one_method_gets_bounds_runs_and_their_headroom(tmp_path:
     paired_rows = [line for line in md.splitlines() if line.startswith("| ") and "`safety" in line.split(" | ")[1]]
     assert [line.split(" | ")[0] for line in paired_rows] == ["| 0.1"]
     assert "**0.000" not in md
+
+
+def test_a_comparison_of_selectors_gets_the_aligned_row_unless_bounds_are_off(tmp_path: Path) -> None:
+    from safeselect.ablation.grid import BOUNDS, expand
+
+    def extra(text: str) -> list[str]:
+        (tmp_path / "p.yaml").write_text(text)
+        return [c.label for c in expand(load_plan(tmp_path / "p.yaml")).cells if c.ablation == BOUNDS]
+
+    assert extra(PLAN) == ["aligned"]  # oracle and full are the plan's own: no bounds runs, one aligned run
+    assert extra(PLAN + "bounds: false\n") == []
+    assert extra(PLAN.replace("data.difficulty: hard", "data.benchmark: jsonl")) == []  # no ground truth: as bounds
 
 
 def test_the_aligned_model_is_evaluated_per_seed_only_when_a_seed_key_changes_it(tmp_path: Path) -> None:

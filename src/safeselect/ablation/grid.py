@@ -177,6 +177,7 @@ def expand(plan: Plan, seeds: list[int] | None = None) -> Grid:
                 ov = {**plan.base, "selection.method": label, **{k: seed for k in plan.seed_keys}}
                 rid = add(["bounds", label, f"s{seed}"], "pipeline", ov, seed, False)
                 cells.append(Cell(BOUNDS, "selection.method", label, label, seed, rid))
+    if with_starting(plan, base):
         # The aligned model and the evaluation prompts do not follow the experiment seed (align.seed and
         # data.eval_seed stay fixed), so its figures are the same at every seed: one evaluation.
         per_seed = any(k.startswith(_STARTING_SEED_KEYS) for k in plan.seed_keys)
@@ -202,6 +203,17 @@ def with_bounds(plan: Plan, base: Any) -> bool:
         return False
     # not where every section already runs both (a comparison of selectors names oracle and full itself)
     return not all(set(BOUND_LABELS) <= {r.label for r in a.replacements} for a in pipeline)
+
+
+def with_starting(plan: Plan, base: Any) -> bool:
+    """Whether the grid evaluates the aligned model (the starting model, no fine-tuning), so that its row
+    stands beside every table: with the bounds runs, and in a comparison of selectors that runs `oracle` and
+    `full` itself (and so gets no bounds runs). Never with the bounds turned off (``bounds: false``,
+    ``--no-bounds``)."""
+    if plan.bounds is not None:
+        return plan.bounds
+    pipeline = [a for a in plan.ablations if a.runner == "pipeline"]
+    return base is not None and bool(pipeline) and get(base, "data.benchmark") == "builtin"
 
 
 def describe(grid: Grid) -> str:

@@ -334,12 +334,14 @@ def build_report(out_dir: str | Path, plots: bool = True, baseline: str | None =
     if grid.reference_id:
         md += [f"Reference: `{grid.reference_id}`, the shared run that win rates compare against (it scores 50 "
                "against itself, so its own win rates are not reported).", ""]
-    if any(c.ablation == BOUNDS for c in grid.cells):
+    starting = ("`aligned`, the starting model evaluated without fine-tuning (once: the aligned model and the "
+                "evaluation prompts do not follow the experiment seed)")
+    if any(c.ablation == BOUNDS and c.label in BOUND_LABELS for c in grid.cells):
         md += ["Bounds: `oracle` (drops the rows the data marks bad: the floor) and `full` (keeps every row: the "
                "ceiling) at the base config, one run each per seed (`bounds-*`, shared with the reference where "
-               "equal); each table shows them and the headroom between them, and `aligned`, the starting model "
-               "evaluated without fine-tuning (once: the aligned model and the evaluation prompts do not follow the "
-               "experiment seed).", ""]
+               f"equal); each table shows them and the headroom between them, and {starting}.", ""]
+    elif any(c.ablation == BOUNDS for c in grid.cells):
+        md += [f"Each table also shows {starting}.", ""]
     for n in plan.get("notes", []):
         md += [f"Note: {n}.", ""]
     if left_out:
