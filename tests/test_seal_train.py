@@ -296,3 +296,30 @@ def test_seal_with_safeinstr_on_top_or_another_ratio_reuses_the_selector_through
     assert "selection.info.selector_reused" not in RunDir(tmp_path / "c").read_metrics()
     logits = [(tmp_path / d / seal.LOGITS_FILE).read_bytes() for d in "abc"]
     assert logits[0] == logits[1] == logits[2]
+
+
+def test_parallel_runs_of_the_same_selector_train_it_once(tmp_path, monkeypatch):
+    """Two runs that need the same training at once (an ablation's workers cutting one selector at two
+    ratios): one trains under the cache's lock, the other waits for it and reuses the stored logits."""
+    import threading
+
+    task, safe = make_rows(10, 6, 3)
+    trained, load = _counting_loader(monkeypatch)
+    results: dict[str, seal.Selection] = {}
+
+    def run(out: str, ratio: float) -> None:
+        cfg = loading.build({"device": "cpu", "model.name": "tiny-llama", "model.max_length": 48, "model.lora.r": 4,
+                             "model.lora.alpha": 8, "selection.method": "seal", "selection.seal.batch_size": 16,
+                             "selection.seal.epochs": 1, "selection.ratio": ratio})
+        ctx = context_for(cfg, task, safe, tmp_path / out, method="seal", load_model=load,
+                          model_id=lambda name=None: "aligned-P", show_progress=False)
+        results[out] = seal.select(ctx)
+
+    threads = [threading.Thread(target=run, args=(out, ratio)) for out, ratio in (("a", 0.5), ("b", 0.8))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(trained) == 1, "the second run waited for the first one's training instead of repeating it"
+    assert results["a"].scores == results["b"].scores
+    assert sum("selector_reused" in r.info for r in results.values()) == 1

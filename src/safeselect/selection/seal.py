@@ -584,18 +584,39 @@ def select(ctx: SelectionContext) -> Selection:
     if ctx.load_model is None:
         raise UserError("seal needs a model to train its selector: run it through the pipeline")
     key = _cache_key(ctx) if seal.reuse else None
-    hit = selector_cache.cached(key, SELECTOR_FILES)
-    if hit is not None:  # the same training ran before (another ratio, or SEAL without SafeInstr): its logits
-        selector_cache.copy_into(hit, Path(ctx.out_dir), SELECTOR_FILES)
-        sel = load_selection(ctx.out_dir, ratio, budget, ctx.response_tokens, row_ids=[r.row_id for r in ctx.task])
-        meta = read_json(Path(ctx.out_dir) / META_FILE)
-        sel.info.update({
-            "selector_model": meta.get("selector_model"), "selector_reused": str(hit),
-            # the reused training's own times (this run spent none on it; resources.selection_s says so)
-            "selector_epoch_s": meta.get("epoch_s"), "selector_epoch_s_mean": float(np.mean(meta.get("epoch_s") or [0])),
-            "selector_setup_s": meta.get("setup_s"), "history": meta.get("history"),
-        })
-        return sel
+    with selector_cache.training_lock(key):  # parallel runs with the same key: one trains, the others reuse
+        hit = selector_cache.cached(key, SELECTOR_FILES)
+        if hit is not None:
+            return _reused_selection(ctx, hit)
+        run = _train(ctx, key)
+    sel = _selection(run.row_ids, run.logits, seal.activation, ratio, budget, ctx.response_tokens)
+    sel.info.update({
+        "algorithm": seal.algorithm, "selector_model": seal.selector_model or ctx.value("model.name"),
+        "selector_epoch_s": run.epoch_s, "selector_epoch_s_mean": float(np.mean(run.epoch_s)),
+        "selector_setup_s": run.setup_s, "history": run.history,
+        "peak_gpu_memory_mb": run.peak_gpu_memory_mb, "selector_file": str(Path(ctx.out_dir) / LOGITS_FILE),
+    })
+    return sel
+
+
+def _reused_selection(ctx: SelectionContext, hit: Path) -> Selection:
+    """The selection from a cached training (another ratio, or SEAL without SafeInstr, ran it before)."""
+    selector_cache.copy_into(hit, Path(ctx.out_dir), SELECTOR_FILES)
+    sel = load_selection(ctx.out_dir, ctx.selection.ratio, ctx.selection.budget, ctx.response_tokens,
+                         row_ids=[r.row_id for r in ctx.task])
+    meta = read_json(Path(ctx.out_dir) / META_FILE)
+    sel.info.update({
+        "selector_model": meta.get("selector_model"), "selector_reused": str(hit),
+        # the reused training's own times (this run spent none on it; resources.selection_s says so)
+        "selector_epoch_s": meta.get("epoch_s"), "selector_epoch_s_mean": float(np.mean(meta.get("epoch_s") or [0])),
+        "selector_setup_s": meta.get("setup_s"), "history": meta.get("history"),
+    })
+    return sel
+
+
+def _train(ctx: SelectionContext, key: str | None) -> SelectorRun:
+    """Train the selector of ``ctx``, save it in the run folder and (one process) store it under ``key``."""
+    seal = ctx.selection.seal
     model, tok = ctx.load_model(seal.selector_model)
     device = ctx.value("device")
     acc = make_accelerator(cpu=True if device == "cpu" else (False if device == "cuda" else None))
@@ -613,14 +634,7 @@ def select(ctx: SelectionContext) -> Selection:
         save_selector(ctx.out_dir, run, seal, model_name=ctx.value("model.name"), lora=ctx.value("model.lora"),
                       max_length=ctx.value("model.max_length"), seed=ctx.value("seed"))
         selector_cache.store(key if run.world_size == 1 else None, Path(ctx.out_dir), SELECTOR_FILES)
-    sel = _selection(run.row_ids, run.logits, seal.activation, ratio, budget, ctx.response_tokens)
-    sel.info.update({
-        "algorithm": seal.algorithm, "selector_model": seal.selector_model or ctx.value("model.name"),
-        "selector_epoch_s": run.epoch_s, "selector_epoch_s_mean": float(np.mean(run.epoch_s)),
-        "selector_setup_s": run.setup_s, "history": run.history,
-        "peak_gpu_memory_mb": run.peak_gpu_memory_mb, "selector_file": str(Path(ctx.out_dir) / LOGITS_FILE),
-    })
-    return sel
+    return run
 
 
 def _cache_key(ctx: SelectionContext) -> str | None:

@@ -7,16 +7,20 @@ SEAL cell's time on CPU. The key hashes what the training reads: the task and sa
 field), the starting model (its cached folder, or the files of a local model), the SEAL section except
 the cut, the shared fine-tune values SEAL declared, the selection seed, the torch thread count (training
 is not bit-reproducible across thread counts) and the source of the code that trains it, so a code change
-never serves stale logits. Multi-process runs neither read nor write it.
+never serves stale logits. Multi-process runs neither read nor write it. Parallel runs that need the same
+training (an ablation's workers cutting one selector at several ratios) take :func:`training_lock`: one
+trains, the others wait and then read its logits instead of training it again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -86,6 +90,22 @@ def cached(key: str | None, files: tuple[str, ...]) -> Path | None:
         return None
     d = cache_dir() / CACHE_SUBDIR / key
     return d if all((d / f).is_file() for f in files) else None
+
+
+@contextlib.contextmanager
+def training_lock(key: str | None) -> Iterator[None]:
+    """Held while looking ``key`` up and, on a miss, training and storing it: a second process (or thread)
+    with the same key waits here and then finds the stored logits. No key: no lock."""
+    if key is None:
+        yield
+        return
+    import fcntl
+
+    root = cache_dir() / CACHE_SUBDIR
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / f".{key}.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)  # released when the file closes, also if the training dies
+        yield
 
 
 def store(key: str | None, src: Path, files: tuple[str, ...]) -> None:
