@@ -226,7 +226,8 @@ class SealConfig:
                                    aliases=("saved selector", "selector logits"))
     reuse: bool = knob(True, help="reuse the logits of an earlier selector training with the same inputs (rows, "
                        "starting model, this section, seed, threads, code), kept in the cache, at any "
-                       "selection.ratio or budget; false always trains", aliases=("reuse selector", "selector cache"))
+                       "selection.ratio or budget (runs in parallel that need the same training wait for one of them); "
+                       "false always trains", aliases=("reuse selector", "selector cache"))
     gamma: GammaConfig = section(GammaConfig, "penalty schedule", aliases=("gamma", "penalty"))
 
 
