@@ -23,7 +23,6 @@ machine (the load averages are printed).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -35,6 +34,7 @@ from typing import Any
 
 from bench_cell import load_avg
 
+from safeselect.core.io import read_jsonl
 from safeselect.core.rundir import RunDir
 from safeselect.reporting.comparison import fmt_stat, paired, prompt_values
 
@@ -76,16 +76,13 @@ def demo_rows(out: Path) -> dict[str, Path]:
 
 def per_prompt_metrics(run: Path) -> list[str]:
     """The run's figures that have per-prompt values (harmful rate, over-refusal, task accuracy)."""
-    return [k for k in RunDir(run).read_metrics()
-            if (k.endswith(".harmful_rate") or k.endswith(".refusal_rate") or k.endswith(".accuracy"))
-            and prompt_values(run, k) is not None]
+    return [k for k in RunDir(run).read_metrics() if prompt_values(run, k) is not None]
 
 
 def same_replies(a: Path, b: Path) -> tuple[int, int]:
     """(prompts whose reply is the same in both runs, prompts in both)."""
     def replies(run: Path) -> dict[tuple[str, str], str]:
-        rows = [json.loads(x) for x in (run / RunDir.GENERATIONS).read_text().splitlines() if x.strip()]
-        return {(r["set"], str(r["row_id"])): r["response"] for r in rows}
+        return {(r["set"], str(r["row_id"])): r["response"] for r in read_jsonl(run / RunDir.GENERATIONS)}
 
     ra, rb = replies(a), replies(b)
     both = ra.keys() & rb.keys()

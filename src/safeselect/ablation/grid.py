@@ -193,16 +193,22 @@ def expand(plan: Plan, seeds: list[int] | None = None) -> Grid:
     return Grid(runs, cells, reference_id)
 
 
+def _builtin_pipeline(plan: Plan, base: Any) -> list[Any]:
+    """The plan's sections that run the pipeline, where the base data is the built-in benchmark (whose rows
+    know if they are bad); empty otherwise."""
+    if base is None or get(base, "data.benchmark") != "builtin":
+        return []
+    return [a for a in plan.ablations if a.runner == "pipeline"]
+
+
 def with_bounds(plan: Plan, base: Any) -> bool:
     """Whether the grid holds bounds runs: the plan's ``bounds``, else where they can run and mean something
-    (a section runs the pipeline and the base data is the built-in benchmark, whose rows know if they are bad)."""
+    (a section runs the pipeline on the built-in benchmark)."""
     if plan.bounds is not None:
         return plan.bounds
-    pipeline = [a for a in plan.ablations if a.runner == "pipeline"]
-    if base is None or not pipeline or get(base, "data.benchmark") != "builtin":
-        return False
+    pipeline = _builtin_pipeline(plan, base)
     # not where every section already runs both (a comparison of selectors names oracle and full itself)
-    return not all(set(BOUND_LABELS) <= {r.label for r in a.replacements} for a in pipeline)
+    return bool(pipeline) and not all(set(BOUND_LABELS) <= {r.label for r in a.replacements} for a in pipeline)
 
 
 def with_starting(plan: Plan, base: Any) -> bool:
@@ -210,10 +216,7 @@ def with_starting(plan: Plan, base: Any) -> bool:
     stands beside every table: with the bounds runs, and in a comparison of selectors that runs `oracle` and
     `full` itself (and so gets no bounds runs). Never with the bounds turned off (``bounds: false``,
     ``--no-bounds``)."""
-    if plan.bounds is not None:
-        return plan.bounds
-    pipeline = [a for a in plan.ablations if a.runner == "pipeline"]
-    return base is not None and bool(pipeline) and get(base, "data.benchmark") == "builtin"
+    return plan.bounds if plan.bounds is not None else bool(_builtin_pipeline(plan, base))
 
 
 def describe(grid: Grid) -> str:
