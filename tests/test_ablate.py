@@ -380,3 +380,21 @@ def test_cli_dry_run_marks_finished_runs_done(plan_path: Path, tmp_path: Path,
     assert main(["ablate", str(plan_path), "--dry-run", "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert "5 already complete" in text and text.count("  done  ") == 5
+
+
+def test_cli_quiet_turns_the_progress_bars_off(plan_path: Path, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """`ablate --quiet`, as `run --quiet`: the runner gets show_progress=False (bars on without it)."""
+    from safeselect.cli import ablate as ablate_cli
+
+    seen: list[bool] = []
+
+    def fake_plan(*args: Any, show_progress: bool = True, **kwargs: Any) -> list[Any]:
+        seen.append(show_progress)
+        return []
+
+    monkeypatch.setattr(ablate_cli, "run_plan", fake_plan)
+    monkeypatch.setattr(ablate_cli, "build_report", lambda out: None)
+    for extra in (["--quiet"], []):
+        assert main(["ablate", str(plan_path), "--out", str(tmp_path / "o"), *extra]) == 0
+    assert seen == [False, True]

@@ -18,7 +18,7 @@ from pathlib import Path
 from safeselect.ablation.grid import describe, expand, run_dir
 from safeselect.ablation.plan import explain, load_plan, metric_lines, only_ablations
 from safeselect.ablation.runner import run_plan
-from safeselect.cli.common import add_worker_args, check_worker_args
+from safeselect.cli.common import add_progress_args, add_worker_args, check_worker_args
 from safeselect.config.loading import MAX_SEED
 from safeselect.core.rundir import is_complete
 from safeselect.errors import UserError
@@ -41,6 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="run only this ablation of the plan (section name or slug; repeatable); a later run of the "
                         "whole plan into the same --out reuses its runs")
     add_worker_args(p, "runs of the plan (local backend)")
+    add_progress_args(p)
     p.add_argument("--backend", choices=("local", "ray"), default="local", help="local processes or Ray tasks")
     p.add_argument("--ray-address", default=None,
                    help="Ray cluster to join ('auto', 'ray://head:10001'); default starts a local Ray")
@@ -104,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"NOT RUN: section '{r.name}': {r.reason}", file=sys.stderr)
     try:
         outcomes = run_plan(plan, out, workers=args.workers, threads=args.threads, backend=args.backend, ray_address=args.ray_address,
-                            ray_num_cpus=args.ray_cpus, ray_num_gpus=args.ray_gpus)
+                            ray_num_cpus=args.ray_cpus, ray_num_gpus=args.ray_gpus, show_progress=not args.quiet)
     except RuntimeError as e:
         print(f"safeselect: {e}", file=sys.stderr)
         return 1
