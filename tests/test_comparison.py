@@ -212,8 +212,10 @@ def test_compare_over_seeds_through_the_cli(tmp_path: Path, capsys: pytest.Captu
     assert "is not one of compare" in capsys.readouterr().err
 
 
-def test_seeds_in_worker_processes_match_the_serial_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """`run` with seeds and --workers 2: each seed in its own process, same files and figures as one after another."""
+def test_cells_in_worker_processes_match_the_serial_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`run` with seeds and --workers 2: each (seed, method) cell in its own process, after the cells it needs
+    (`full`, the win-rate reference; `random` before `random+safeinstr`, whose selection it reuses); the same
+    files and figures as one after another."""
     import torch
 
     from safeselect.core import workers
@@ -225,9 +227,8 @@ def test_seeds_in_worker_processes_match_the_serial_run(tmp_path: Path, monkeypa
         pools.append(n)
         return workers.process_pool(n)
 
-    monkeypatch.setattr(pipeline_run, "process_pool", counted_pool)
-
-    argv = ["run", "quickstart", *TINY, "compare=[aligned,random]", "seeds=[0,1]", "baseline=aligned", "--quiet"]
+    argv = ["run", "quickstart", *TINY, "compare=[aligned,random+safeinstr,full,random]", "seeds=[0,1]",
+            "baseline=aligned", "--quiet"]
     saved = torch.get_num_threads()
     torch.set_num_threads(1)  # the workers' thread count: float sums then agree bit for bit
     try:
@@ -235,13 +236,51 @@ def test_seeds_in_worker_processes_match_the_serial_run(tmp_path: Path, monkeypa
     finally:
         torch.set_num_threads(saved)
     assert pools == []
+    monkeypatch.setattr(pipeline_run, "process_pool", counted_pool)
     assert main([*argv, "--workers", "2", "--threads", "1", "--out", str(tmp_path / "par")]) == 0
     assert pools == [2]
-    for s in (0, 1):
-        for m in ("aligned", "random"):
-            a, b = tmp_path / "serial" / f"s{s}" / m, tmp_path / "par" / f"s{s}" / m
-            assert (a / "generations.jsonl").read_text() == (b / "generations.jsonl").read_text()
-            if m == "random":
-                assert (a / "selection.jsonl").read_text() == (b / "selection.jsonl").read_text()
+    par = tmp_path / "par"
+
+    def started(s: int, m: str) -> int:  # config.yaml is a cell's first file, metrics.json its last
+        return (par / f"s{s}" / m / "config.yaml").stat().st_mtime_ns
+
+    def finished(s: int, m: str) -> int:
+        return (par / f"s{s}" / m / "metrics.json").stat().st_mtime_ns
+
+    cells = [(s, m) for s in (0, 1) for m in ("aligned", "full", "random", "random+safeinstr")]
+    assert set(sorted(cells, key=lambda c: started(*c))[:2]) == {(0, "full"), (1, "full")}
+    needs = {"aligned": ["full"], "full": [], "random": ["full"], "random+safeinstr": ["full", "random"]}
+    for s, m in cells:
+        for need in needs[m]:
+            assert started(s, m) >= finished(s, need), (s, m, need)
+    for s, m in cells:
+        a, b = tmp_path / "serial" / f"s{s}" / m, par / f"s{s}" / m
+        assert (a / "generations.jsonl").read_text() == (b / "generations.jsonl").read_text()
+        if m not in ("aligned", "full"):
+            assert (a / "selection.jsonl").read_text() == (b / "selection.jsonl").read_text()
+        ma, mb = (json.loads((d / "metrics.json").read_text()) for d in (a, b))
+        assert ma.get("win_rate") == mb.get("win_rate")
     assert "over seeds 0, 1" in (tmp_path / "par" / "report.md").read_text()
+    # cells, not seeds, are what the workers share: one seed's two methods run side by side
+    one = ["run", "quickstart", *TINY, "compare=[aligned,random]", "seeds=[0]", "baseline=aligned", "--quiet"]
+    assert main([*one, "--workers", "2", "--threads", "1", "--out", str(tmp_path / "one")]) == 0
+    assert pools == [2, 2]
+    replies = [[json.loads(x)["response"] for x in (d / "s0" / "random" / "generations.jsonl").read_text().splitlines()]
+               for d in (tmp_path / "one", tmp_path / "serial")]
+    assert replies[0] == replies[1]  # the same replies (no `full` here, so no win rates to compare)
     assert main([*argv, "--workers", "-1", "--out", str(tmp_path / "x")]) == 2
+
+
+def test_cell_order_and_needs() -> None:
+    """Every seed's `full` first (the win-rate reference the others wait for); `<m>+safeinstr` waits for `m`."""
+    from safeselect.config import loading
+    from safeselect.pipeline.run import cell_needs, cell_order
+
+    cfg = loading.load("quickstart", [*TINY, "compare=[seal+safeinstr,aligned,full,seal]", "seeds=[2,5]"])
+    assert cell_order(cfg) == [(2, "full"), (5, "full"), (2, "seal+safeinstr"), (2, "aligned"), (2, "seal"),
+                               (5, "seal+safeinstr"), (5, "aligned"), (5, "seal")]
+    assert {m: cell_needs(cfg, m) for m in cfg.compare} == {
+        "seal+safeinstr": ["full", "seal"], "aligned": ["full"], "full": [], "seal": ["full"]}
+    cfg = loading.load("quickstart", [*TINY, "compare=[random+safeinstr,oracle]", "seeds=[0]"])
+    assert cell_order(cfg) == [(0, "random+safeinstr"), (0, "oracle")]
+    assert cell_needs(cfg, "random+safeinstr") == [] and cell_needs(cfg, "oracle") == []

@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="one experiment end to end (or several methods with `compare`)")
     add_config_args(p)
     add_progress_args(p)
-    add_worker_args(p, "with `seeds`: seeds")
+    add_worker_args(p, "with `seeds`: (seed, method) cells")
     p.set_defaults(func=run)
 
 

@@ -2,7 +2,7 @@
 its parent.
 
 Shared by ``safeselect ablate`` (one process per run of a plan) and ``safeselect run`` with ``seeds`` (one
-process per seed). The rule of :func:`plan_workers` was measured by ``benchmarks/bench_workers.py``
+process per (seed, method) cell). The rule of :func:`plan_workers` was measured by ``benchmarks/bench_workers.py``
 (docs/results.md, "Workers per cell").
 """
 

@@ -487,20 +487,22 @@ def run_seeds(cfg: ExperimentConfig, out_dir: str | Path, show_progress: bool = 
               threads: int | None = None) -> str:
     """``compare`` at every seed of ``cfg.seeds`` (``OUT/s<seed>/<method>``); returns the report over seeds.
 
-    ``workers``: 0 runs the seeds one after another in this process; N > 0 runs them in N fresh processes
-    at once, each with ``threads`` torch threads; None picks both by the rule of
+    ``workers``: 0 runs the seeds one after another in this process; N > 0 runs the unfinished (seed, method)
+    cells in N fresh processes at once, each with ``threads`` torch threads; None picks both by the rule of
     :func:`safeselect.core.workers.plan_workers` (on a CPU one single-threaded worker per core: 1.35x the
-    cells per hour of one two-threaded process, docs/results.md). The aligned model is trained here first,
-    so the workers share it instead of waiting on its lock. A multi-process launch runs the seeds in turn.
+    cells per hour of one two-threaded process, docs/results.md). Cells, not seeds, are the unit, so no core
+    idles while the last seed runs alone (3 seeds on 2 workers) and one seed's methods run side by side. The
+    aligned model is trained here first, so the workers share it instead of waiting on its lock. A
+    multi-process launch runs the seeds in turn.
     """
     out = Path(out_dir)
-    todo = [s for s in cfg.seeds if not all(is_complete(out / f"s{s}" / m) for m in cfg.compare)]
+    todo = [(s, m) for s, m in cell_order(cfg) if not is_complete(out / f"s{s}" / m)]
     if workers is None:
         workers, auto_threads = plan_workers(len(todo))
         threads = threads or auto_threads
         workers = 0 if workers == 1 else workers  # one lane: no process to start
     if workers > 0 and len(todo) > 1 and accelerator(cfg).num_processes == 1:
-        _seeds_in_workers(cfg, out, todo, workers, threads, show_progress)
+        _cells_in_workers(cfg, out, todo, workers, threads, show_progress)
     for s in cfg.seeds:  # all of them with workers 0; with workers, only reads the finished folders back
         log.info("seed %s", s)
         run_compare(seed_config(cfg, s), out / f"s{s}", show_progress=show_progress)
@@ -510,37 +512,69 @@ def run_seeds(cfg: ExperimentConfig, out_dir: str | Path, show_progress: bool = 
     return text
 
 
-def _seed_cell(cfg: ExperimentConfig, seed: int, out: str) -> int:
-    """One seed's ``compare`` in a worker process (top level, so the pool can ship it)."""
-    run_compare(seed_config(cfg, seed), Path(out) / f"s{seed}", show_progress=False)
-    return seed
+def cell_order(cfg: ExperimentConfig) -> list[tuple[int, str]]:
+    """The (seed, method) cells of a comparison over seeds: every seed's ``full`` first (the others wait for
+    it: it is their win-rate reference), then each seed's other methods in the order of ``compare``."""
+    first = [(s, "full") for s in cfg.seeds] if "full" in cfg.compare else []
+    return first + [(s, m) for s in cfg.seeds for m in cfg.compare if m != "full"]
 
 
-def _seeds_in_workers(cfg: ExperimentConfig, out: Path, seeds: list[int], workers: int, threads: int | None,
-                      show_progress: bool) -> None:
+def cell_needs(cfg: ExperimentConfig, method: str) -> list[str]:
+    """The methods of the same seed whose cells must be finished before ``method``'s starts: ``full`` (the
+    win-rate reference) and, for ``<m>+safeinstr``, ``m``, whose trained selector it reuses (started together,
+    one would wait on the other's selector cache lock with a core idle)."""
+    needs = ["full"] if "full" in cfg.compare and method != "full" else []
+    base = base_method(method)
+    if base != method and base in cfg.compare:
+        needs.append(base)
+    return needs
+
+
+def _cell(cfg: ExperimentConfig, seed: int, method: str, out: str) -> None:
+    """One (seed, method) cell of a comparison over seeds, in a worker process (top level, so the pool can ship
+    it); the same run as :func:`run_compare` gives that method at that seed."""
+    scfg = seed_config(cfg, seed)
+    folder = Path(out) / f"s{seed}"
+    ref = folder / "full" if "full" in cfg.compare and method != "full" else None
+    run_experiment(sub_config(scfg, method), folder / method, reference_dir=ref, show_progress=False,
+                   bundle=preflight(scfg))
+
+
+def _cells_in_workers(cfg: ExperimentConfig, out: Path, todo: list[tuple[int, str]], workers: int,
+                      threads: int | None, show_progress: bool) -> None:
     from concurrent.futures import FIRST_COMPLETED, wait
 
     from tqdm import tqdm
 
     aligned_dir(cfg, preflight(cfg), show_progress=show_progress)  # once, here, before the workers start
-    # The workers draw no bars (two would garble one terminal); this one counts finished (seed, method)
-    # folders, polled, so an hour-long comparison shows where it is.
-    cells = [out / f"s{s}" / m for s in seeds for m in cfg.compare]
-    bar = tqdm(total=len(cells), desc=f"cells ({len(seeds)} seeds, {workers} workers)", unit="cell",
+    # The workers draw no bars (two would garble one terminal); this one counts finished cells.
+    bar = tqdm(total=len(todo), desc=f"cells ({len(cfg.seeds)} seeds, {workers} workers)", unit="cell",
                disable=not show_progress)
+    waiting, failed = list(todo), set()
     errors: list[BaseException] = []
-    with worker_threads(threads), process_pool(min(workers, len(seeds))) as ex:
-        pending = {ex.submit(_seed_cell, cfg, s, str(out)): s for s in seeds}
-        while pending:
-            done, _ = wait(pending, timeout=10.0, return_when=FIRST_COMPLETED)
+    with worker_threads(threads), process_pool(min(workers, len(todo))) as ex:
+        running: dict[Any, tuple[int, str]] = {}
+        while waiting or running:
+            for s, m in list(waiting):
+                needs = [(s, n) for n in cell_needs(cfg, m)]
+                if any(n in failed for n in needs):  # its reference or selector failed: it cannot run
+                    waiting.remove((s, m))
+                    failed.add((s, m))
+                elif len(running) < workers and all(is_complete(out / f"s{n[0]}" / n[1]) for n in needs):
+                    waiting.remove((s, m))
+                    running[ex.submit(_cell, cfg, s, m, str(out))] = (s, m)
+            if not running:
+                break
+            done, _ = wait(running, timeout=10.0, return_when=FIRST_COMPLETED)
             for fut in done:
-                seed = pending.pop(fut)
+                s, m = running.pop(fut)
                 try:
                     fut.result()
-                except Exception as e:  # the other seeds go on; the first failure is raised when all are done
+                except Exception as e:  # the other cells go on; the first failure is raised when all are done
                     errors.append(e)
-                    bar.write(f"seed {seed} failed: {e}")
-            bar.update(sum(map(is_complete, cells)) - bar.n)
+                    failed.add((s, m))
+                    bar.write(f"seed {s} {m} failed: {e}")
+                bar.update(1)
     bar.close()
     if errors:
         raise errors[0]
