@@ -535,7 +535,7 @@ def _cell(cfg: ExperimentConfig, seed: int, method: str, out: str) -> None:
     it); the same run as :func:`run_compare` gives that method at that seed."""
     scfg = seed_config(cfg, seed)
     folder = Path(out) / f"s{seed}"
-    ref = folder / "full" if "full" in cfg.compare and method != "full" else None
+    ref = folder / "full" if "full" in cell_needs(cfg, method) else None
     run_experiment(sub_config(scfg, method), folder / method, reference_dir=ref, show_progress=False,
                    bundle=preflight(scfg))
 
@@ -563,7 +563,7 @@ def _cells_in_workers(cfg: ExperimentConfig, out: Path, todo: list[tuple[int, st
                 elif len(running) < workers and all(is_complete(out / f"s{n[0]}" / n[1]) for n in needs):
                     waiting.remove((s, m))
                     running[ex.submit(_cell, cfg, s, m, str(out))] = (s, m)
-            if not running:
+            if not running:  # nothing can start (a cell it needs returned unfinished): the serial pass below runs it
                 break
             done, _ = wait(running, timeout=10.0, return_when=FIRST_COMPLETED)
             for fut in done:
