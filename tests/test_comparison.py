@@ -261,13 +261,10 @@ def test_cells_in_worker_processes_match_the_serial_run(tmp_path: Path, monkeypa
         ma, mb = (json.loads((d / "metrics.json").read_text()) for d in (a, b))
         assert ma.get("win_rate") == mb.get("win_rate")
     assert "over seeds 0, 1" in (tmp_path / "par" / "report.md").read_text()
-    # cells, not seeds, are what the workers share: one seed's two methods run side by side
+    # a single unfinished seed stays in this process (its `full` would otherwise run alone on one thread)
     one = ["run", "quickstart", *TINY, "compare=[aligned,random]", "seeds=[0]", "baseline=aligned", "--quiet"]
     assert main([*one, "--workers", "2", "--threads", "1", "--out", str(tmp_path / "one")]) == 0
-    assert pools == [2, 2]
-    replies = [[json.loads(x)["response"] for x in (d / "s0" / "random" / "generations.jsonl").read_text().splitlines()]
-               for d in (tmp_path / "one", tmp_path / "serial")]
-    assert replies[0] == replies[1]  # the same replies (no `full` here, so no win rates to compare)
+    assert pools == [2]
     assert main([*argv, "--workers", "-1", "--out", str(tmp_path / "x")]) == 2
 
 

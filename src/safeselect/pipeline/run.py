@@ -491,8 +491,8 @@ def run_seeds(cfg: ExperimentConfig, out_dir: str | Path, show_progress: bool = 
     cells in N fresh processes at once, each with ``threads`` torch threads; None picks both by the rule of
     :func:`safeselect.core.workers.plan_workers` (on a CPU one single-threaded worker per core: 1.35x the
     cells per hour of one two-threaded process, docs/results.md). Cells, not seeds, are the unit, so no core
-    idles while the last seed runs alone (3 seeds on 2 workers) and one seed's methods run side by side. The
-    aligned model is trained here first, so the workers share it instead of waiting on its lock. A
+    idles while the last seed runs alone (3 seeds on 2 workers); a single unfinished seed runs in this process.
+    The aligned model is trained here first, so the workers share it instead of waiting on its lock. A
     multi-process launch runs the seeds in turn.
     """
     out = Path(out_dir)
@@ -501,7 +501,9 @@ def run_seeds(cfg: ExperimentConfig, out_dir: str | Path, show_progress: bool = 
         workers, auto_threads = plan_workers(len(todo))
         threads = threads or auto_threads
         workers = 0 if workers == 1 else workers  # one lane: no process to start
-    if workers > 0 and len(todo) > 1 and accelerator(cfg).num_processes == 1:
+    # One seed left stays in this process with all its threads: its other cells wait for its `full`, which would
+    # otherwise run alone on one worker's threads.
+    if workers > 0 and len({s for s, _ in todo}) > 1 and accelerator(cfg).num_processes == 1:
         _cells_in_workers(cfg, out, todo, workers, threads, show_progress)
     for s in cfg.seeds:  # all of them with workers 0; with workers, only reads the finished folders back
         log.info("seed %s", s)
