@@ -460,21 +460,27 @@ def run_compare(cfg: ExperimentConfig, out_dir: str | Path, show_progress: bool 
     if "full" in methods:
         methods = ["full"] + [m for m in methods if m != "full"]
     results: dict[str, dict[str, Any]] = {}
-    reference = out / "full" if "full" in methods else None
     bundle = preflight(cfg)  # the same data for every method, checked once before any folder is made
     main = accelerator(cfg).is_main_process
     if main:
         check_out(out)
     with run_lock(out) if main else contextlib.nullcontext():
         for m in methods:
-            sub = sub_config(cfg, m)
-            ref = reference if (reference is not None and m != "full") else None
-            results[m] = run_experiment(sub, out / m, reference_dir=ref, show_progress=show_progress, bundle=bundle)
+            results[m] = compare_entry(cfg, out, m, bundle, show_progress)
         ordered = {m: results[m] for m in cfg.compare}  # the user's order in the table
         if main:
             rows = {m: {cfg.seed: out / m} for m in cfg.compare}
             write_report(out, compare_report(cfg, ordered) + "\n" + decide(cfg, rows, ordered), ordered)
     return ordered
+
+
+def compare_entry(cfg: ExperimentConfig, out: Path, method: str, bundle: Bundle,
+                  show_progress: bool = True) -> dict[str, Any]:
+    """One entry of ``cfg.compare`` in ``out/<method>``, its win rates against ``out/full`` where ``full`` is
+    compared too (:func:`cell_needs`); the same run whether a ``compare`` loop or a worker process runs it."""
+    ref = out / "full" if "full" in cell_needs(cfg, method) else None
+    return run_experiment(sub_config(cfg, method), out / method, reference_dir=ref, show_progress=show_progress,
+                          bundle=bundle)
 
 
 def seed_config(cfg: ExperimentConfig, seed: int) -> ExperimentConfig:
@@ -534,12 +540,9 @@ def cell_needs(cfg: ExperimentConfig, method: str) -> list[str]:
 
 def _cell(cfg: ExperimentConfig, seed: int, method: str, out: str) -> None:
     """One (seed, method) cell of a comparison over seeds, in a worker process (top level, so the pool can ship
-    it); the same run as :func:`run_compare` gives that method at that seed."""
+    it)."""
     scfg = seed_config(cfg, seed)
-    folder = Path(out) / f"s{seed}"
-    ref = folder / "full" if "full" in cell_needs(cfg, method) else None
-    run_experiment(sub_config(scfg, method), folder / method, reference_dir=ref, show_progress=False,
-                   bundle=preflight(scfg))
+    compare_entry(scfg, Path(out) / f"s{seed}", method, preflight(scfg), show_progress=False)
 
 
 def _cells_in_workers(cfg: ExperimentConfig, out: Path, todo: list[tuple[int, str]], workers: int,
