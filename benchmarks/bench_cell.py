@@ -4,13 +4,15 @@ Cell = data -> selection (``random``, the quickstart's selector) -> fine-tune ->
 judging, on SmolLM2-135M with the quickstart preset. Each stage runs twice in this process, the
 reference path and the new path back to back, so both see the same machine load:
 
-* fine-tune: ``train_sft`` with random batches, every row in full and whole micro-batches (reference);
-  the defaults (shared-prefix pass, each micro-batch's rows packed without padding: the same
-  batches, so the same losses to float rounding); the defaults with ``finetune.group_by_length``
-  (other batches); and the defaults with ``finetune.mixed_precision=bf16`` (bfloat16 autocast: fast
-  where the CPU has AMX or AVX-512 BF16, which the report names), with the frozen base held as bf16
-  copies and, for comparison, cast by autocast at every pass as before. Same rows, same steps
-  (``--steps``), LoRA from the same seed;
+* fine-tune: ``train_sft`` with random batches, every row in full and whole micro-batches in float32
+  (reference); packed rows in float32 (shared-prefix pass, each micro-batch's rows packed without
+  padding: the same batches, so the same losses to float rounding); the same with
+  ``finetune.group_by_length`` (other batches); and packed rows with ``finetune.mixed_precision=bf16``
+  (bfloat16 autocast: fast where the CPU has AMX or AVX-512 BF16, which the report names), with the
+  frozen base held as bf16 copies and, for comparison, cast by autocast at every pass as before. The
+  defaults are packed rows with ``finetune.mixed_precision=auto``: the bf16 path where the device has
+  bfloat16 units, else the float32 one (the report says which). Same rows, same steps (``--steps``),
+  LoRA from the same seed;
 * generation: HF ``generate`` float32 (reference, ``eval.backend=hf``) against CTranslate2
   float32 and int8 (``eval.backend=ctranslate2``) and the torch loop that drops finished rows in
   float32 and bfloat16 (``eval.backend=torch``), on the fine-tuned model, with the share of
@@ -131,7 +133,8 @@ def prepare(config: str, n_eval: int, base: bool, t: dict[str, tuple[float, floa
 def finetune(cfg: Any, start: str, kept: list[Any], path: str, steps: int, device: str = "cpu"
              ) -> tuple[Any, Any, dict[str, Any]]:
     """(model, tokenizer, train_sft's result) of ``steps`` fine-tune steps on one path: ``ref`` (every row in
-    full, as before issue #13), ``default``, ``grouped`` (length-grouped batches), ``bf16`` or ``bf16-recast``."""
+    full, float32, as before issue #13), ``f32`` (packed rows), ``grouped`` (packed, length-grouped batches), ``bf16``
+    (packed, bf16 autocast) or ``bf16-recast``."""
     import dataclasses
 
     import torch
@@ -178,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from safeselect.core.precision import resolve_mixed_precision
     from safeselect.evaluation.evaluate import judge_records, make_record
     from safeselect.judges.refusal import RefusalJudge
 
@@ -189,7 +193,9 @@ def main(argv: list[str] | None = None) -> int:
 
     warm_up(cfg, start, kept, args.device)
     res_ft: dict[str, dict[str, Any]] = {}
-    for path in ("ref", "default", "grouped", "bf16", "bf16-recast"):
+    # the defaults' fine-tune is one of the timed paths: packed rows in the precision auto resolves to here
+    default = "bf16" if resolve_mixed_precision("auto", args.device) == "bf16" else "f32"
+    for path in ("ref", "f32", "grouped", "bf16", "bf16-recast"):
         with timed(t, f"finetune.{path}"):
             m, tok, res_ft[path] = finetune(cfg, start, kept, path, steps, args.device)
         if path == "ref":
@@ -236,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
                  *shares([a == b for a, b in zip(ref_v, verdicts(v), strict=True)]))
              for k, v in replies.items() if k != "hf"}
 
-    md = report(t, agree, res_ft, len(texts), len(kept), start, loads, argv)
+    md = report(t, agree, res_ft, len(texts), len(kept), start, loads, argv, default)
     if args.demo_cold:
         import shutil
 
@@ -262,17 +268,22 @@ def ratio(a: float, b: float) -> str:
 
 
 def report(t: dict[str, tuple[float, float]], agree: dict[str, tuple[float, ...]], res_ft: dict[str, dict[str, Any]],
-           n_prompts: int, n_rows: int, start: str, loads: list[str], argv: list[str] | None) -> str:
+           n_prompts: int, n_rows: int, start: str, loads: list[str], argv: list[str] | None,
+           default: str = "f32") -> str:
+    """Markdown tables of the stage times, whole cells and agreement; ``default``: the fine-tune path the
+    defaults take here (``bf16`` where ``finetune.mixed_precision=auto`` resolves to it, else ``f32``)."""
     shared = sum(t[k][0] for k in ("data", "selection", "judge"))
     cell_ref = shared + t["finetune.ref"][0] + t["generate.hf"][0]
     rows = [
         ("data", t["data"], t["data"]),
         ("selection (random)", t["selection"], t["selection"]),
         (f"fine-tune ({res_ft['ref']['steps']} steps, {n_rows} rows): rows in full -> shared prefix + packed rows "
-         "(the default; same batches)", t["finetune.ref"], t["finetune.default"]),
+         f"in float32 (same batches{'; the defaults here' if default == 'f32' else ''})", t["finetune.ref"],
+         t["finetune.f32"]),
         ("fine-tune: rows in full -> shared prefix + packed rows + `group_by_length` (other batches)",
          t["finetune.ref"], t["finetune.grouped"]),
-        ("fine-tune: rows in full -> shared prefix + packed rows + bf16 autocast (same batches)",
+        ("fine-tune: rows in full -> shared prefix + packed rows + bf16 autocast (same batches"
+         f"{'; the defaults here: `finetune.mixed_precision=auto`' if default == 'bf16' else ''})",
          t["finetune.ref"], t["finetune.bf16"]),
         ("fine-tune: the same in bf16, autocast casting the frozen base at every pass (before the bf16 copies)",
          t["finetune.ref"], t["finetune.bf16-recast"]),
@@ -291,11 +302,13 @@ def report(t: dict[str, tuple[float, float]], agree: dict[str, tuple[float, ...]
     ]
     for name, a, b in rows:
         lines.append(f"| {name} | {a[0]:.1f} ({a[1]:.1f}) | {b[0]:.1f} ({b[1]:.1f}) | {ratio(a[0], b[0])} |")
-    for path, key, label in (("default", "ct2-float32", "the defaults: packed rows + ct2-float32"),
+    for path, key, label in ((default, "ct2-float32", f"the defaults: packed rows{' + bf16 autocast' * (default == 'bf16')}"
+                                                       " + ct2-float32"),
+                             ("f32", "ct2-float32", "packed rows in float32 + ct2-float32 (exact; the defaults before "
+                                                    "`finetune.mixed_precision=auto`)"),
                              ("grouped", "ct2-float32", "grouped batches + ct2-float32"),
-                             ("default", "torch-float32", "packed rows + torch loop float32"),
+                             ("f32", "torch-float32", "packed rows + torch loop float32"),
                              ("grouped", "ct2-int8", "grouped batches + ct2-int8"),
-                             ("bf16", "ct2-float32", "packed rows + bf16 autocast + ct2-float32"),
                              ("bf16", "torch-bfloat16", "packed rows + bf16 autocast + torch loop bfloat16")):
         cell_new = shared + t[f"finetune.{path}"][0] + t["generate." + key][0]
         lines.append(f"| **whole cell** ({label}) | {cell_ref:.1f} | {cell_new:.1f} | **{ratio(cell_ref, cell_new)}** |")
@@ -303,8 +316,8 @@ def report(t: dict[str, tuple[float, float]], agree: dict[str, tuple[float, ...]
               "look-alike (refusal judge) | task (exact match) |", "|---|---|---|---|---|---|"]
     for key, (same, *verd) in agree.items():
         lines.append(f"| {key} vs HF float32 | {same:.3f} | " + " | ".join(f"{v:.3f}" for v in verd) + " |")
-    lines += ["", f"Fine-tune final loss: reference {res_ft['ref']['losses'][-1]:.4f}, the defaults "
-              f"{res_ft['default']['losses'][-1]:.4f} (the same batches), length-grouped "
+    lines += ["", f"Fine-tune final loss: reference {res_ft['ref']['losses'][-1]:.4f}, packed rows in float32 "
+              f"{res_ft['f32']['losses'][-1]:.4f} (the same batches), length-grouped "
               f"{res_ft['grouped']['losses'][-1]:.3f} (one seed; other batches, so not identical), bf16 autocast "
               f"{res_ft['bf16']['losses'][-1]:.4f} (the same batches in lower precision). CPU: {cpu_flags()}. "
               f"Starting model: `{start}`. "

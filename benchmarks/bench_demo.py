@@ -8,9 +8,9 @@ measures both in one run:
    conversion, the alignment, the demo's fine-tunes and evaluations), as a new user's first ``make demo``;
 2. **warm, the defaults**: the demo's job again in the same clone (aligned model cached), into another
    folder: the job alone, and a check that a rerun repeats the replies;
-3. **warm, the reference path**: the same job with ``eval.backend=hf finetune.split_padding=false`` (HF
-   ``generate`` float32 and every micro-batch padded, as before issue #13; the shared-prefix pass, exact up
-   to float rounding, has no config key and stays).
+3. **warm, the reference path**: the same job with ``eval.backend=hf finetune.split_padding=false
+   finetune.mixed_precision=no`` (HF ``generate`` float32, every micro-batch padded and float32 fine-tuning,
+   as before issue #13; the shared-prefix pass, exact up to float rounding, has no config key and stays).
 
 Each row of the cold demo's table is paired with the reference path's row on the same prompts
 (:func:`safeselect.reporting.comparison.paired`): difference, 95% interval, verdict, smallest detectable
@@ -40,7 +40,7 @@ from safeselect.reporting.comparison import fmt_stat, paired, prompt_values
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_OUT = "quickstart"  # `make demo` writes runs/quickstart
-REFERENCE = ["eval.backend=hf", "finetune.split_padding=false"]
+REFERENCE = ["eval.backend=hf", "finetune.split_padding=false", "finetune.mixed_precision=no"]
 
 
 def clean_env(cache: Path, pip_cache: Path) -> dict[str, str]:

@@ -86,6 +86,7 @@ def test_ablation_report_pairs_every_replacement_and_shows_headroom(tmp_path: Pa
     run_plan(load_plan(tmp_path / "p.yaml"), out, workers=0, run_fn=fabricated, show_progress=False)
     md = build_report(out, plots=False).read_text()
     assert "Seeds: 0, 1, 2" in md
+    assert "Precision: fine-tune float32, decoding float32 in every run." in md  # no config.yaml: float32
     # the plan runs oracle and full itself, so no bounds runs, but the aligned model's row stands beside it
     assert "Bounds:" not in md and "Each table also shows `aligned`, the starting model" in md
     lo, hi = wilson_interval(2, N)
@@ -281,3 +282,23 @@ def test_cell_order_and_needs() -> None:
     cfg = loading.load("quickstart", [*TINY, "compare=[random+safeinstr,oracle]", "seeds=[0]"])
     assert cell_order(cfg) == [(0, "random+safeinstr"), (0, "oracle")]
     assert cell_needs(cfg, "random+safeinstr") == [] and cell_needs(cfg, "oracle") == []
+
+
+def test_precision_line_names_the_precision_or_the_rows_that_differ(tmp_path: Path) -> None:
+    from safeselect.reporting.comparison import precision_line
+
+    def run(name: str, mp: str | None, dtype: str = "float32") -> Path:
+        ft = f"finetune:\n  mixed_precision: {mp}\n" if mp else ""
+        write_run(tmp_path / name, "random", 0, ft + f"eval:\n  dtype: {dtype}\n")
+        return tmp_path / name
+
+    # `aligned` is not fine-tuned: its fine-tune setting does not count
+    same = {"aligned": {0: run("a", "no")}, "random": {0: run("r", "bf16"), 1: run("r1", "bf16")}}
+    assert precision_line(same) == "Precision: fine-tune bf16 autocast, decoding float32 in every run."
+    # a config written before the key existed ran float32
+    old = {"random": {0: run("o", None)}, "full": {0: run("f", "no")}}
+    assert precision_line(old) == "Precision: fine-tune float32, decoding float32 in every run."
+    mixed = {"random": {0: run("m0", "no"), 1: run("m1", "bf16")}, "seal": {0: run("s", "no", "int8")}}
+    assert precision_line(mixed) == (
+        "Precision differs between runs (their paired differences include it): random: fine-tune bf16 autocast, "
+        "decoding float32 / fine-tune float32, decoding float32; seal: fine-tune float32, decoding int8.")

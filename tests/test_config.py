@@ -66,3 +66,48 @@ def test_field_info_has_help_and_aliases():
     info = field_info()
     assert all(meta["help"] for meta in info.values())
     assert "selection percentage" in info["selection.ratio"]["aliases"]
+
+
+def test_mixed_precision_no_is_the_word_not_a_yaml_boolean(tmp_path):
+    # YAML 1.1 reads `no` as False; a word-choice field gets the word back (before: "bad value ... 'False'")
+    assert loading.load(None, ["finetune.mixed_precision=no"]).finetune.mixed_precision == "no"
+    p = tmp_path / "c.yaml"
+    p.write_text("finetune:\n  mixed_precision: no\n")
+    assert loading.load(str(p)).finetune.mixed_precision == "no"
+    # a boolean field keeps its boolean
+    assert loading.load(None, ["finetune.group_by_length=yes"]).finetune.group_by_length is True
+
+
+@pytest.mark.parametrize("flags, want", [
+    (frozenset({"avx2", "fma"}), "no"),
+    (frozenset({"avx512f", "avx512_bf16"}), "bf16"),
+    (frozenset({"amx_bf16", "amx_tile"}), "bf16"),
+    (frozenset(), "no"),
+])
+def test_auto_precision_follows_the_cpu_bf16_units(monkeypatch, flags, want):
+    from safeselect.core import precision
+
+    monkeypatch.setattr(precision, "cpu_flags", lambda: flags)
+    cfg = loading.load(None, ["device=cpu"])
+    # the fine-tune resolves auto for this CPU; the alignment stays float32 on every machine
+    assert cfg.finetune.mixed_precision == want and cfg.align.train.mixed_precision == "no"
+    assert loading.load(None, ["device=cpu", "finetune.mixed_precision=no"]).finetune.mixed_precision == "no"
+    assert loading.load(None, ["device=cpu", "align.train.mixed_precision=auto"]).align.train.mixed_precision == want
+    # the resolved value is what config.yaml records (a cell from another kind of machine differs in config)
+    import yaml
+
+    assert yaml.safe_load(loading.to_yaml(cfg))["finetune"]["mixed_precision"] == want
+
+
+def test_cpu_flags_reads_proc_cpuinfo(tmp_path, monkeypatch):
+    from safeselect.core import precision
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx512_bf16 amx_tile\n\nprocessor\t: 1\n")
+    monkeypatch.setattr(precision, "Path", lambda _p: info)
+    precision.cpu_flags.cache_clear()
+    try:
+        assert precision.cpu_flags() == frozenset({"fpu", "sse2", "avx512_bf16", "amx_tile"})
+        assert precision.cpu_has_bf16()
+    finally:
+        precision.cpu_flags.cache_clear()

@@ -16,6 +16,7 @@ from safeselect.config.paths import resolve_preset
 from safeselect.config.schema import ExperimentConfig, _field_info_cached, _walk, all_keys
 from safeselect.core.dotted import flatten
 from safeselect.core.io import read_text
+from safeselect.core.precision import resolve_mixed_precision
 from safeselect.errors import UserError, suggest
 
 
@@ -102,6 +103,17 @@ def _fold_dict_leaves(flat: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _unbool_choice(key: str, value: Any) -> Any:
+    """A YAML boolean back to the word it was written as, for a field whose choices are words:
+    YAML 1.1 reads ``no`` / ``off`` / ``yes`` / ``on`` as booleans, so ``finetune.mixed_precision=no``
+    arrived as False (and failed as 'False')."""
+    choices = (_field_info_cached().get(key) or {}).get("choices")
+    if not isinstance(value, bool) or not choices or any(isinstance(c, bool) for c in choices):
+        return value
+    words = ("yes", "on", "true") if value else ("no", "off", "false")
+    return next((c for c in choices if str(c).lower() in words), value)
+
+
 def build(values: dict[str, Any]) -> ExperimentConfig:
     """Build a validated config from a flat {dotted key: value} mapping on top of the defaults."""
     from omegaconf import OmegaConf
@@ -111,6 +123,7 @@ def build(values: dict[str, Any]) -> ExperimentConfig:
     base = OmegaConf.structured(ExperimentConfig)
     for key, value in values.items():
         _check_key(key)
+        value = _unbool_choice(key, value)
         try:
             OmegaConf.update(base, key, value, merge=True)
         except OmegaConfBaseException as e:
@@ -118,7 +131,22 @@ def build(values: dict[str, Any]) -> ExperimentConfig:
             raise UserError(f"bad value for '{key}': {value!r} ({msg})") from None
     cfg: ExperimentConfig = OmegaConf.to_object(base)  # type: ignore[assignment]
     validate(cfg)
+    resolve_precision(cfg, cfg.device)
     return cfg
+
+
+def resolve_precision(obj: Any, device: str) -> None:
+    """Every ``mixed_precision=auto`` inside ``obj`` (a config dataclass) set, in place, to what it means on
+    ``device`` here (:func:`safeselect.core.precision.resolve_mixed_precision`): the run's config.yaml then
+    says which precision ran, and a cell from another kind of machine differs in config."""
+    if not dataclasses.is_dataclass(obj):
+        return
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if f.name == "mixed_precision" and value == "auto":
+            setattr(obj, f.name, resolve_mixed_precision(value, device))
+        else:
+            resolve_precision(value, device)
 
 
 def validate(cfg: ExperimentConfig) -> None:

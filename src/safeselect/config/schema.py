@@ -144,8 +144,9 @@ class TrainConfig:
                                 "AMX / AVX-512 BF16, slow without: docs/results.md); weights, gradients and optimiser "
                                 "state stay float32 (a frozen LoRA base is read from a bf16 copy while training: "
                                 "the values autocast would cast to); SEAL's model passes follow finetune's "
-                                "(DualSelect's do not)",
-                                choices=("no", "bf16"),
+                                "(DualSelect's do not); auto: bf16 where the device has bfloat16 units, else no, "
+                                "resolved when the config is built (config.yaml records which)",
+                                choices=("no", "bf16", "auto"),
                                 aliases=("mixed precision",))
     group_by_length: bool = knob(False, help="batch rows of similar length together (less padding, faster; which "
                                  "rows share a step changes, so results move within seed noise)")
@@ -157,6 +158,11 @@ class TrainConfig:
 
 @dataclass
 class FinetuneConfig(TrainConfig):
+    # auto here, not on TrainConfig: the alignment stays float32 on every machine, so every machine starts
+    # from the same aligned model; the fine-tune (and SEAL's passes, which follow it) take bf16 where it is
+    # fast and changes no measured figure detectably (docs/results.md, "bfloat16 where the CPU has AMX").
+    mixed_precision: str = knob("auto", help=TrainConfig.__dataclass_fields__["mixed_precision"].metadata["help"],
+                                choices=("no", "bf16", "auto"), aliases=("mixed precision",))
     merge: bool = knob(False, help="also write merged weights (LoRA folded in, plain safetensors) to RUN/model/merged; "
                        "`safeselect export RUN --out DIR` does the same later")
 

@@ -38,6 +38,7 @@ from safeselect.reporting.comparison import (
     fmt_stat,
     paired,
     paired_section,
+    precision_line,
     prompt_values,
 )
 from safeselect.reporting.html import write_html
@@ -268,7 +269,7 @@ def ablation_table(ablation: dict[str, Any], rows: list[dict[str, Any]], ref_row
     if per_prompt and len(labels) > 1:
         base = baseline if baseline in labels else labels[0]
         parts += [paired_section({lab: by_label[lab] for lab in labels}, base, [(f"`{m}`", m) for m in per_prompt]),
-                  ""]
+                  "", precision_line({lab: by_label[lab] for lab in labels}), ""]
         if FLOOR in by_label and CEILING in by_label:
             where = " of the base config (`full` - `oracle` bounds runs" if CEILING in bounds or FLOOR in bounds \
                 else " (`full` - `oracle`"

@@ -129,6 +129,7 @@ def seeded_report(rows: dict[str, dict[int, Path]], metrics: list[tuple[str, str
            "the same for all). Cells: mean over seeds, 95% interval from a two-level bootstrap (seeds, then "
            "prompts within each seed; a single run keeps its own interval, Wilson for rates).", "",
            "\n".join(lines), ""] if with_table else []
+    out += [precision_line(rows), ""]
     if "aligned" not in rows:
         out += ["The aligned starting model is not a row of this table: add `aligned` to `compare` to print its "
                 "figures beside the others.", ""]
@@ -150,6 +151,25 @@ def seeded_report(rows: dict[str, dict[int, Path]], metrics: list[tuple[str, str
         else:
             out += [paired_section(rows, baseline, per_prompt, n_boot), ""]
     return "\n".join(out)
+
+
+def precision_line(rows: dict[str, dict[int, Path]]) -> str:
+    """One sentence: the fine-tune and decoding precision the rows ran with (from each run's config.yaml), or,
+    when rows differ, which row ran with which: their paired differences then include the precision."""
+    def of(run: Path, tuned: bool) -> str:
+        saved = RunDir(run).saved_config() or {}
+        ft, ev = saved.get("finetune", {}), saved.get("eval", {})
+        # configs written before the key existed ran float32; `aligned` is not fine-tuned at all
+        tune = f"fine-tune {'bf16 autocast' if ft.get('mixed_precision') == 'bf16' else 'float32'}, " if tuned else ""
+        return f"{tune}decoding {ev.get('dtype', 'float32')}"
+
+    per_row = {label: sorted({of(p, label != "aligned") for p in by_seed.values()}) for label, by_seed in rows.items()}
+    tuned = {k for label, ks in per_row.items() if label != "aligned" for k in ks}
+    decoding = {k.rsplit(", ", 1)[-1] for ks in per_row.values() for k in ks}
+    if len(tuned) <= 1 and len(decoding) <= 1:
+        return f"Precision: {next(iter(tuned or decoding), 'unknown')} in every run."
+    return ("Precision differs between runs (their paired differences include it): "
+            + "; ".join(f"{label}: {' / '.join(ks)}" for label, ks in per_row.items()) + ".")
 
 
 def paired_section(rows: dict[str, dict[int, Path]], baseline: str, metrics: list[tuple[str, str]],

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from safeselect.config.schema import TrainConfig
+from safeselect.core.precision import resolve_mixed_precision
 from safeselect.core.rows import Row
 from safeselect.errors import UserError
 from safeselect.training.batching import LengthGroupedSampler, padding_groups
@@ -42,6 +43,8 @@ def autocast(device_type: str, mixed_precision: str) -> Any:
     """
     import torch
 
+    # a config built without loading.build (a dataclass made in code) may still say auto
+    mixed_precision = resolve_mixed_precision(mixed_precision, device_type)
     if mixed_precision == "no":
         return contextlib.nullcontext()
     if mixed_precision != "bf16":
@@ -65,7 +68,8 @@ def frozen_weights_cast(model: Any, mixed_precision: str, distributed_type: str 
     """
     import torch
 
-    if mixed_precision != "bf16" or any(k in str(distributed_type).upper() for k in ("FSDP", "DEEPSPEED", "MEGATRON")):
+    device_type = next(model.parameters()).device.type
+    if resolve_mixed_precision(mixed_precision, device_type) != "bf16" or any(k in str(distributed_type).upper() for k in ("FSDP", "DEEPSPEED", "MEGATRON")):
         yield
         return
     swapped: list[tuple[Any, str, Any]] = []
