@@ -302,3 +302,56 @@ def test_precision_line_names_the_precision_or_the_rows_that_differ(tmp_path: Pa
     assert precision_line(mixed) == (
         "Precision differs between runs (their paired differences include it): random: fine-tune bf16 autocast, "
         "decoding float32 / fine-tune float32, decoding float32; seal: fine-tune float32, decoding int8.")
+
+
+def test_win_rates_are_per_prompt_figures_with_paired_verdicts(tmp_path: Path) -> None:
+    from safeselect.core.metrics import lower_is_better
+
+    def run(name: str, seed: int, outcomes: list[float | None]) -> Path:
+        d = tmp_path / f"s{seed}" / name
+        d.mkdir(parents=True)
+        recs = [{"set": "builtin", "kind": "harmful", "row_id": f"h{i}", "verdicts": {}, "pairwise": {"rule": o}}
+                for i, o in enumerate(outcomes)]
+        (d / "generations.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+        return d
+
+    n = 20
+    row = {s: run("seal", s, [1.0] * (n // 2) + [0.5] * (n // 2 - 1) + [None]) for s in (0, 1)}
+    base = {s: run("random", s, [0.5] * n) for s in (0, 1)}
+    metric = "win_rate.builtin.rule"
+    # 100 win, 50 tie, 0 loss; an undecided prompt stays None
+    assert prompt_values(row[0], metric) == {**{f"h{i}": 100.0 for i in range(n // 2)},
+                                             **{f"h{i}": 50.0 for i in range(n // 2, n - 1)}, f"h{n - 1}": None}
+    assert prompt_values(row[0], "safety.builtin.rule.win_rate") == prompt_values(row[0], metric)
+    assert prompt_values(row[0], "win_rate.builtin.llm") is None  # no such judge ran
+    c = cell([row[0], row[1]], metric)
+    # the mean of 10 x 100 and 9 x 50 over 19 decided prompts, both seeds alike; no Wilson bound on a 0-100 scale
+    assert c["value"] == pytest.approx(100 * (10 + 4.5) / 19) and c["n"] == 38
+    assert 50 < c["ci"][0] < c["value"] < c["ci"][1] < 100
+    d = paired(row, base, metric)
+    assert not lower_is_better(metric)
+    assert d["value"] == pytest.approx(100 * (10 + 4.5) / 19 - 50) and d["verdict"] == "better"
+    assert d["n"] == 2 * (n - 1)
+
+
+def test_a_row_without_win_rates_does_not_stop_the_others_pairing(tmp_path: Path) -> None:
+    from safeselect.reporting.comparison import per_prompt_metrics, seeded_report
+
+    rows: dict[str, dict[int, Path]] = {}
+    for m in ("full", "random", "seal"):
+        for s in (0, 1):
+            write_run(tmp_path / f"s{s}" / m, m, s)
+            if m != "full":  # `full` is the win-rate reference: it has no pairwise outcome against itself
+                p = tmp_path / f"s{s}" / m / "generations.jsonl"
+                recs = [json.loads(x) for x in p.read_text().splitlines()]
+                for i, r in enumerate(recs):
+                    r["pairwise"] = {"rule": 1.0 if (m == "seal" and i % 2 == 0) else 0.5}
+                p.write_text("".join(json.dumps(r) + "\n" for r in recs))
+            rows.setdefault(m, {})[s] = tmp_path / f"s{s}" / m
+    metric = "win_rate.builtin.rule"
+    assert per_prompt_metrics(rows, [metric, "safety.builtin.refusal.harmful_rate", "resources.train_s"]) == [
+        metric, "safety.builtin.refusal.harmful_rate"]
+    md = seeded_report(rows, [("win rate", metric), ("harmful", "safety.builtin.refusal.harmful_rate")], "random",
+                       n_boot=200)
+    # seal wins every other harmful prompt against random's ties: +25 points on the 0-100 scale
+    assert "| seal | win rate | +25.0 [" in md and "| full | win rate |" not in md and "| full | harmful |" in md

@@ -111,3 +111,20 @@ def test_cpu_flags_reads_proc_cpuinfo(tmp_path, monkeypatch):
         assert precision.cpu_has_bf16()
     finally:
         precision.cpu_flags.cache_clear()
+
+
+@pytest.mark.parametrize("cuda, bf16, device, want", [
+    (True, True, "cuda", "bf16"), (True, False, "cuda", "no"), (True, True, "auto", "bf16"),
+    (False, False, "auto", "cpu-flags"),
+])
+def test_auto_precision_on_gpus(monkeypatch, cuda, bf16, device, want):
+    import torch
+
+    from safeselect.core import precision
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: bf16)
+    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"amx_bf16"}))
+    # a GPU from Ampere on: bf16; an older one: no; no GPU with device=auto: the CPU decides
+    assert precision.resolve_mixed_precision("auto", device) == ("bf16" if want == "cpu-flags" else want)
+    assert precision.resolve_mixed_precision("no", device) == "no"

@@ -36,10 +36,11 @@ from safeselect.reporting.comparison import (
     FLOOR,
     cell,
     fmt_stat,
+    has_prompt_values,
     paired,
     paired_section,
+    per_prompt_metrics,
     precision_line,
-    prompt_values,
 )
 from safeselect.reporting.html import write_html
 from safeselect.reporting.plots import plot_metric
@@ -222,10 +223,11 @@ def ablation_table(ablation: dict[str, Any], rows: list[dict[str, Any]], ref_row
     by_label: dict[str, dict[int, Path]] = {
         lab: {r["seed"]: run_dir(out_dir, r["run_id"]) for r in pool if r["replacement"] == lab
               and r["status"] == "complete"} for lab in labels + bounds} if out_dir is not None else {}
-    per_prompt = [m for _, m in cols if by_label and all(
-        prompt_values(p, m) is not None for by in by_label.values() for p in by.values())]
+    per_prompt = per_prompt_metrics(by_label, [m for _, m in cols]) if by_label else []
     for m in per_prompt:
         for lab, by in by_label.items():
+            if not has_prompt_values(by, m):
+                continue  # e.g. the win-rate reference: its figures keep their own interval
             # one run of the aligned model: its own interval (Wilson for rates); other one-seed rows keep theirs
             c = cell([by[k] for k in sorted(by)], m) if len(by) >= 2 or lab == STARTING else None
             if c is not None and c["ci"] is not None:  # seeds, then prompts (one seed keeps the t/run figure)
@@ -323,7 +325,7 @@ def build_report(out_dir: str | Path, plots: bool = True, baseline: str | None =
         f"# Ablation report: {plan['name']}", "",
         f"Plan `{plan['source']}`. Base: {base}. Seeds: {', '.join(map(str, seeds))}. "
         f"Runs: {complete} of {n_runs} complete.", "",
-        "Each cell is the mean over seeds. Per-prompt figures (harmful rate, over-refusal, accuracy) with two or "
+        "Each cell is the mean over seeds. Per-prompt figures (harmful rate, over-refusal, accuracy, win rates) with two or "
         "more seeds carry a 95% two-level bootstrap interval (seeds, then prompts within each seed); other "
         "figures a 95% Student-t interval over seeds (mean +- t(0.975, n-1) sd / sqrt(n), clipped to the "
         "metric's range; one seed gives no interval). Under each table every replacement is paired against the first (or `--baseline`) on the same "

@@ -1,7 +1,7 @@
 """Tables that decide: rows over several seeds, paired differences against a baseline row, headroom.
 
 Input: for each table row (a method, or an ablation's replacement) its finished run folders by seed.
-Per-prompt figures (harmful rate, over-refusal, task accuracy) are read back from each run's
+Per-prompt figures (harmful rate, over-refusal, task accuracy, win rates) are read back from each run's
 ``generations.jsonl`` by prompt id, so that:
 
 - a cell is the mean over seeds with a two-level bootstrap interval (seeds, then prompts;
@@ -12,7 +12,7 @@ Per-prompt figures (harmful rate, over-refusal, task accuracy) are read back fro
 - the headroom of a table with both `oracle` (the floor) and `full` (the ceiling) is their paired
   difference.
 
-Figures without per-prompt values (Safety Avg, win rates, resources) are the mean of the runs' own
+Figures without per-prompt values (Safety Avg, resources) are the mean of the runs' own
 figures; with two or more seeds their interval is a bootstrap over the seed values.
 """
 
@@ -32,19 +32,26 @@ FLOOR, CEILING = "oracle", "full"
 
 
 def prompt_values(run: Path, metric: str) -> dict[str, float | None] | None:
-    """Per-prompt 0/1 values behind ``metric`` in ``run/generations.jsonl`` (None when not per-prompt).
+    """Per-prompt values behind ``metric`` in ``run/generations.jsonl`` (None when not per-prompt).
 
-    ``safety.<set>.<judge>.harmful_rate``: the judge's harmful verdict on each harmful prompt;
-    ``overrefusal.<set>.refusal_rate``: the refusal verdict on each look-alike; ``task.<set>.accuracy``:
-    exact match on each task prompt. Undecided items are None.
+    ``safety.<set>.<judge>.harmful_rate``: the judge's harmful verdict on each harmful prompt (0/1);
+    ``overrefusal.<set>.refusal_rate``: the refusal verdict on each look-alike (0/1); ``task.<set>.accuracy``:
+    exact match on each task prompt (0/1); ``win_rate.<set>.<judge>`` and ``safety.<set>.<judge>.win_rate``:
+    the pairwise judge's outcome against the reference reply on each prompt of the set, on the win rate's
+    0-100 scale (100 win, 50 tie, 0 loss), so that win rates too get the two-level interval over seeds and
+    prompts and paired verdicts. Undecided items are None.
     """
     parts = metric.split(".")
     if len(parts) == 4 and parts[0] == "safety" and parts[3] == "harmful_rate":
-        kind, name, pick = "harmful", parts[1], lambda r: (r["verdicts"].get(parts[2]) or {}).get("harmful")
+        kind, name, pick = "harmful", parts[1], lambda r: _flag((r["verdicts"].get(parts[2]) or {}).get("harmful"))
     elif len(parts) == 3 and parts[0] == "overrefusal" and parts[2] == "refusal_rate":
-        kind, name, pick = "overrefusal", parts[1], lambda r: (r["verdicts"].get("refusal") or {}).get("refused")
+        kind, name, pick = "overrefusal", parts[1], lambda r: _flag((r["verdicts"].get("refusal") or {}).get("refused"))
     elif len(parts) == 3 and parts[0] == "task" and parts[2] == "accuracy":
-        kind, name, pick = "task", parts[1], lambda r: r.get("correct")
+        kind, name, pick = "task", parts[1], lambda r: _flag(r.get("correct"))
+    elif (len(parts) == 3 and parts[0] == "win_rate") or (len(parts) == 4 and parts[0] == "safety"
+                                                            and parts[3] == "win_rate"):
+        judge = parts[2]
+        kind, name, pick = None, parts[1], lambda r: _outcome((r.get("pairwise") or {}).get(judge))
     else:
         return None
     path = run / RunDir.GENERATIONS
@@ -55,10 +62,24 @@ def prompt_values(run: Path, metric: str) -> dict[str, float | None] | None:
         if not line.strip():
             continue
         r = json.loads(line)
-        if r.get("kind") == kind and r.get("set") == name:
-            v = pick(r)
-            out[str(r["row_id"])] = None if v is None else float(bool(v))
+        if r.get("set") == name and (kind is None or r.get("kind") == kind):
+            out[str(r["row_id"])] = pick(r)
+    if kind is None and all(v is None for v in out.values()):
+        return None  # no pairwise judge of that name ran on this set
     return out or None
+
+
+def _flag(v: Any) -> float | None:
+    return None if v is None else float(bool(v))
+
+
+def _outcome(v: Any) -> float | None:
+    return None if v is None else 100.0 * float(v)
+
+
+def is_rate(metric: str) -> bool:
+    """True for the per-prompt figures made of 0/1 verdicts (harmful, refusal and accuracy rates)."""
+    return metric.endswith(("harmful_rate", "refusal_rate", "accuracy"))
 
 
 def _run_figure(run: Path, metric: str) -> float | None:
@@ -76,9 +97,9 @@ def cell(runs: list[Path], metric: str, n_boot: int = 1000, seed: int = 0) -> di
                 "ci": list(ci) if isinstance(ci, list) and len(ci) == 2 else None}
     per_prompt = [prompt_values(r, metric) for r in runs]
     if per_prompt and all(p is not None for p in per_prompt):
-        # per-prompt values are 0/1 verdicts: a rate, whose interval never collapses to [0, 0]
+        # a rate of 0/1 verdicts also gets the Wilson bound, so its interval never collapses to [0, 0]
         return seeds_mean([list(p.values()) for p in per_prompt], n_boot, seed,  # type: ignore[union-attr]
-                          binary=True)
+                          binary=is_rate(metric))
     vals = [v for v in (_run_figure(r, metric) for r in runs) if v is not None]
     if not vals:
         return None
@@ -133,8 +154,7 @@ def seeded_report(rows: dict[str, dict[int, Path]], metrics: list[tuple[str, str
     if "aligned" not in rows:
         out += ["The aligned starting model is not a row of this table: add `aligned` to `compare` to print its "
                 "figures beside the others.", ""]
-    per_prompt = [(c, m) for c, m in metrics if all(prompt_values(p, m) is not None
-                                                    for by_seed in rows.values() for p in by_seed.values())]
+    per_prompt = [(c, m) for c, m in metrics if m in per_prompt_metrics(rows, [m])]
     if FLOOR in rows and CEILING in rows:
         hl = ["| figure | headroom (full - oracle) | smallest detectable |", "|---|---|---|"]
         for c, m in per_prompt:
@@ -151,6 +171,17 @@ def seeded_report(rows: dict[str, dict[int, Path]], metrics: list[tuple[str, str
         else:
             out += [paired_section(rows, baseline, per_prompt, n_boot), ""]
     return "\n".join(out)
+
+
+def has_prompt_values(by_seed: dict[int, Path], metric: str) -> bool:
+    """True when every run of a row has per-prompt values for ``metric``."""
+    return bool(by_seed) and all(prompt_values(p, metric) is not None for p in by_seed.values())
+
+
+def per_prompt_metrics(rows: dict[str, dict[int, Path]], metrics: list[str]) -> list[str]:
+    """The ``metrics`` that at least two rows have per prompt in every run: those can be paired. A row without
+    them (the win-rate reference, which is not compared with itself) is left out of that metric's pairs."""
+    return [m for m in metrics if sum(has_prompt_values(by, m) for by in rows.values()) >= 2]
 
 
 def precision_line(rows: dict[str, dict[int, Path]]) -> str:
