@@ -276,7 +276,7 @@ def ablation_table(ablation: dict[str, Any], rows: list[dict[str, Any]], ref_row
             where = " of the base config (`full` - `oracle` bounds runs" if CEILING in bounds or FLOOR in bounds \
                 else " (`full` - `oracle`"
             parts += [f"Headroom{where}, paired): " + "; ".join(
-                f"`{m}` {fmt_stat(d, signed=True)}" for m in per_prompt
+                f"`{m}` {fmt_stat(d, signed=True, metric=m)}" for m in per_prompt
                 for d in [paired(by_label[CEILING], by_label[FLOOR], m)] if d is not None), ""]
         else:
             parts += ["Headroom: not measured here (needs `oracle` and `full` runs: `bounds: true` in the plan, "

@@ -122,11 +122,13 @@ def paired(row: dict[int, Path], base: dict[int, Path], metric: str, n_boot: int
     return paired_difference(a, b, lower_is_better(metric), n_boot, seed)  # type: ignore[arg-type]
 
 
-def fmt_stat(stat: dict[str, Any] | None, signed: bool = False) -> str:
+def fmt_stat(stat: dict[str, Any] | None, signed: bool = False, metric: str = "") -> str:
+    """``value [lo, hi]``: two decimals for rates and differences of rates; one for figures above 1 and for
+    any figure of ``metric`` on a 0-100 scale (win rates), so that a column keeps one format."""
     if stat is None or stat.get("value") is None:
         return "-"
     f = (lambda x: f"{x:+.2f}") if signed else (lambda x: f"{x:.2f}")
-    if abs(stat["value"]) > 1.0:
+    if abs(stat["value"]) > 1.0 or "win_rate" in metric:
         f = (lambda x: f"{x:+.1f}") if signed else (lambda x: f"{x:.1f}")
     ci = stat.get("ci")
     return f(stat["value"]) + (f" [{f(ci[0])}, {f(ci[1])}]" if ci else "")
@@ -144,7 +146,7 @@ def seeded_report(rows: dict[str, dict[int, Path]], metrics: list[tuple[str, str
     lines = [head, "|---|---|" + "---|" * len(metrics)]
     for label, by_seed in rows.items():
         runs = [by_seed[s] for s in sorted(by_seed)]
-        cells = [fmt_stat(cell(runs, m, n_boot)) for _, m in metrics]
+        cells = [fmt_stat(cell(runs, m, n_boot), metric=m) for _, m in metrics]
         lines.append(f"| {label} | {len(runs)} | " + " | ".join(cells) + " |")
     out = [f"Seeds: {', '.join(map(str, seeds))} (seed, data.seed and selection.seed; the aligned model is "
            "the same for all). Cells: mean over seeds, 95% interval from a two-level bootstrap (seeds, then "
@@ -160,7 +162,7 @@ def seeded_report(rows: dict[str, dict[int, Path]], metrics: list[tuple[str, str
         for c, m in per_prompt:
             d = paired(rows[CEILING], rows[FLOOR], m, n_boot)
             if d is not None:
-                hl.append(f"| {c} | {fmt_stat(d, signed=True)} | {d['detectable']:.2f} |")
+                hl.append(f"| {c} | {fmt_stat(d, signed=True, metric=m)} | {d['detectable']:.2f} |")
         out += ["Headroom: `full` (ceiling) minus `oracle` (floor, drops the ground-truth bad rows), paired "
                 "on the same prompts and seeds.", "", "\n".join(hl), ""]
     else:
@@ -218,5 +220,6 @@ def paired_section(rows: dict[str, dict[int, Path]], baseline: str, metrics: lis
             d = paired(by_seed, rows[baseline], m, n_boot)
             if d is None or d["value"] is None:
                 continue
-            lines.append(f"| {label} | {c} | {fmt_stat(d, signed=True)} | {d['verdict']} | {d['detectable']:.2f} |")
+            lines.append(f"| {label} | {c} | {fmt_stat(d, signed=True, metric=m)} | {d['verdict']} | "
+                         f"{d['detectable']:.{1 if 'win_rate' in m else 2}f} |")
     return "\n".join(lines)
