@@ -173,11 +173,16 @@ def main(argv: list[str] | None = None) -> int:
                     help="torch CPU threads (0 = torch default); 1 keeps CPU time a clean measure of work")
     ap.add_argument("--seal-micro", type=int, default=0,
                     help="SEAL's rows per forward pass (0 = the shipped selection.seal.micro_batch_size)")
-    ap.add_argument("--mixed-precision", default="no", choices=("no", "bf16"),
-                    help="finetune.mixed_precision of both SEAL's model passes and the plain SFT")
+    ap.add_argument("--mixed-precision", default="auto", choices=("no", "bf16", "auto"),
+                    help="finetune.mixed_precision of both SEAL's model passes and the plain SFT (auto, the "
+                         "package's default: bf16 where the device has bfloat16 units)")
     ap.add_argument("--write", default=None, help="write the results as a markdown fragment here")
     ap.add_argument("--worker", choices=MODES, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    from safeselect.core.precision import resolve_mixed_precision
+    from safeselect.models import resolve_device
+
+    args.mixed_precision = resolve_mixed_precision(args.mixed_precision, resolve_device(args.device))
     if args.worker:
         args.mode = args.worker
         print(json.dumps(worker(args)))
@@ -242,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         f"--n-task {args.n_task} --n-safe {args.n_safe} --batch {args.batch} --max-length {args.max_length} "
         f"--gamma {args.gamma} --repeats {args.repeats} --threads {args.threads}"
         f"{f' --seal-micro {args.seal_micro}' if args.seal_micro else ''}"
-        f"{f' --mixed-precision {args.mixed_precision}' if args.mixed_precision != 'no' else ''}`",
+        f" --mixed-precision {args.mixed_precision}`",
         "",
     ]
     text = "\n".join(lines)

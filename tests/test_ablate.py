@@ -144,6 +144,26 @@ def test_run_ids_are_stable_and_follow_the_config(plan_path: Path, tmp_path: Pat
     assert full.run_id == grid.reference_id and len(grid.runs) == len({c.run_id for c in grid.cells})
 
 
+@pytest.mark.parametrize("bf16_cpu", [False, True])
+def test_run_ids_follow_the_precision_that_runs(plan_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                bf16_cpu: bool) -> None:
+    from safeselect.ablation import plan as plan_module
+    from safeselect.core import precision
+
+    # built configs are cached by their overrides; a CPU of other flags is another machine
+    monkeypatch.setattr(plan_module, "_CHECKED", {})
+    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"amx_bf16"} if bf16_cpu else {"avx2"}))
+    ids = {mp: [r.run_id for r in expand(load_plan(plan_path, overrides=["device=cpu"] + (
+        [f"finetune.mixed_precision={mp}"] if mp else []))).runs] for mp in (None, "no", "auto", "bf16")}
+    # float32 runs keep one id whether `=no` is written or auto resolves to it (folders made before the auto
+    # default resume); a bf16 run never shares an id with a float32 one
+    assert ids["no"] != ids["bf16"] and not set(ids["no"]) & set(ids["bf16"])
+    assert ids[None] == ids["auto"] == (ids["bf16"] if bf16_cpu else ids["no"])
+    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset())
+    plan_module._CHECKED.clear()
+    assert [r.run_id for r in expand(load_plan(plan_path, overrides=["device=cpu"])).runs] == ids["no"]
+
+
 def test_a_replacement_that_restates_the_default_shares_its_run(tmp_path: Path) -> None:
     p = tmp_path / "defaults.yaml"
     p.write_text("name: defaults\nbase: {selection.method: seal}\nseeds: [0]\nbounds: false\nablations:\n"

@@ -21,6 +21,7 @@ from typing import Any
 from safeselect.ablation.plan import Plan, checked_config, slugify
 from safeselect.config.loading import get
 from safeselect.config.paths import resolve_preset
+from safeselect.core.precision import resolve_mixed_precision
 from safeselect.errors import UserError
 from safeselect.inputs import ALIGNED_ONLY
 from safeselect.reporting.comparison import CEILING, FLOOR
@@ -118,6 +119,18 @@ def run_dir(out_dir: str | Path, run_id: str) -> Path:
     return Path(out_dir) / "runs" / run_id
 
 
+PRECISION = "finetune.mixed_precision"
+
+
+def _resolved_precision(overrides: dict[str, Any], base: Any) -> str:
+    """The fine-tune precision a run with ``overrides`` on ``base`` will use on this machine (no / bf16)."""
+    value = overrides.get(PRECISION, get(base, PRECISION) if base is not None else "auto")
+    if isinstance(value, bool):  # YAML 1.1 reads `no` as False
+        value = "bf16" if value else "no"
+    device = overrides.get("device", get(base, "device") if base is not None else "auto")
+    return resolve_mixed_precision(str(value), str(device))
+
+
 def _differing(base: Any, overrides: dict[str, Any]) -> dict[str, Any]:
     """``overrides`` less those that set a key of ``base`` to the value it already has."""
     if base is None:
@@ -151,10 +164,15 @@ def expand(plan: Plan, seeds: list[int] | None = None) -> Grid:
         base = None
 
     def add(parts: list[str], kind: str, overrides: dict[str, Any], seed: int, is_reference: bool) -> str:
-        h = config_hash(kind, plan.preset, _differing(base, overrides))
+        precision = _resolved_precision(overrides, base)
+        others = {k: v for k, v in overrides.items() if k != PRECISION}
+        h = config_hash(kind, plan.preset, _differing(base, {**others, PRECISION: precision}))
         if h in by_hash:
             return by_hash[h]
-        rid = make_run_id(parts, kind, plan.preset, overrides)
+        # The id hashes the precision that will run, not the words written: float32 runs keep the ids they had
+        # before `finetune.mixed_precision=auto` (whether `=no` is written or not), so their folders resume; bf16
+        # runs get ids of their own instead of colliding with float32 runs of the same plan.
+        rid = make_run_id(parts, kind, plan.preset, {**others, **({PRECISION: precision} if precision != "no" else {})})
         runs.append(RunSpec(rid, kind, plan.preset, overrides, seed, is_reference))
         by_hash[h] = rid
         return rid
