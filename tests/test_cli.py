@@ -107,6 +107,16 @@ def test_tiny_quickstart_writes_every_run_file(capsys, tmp_path):
     err = _one_line_error(capsys, ["run", "quickstart", *TINY, "finetune.lr=0.5", "--out", str(out), "--quiet"])
     assert "holds a finished run of another config (finetune.lr: 0.0003 -> 0.5)" in err
     assert "--overwrite" in err
+    # a folder made in the other precision (before the auto default, or on another kind of machine) says how
+    # to go on with it
+    import yaml
+
+    saved = yaml.safe_load((out / "random" / "config.yaml").read_text())["finetune"]["mixed_precision"]
+    other = "bf16" if saved == "no" else "no"
+    err = _one_line_error(capsys, ["run", "quickstart", *TINY, f"finetune.mixed_precision={other}", "--out",
+                                   str(out), "--quiet"])
+    assert f"(finetune.mixed_precision: '{saved}' -> '{other}')" in err
+    assert f"to go on with it in its precision, add finetune.mixed_precision={saved})" in err
 
 
 def test_docs_config_reference_is_current(capsys):

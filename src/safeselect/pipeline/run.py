@@ -62,6 +62,7 @@ from safeselect.training.tracking import TrainLog, plot_curve
 log = logging.getLogger(__name__)
 
 CHECKPOINTS = RunDir.CHECKPOINTS  # RUN/checkpoints/<stage>/step-N: resumable training state, removed on completion
+QUOTE = "'\""  # around a drift line's repr() values
 
 
 # ----------------------------------------------------------------------------- stages
@@ -288,8 +289,13 @@ def describe_conflicts(conflicts: dict[Path, list[str]]) -> str:
     folder, drift = next(iter(conflicts.items()))
     more = f" (and {len(conflicts) - 1} more folder(s))" if len(conflicts) > 1 else ""
     state = "finished" if is_complete(folder) else "unfinished"
+    # The one drift a user meets without changing anything: a folder made before `finetune.mixed_precision=auto`
+    # (or on a machine without bfloat16 units), rerun where auto means bf16.
+    saved = next((line.partition(": ")[2].split(" -> ")[0] for line in drift
+                  if line.startswith("finetune.mixed_precision: ")), None)
+    hint = f" (to go on with it in its precision, add finetune.mixed_precision={saved.strip(QUOTE)})" if saved else ""
     return (f"{folder} holds a{'n' if state[0] == 'u' else ''} {state} run of another config "
-            f"({'; '.join(drift[:3])}{'; ...' if len(drift) > 3 else ''}){more}")
+            f"({'; '.join(drift[:3])}{'; ...' if len(drift) > 3 else ''}){more}{hint}")
 
 
 def clear_runs(folders: list[Path]) -> None:
