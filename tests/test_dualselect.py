@@ -156,6 +156,37 @@ def test_kl_reference_loss_is_zero_at_the_start(tiny):
     assert kl.min().item() > 1e-5 and h.abs().max().item() > 1e-4
 
 
+def test_bf16_forward_keeps_the_per_example_gradients(tiny_lora):
+    import torch
+
+    from safeselect.training.encode import collate, encode
+    from safeselect.training.losses import per_row_loss
+    from safeselect.training.per_example import per_example_grads
+
+    model, tok = tiny_lora
+    model.train()
+    batch = collate([encode(tok, f"review {i}: the movie was {w}", w, 64)
+                     for i, w in enumerate(["great", "terrible", "fine", "dull"])], tok.pad_token_id)
+    assert ds.amp_loss(per_row_loss, "no") is per_row_loss  # float32: the loss function itself
+    l32, g32 = per_example_grads(model, batch, per_row_loss, "hooks")
+    l16, g16 = per_example_grads(model, batch, ds.amp_loss(per_row_loss, "bf16"), "hooks")
+    # float32 results (the products after the forward stay float32), close to the float32 pass row by row
+    assert g16.dtype == torch.float32 and l16.dtype == torch.float32
+    assert torch.allclose(l16, l32, rtol=0.02)
+    assert ds.cosines(g16, g32[0]).shape == (4,)
+    cos = torch.nn.functional.cosine_similarity(g16, g32, dim=1)
+    assert cos.min().item() > 0.99, cos
+    # the hooks and the per-row loop agree under bf16 too
+    _, loop16 = per_example_grads(model, batch, ds.amp_loss(per_row_loss, "bf16"), "loop")
+    assert torch.nn.functional.cosine_similarity(g16, loop16, dim=1).min().item() > 0.99
+
+
+def test_a_bf16_run_records_its_precision(tmp_path):
+    sel = ds.select(_ctx(tmp_path, {"finetune.mixed_precision": "bf16"}))
+    assert sel.info["mixed_precision"] == "bf16" and sel.info["epoch0_rows_used"] == 13
+    assert ds.select(_ctx(tmp_path / "f32", {"finetune.mixed_precision": "no"})).info["mixed_precision"] == "no"
+
+
 # ----------------------------------------------------------------------------- the loop on tiny-llama
 
 

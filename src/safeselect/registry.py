@@ -104,7 +104,8 @@ SELECTORS.add("dualselect", "safeselect.selection.dualselect:select",
               paper="arXiv 2606.09866",
               status="partial: retention mode has no built-in old-task data; give old-task rows as "
               "data.safety_ref.source (JSONL) and their eval set as data.eval_task_path",
-              section="dualselect", shared=("model.lora", "model.max_length", "data.safety_ref.source"))
+              section="dualselect", shared=("model.lora", "model.max_length", "data.safety_ref.source",
+                                            "finetune.mixed_precision"))
 
 # ---- models
 MODELS.add("smollm2-135m", "safeselect.models.smollm2:load",

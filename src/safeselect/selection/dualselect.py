@@ -78,6 +78,7 @@ from safeselect.training.per_example import (
     per_example_grads,
     resolve_method,
 )
+from safeselect.training.sft import autocast
 
 # ----------------------------------------------------------------------------- pure maths
 
@@ -297,6 +298,24 @@ def aligned_logprobs_fn(model: Any) -> Any:
 # ----------------------------------------------------------------------------- one refresh, one step
 
 
+def amp_loss(loss_fn: Any, mixed_precision: str) -> Any:
+    """``loss_fn`` with its forward pass under ``finetune.mixed_precision``'s autocast (bf16 or none).
+
+    Only the forward: the per-example gradients' outer products, their cosines with the reference
+    gradient and every weight and score stay float32 (``per_example_grads`` casts what it captured to
+    float32 before any product), so bf16 changes the activations a gradient is made of, as in the
+    plain fine-tune, and nothing downstream of it.
+    """
+    if mixed_precision == "no":
+        return loss_fn
+
+    def fn(model: Any, batch: dict[str, Any]) -> Any:
+        with autocast(next(model.parameters()).device.type, mixed_precision):
+            return loss_fn(model, batch).float()
+
+    return fn
+
+
 def apply_step(model: Any, opt: Any, flat: Any, max_grad_norm: float) -> float:
     """Set the trainable grads to ``flat``, clip, take the optimiser step; returns the norm before clipping."""
     import torch
@@ -313,7 +332,8 @@ def apply_step(model: Any, opt: Any, flat: Any, max_grad_norm: float) -> float:
 
 
 def refresh_references(model: Any, batches: Any, d: Any, ds: DualSelectConfig, pool: int, *, method: str = "auto",
-                       ref_logprobs: Any = None) -> tuple[Any, list[dict[str, Any]], dict[str, float]]:
+                       ref_logprobs: Any = None, mixed_precision: str = "no"
+                       ) -> tuple[Any, list[dict[str, Any]], dict[str, float]]:
     """Score the reference pool against the task direction ``d`` and build g_ref (METHODS.md 3.2).
 
     ``batches`` yields ``(indices, batch)`` over the pool. Each chunk's
@@ -324,7 +344,7 @@ def refresh_references(model: Any, batches: Any, d: Any, ds: DualSelectConfig, p
     """
     import torch
 
-    loss_fn = reference_kl_loss if ds.ref_loss == "kl" else per_row_loss
+    loss_fn = amp_loss(reference_kl_loss if ds.ref_loss == "kl" else per_row_loss, mixed_precision)
     heap = TopK(reference_budget(ds.ref_budget, pool))
     losses_all, conf_all = np.zeros(pool), np.zeros(pool)
     for idx, batch in batches:
@@ -365,11 +385,12 @@ class StepResult:
 
 
 def filtered_step(model: Any, opt: Any, batch: dict[str, Any], g_ref: Any, ds: DualSelectConfig,
-                  tracker: BudgetTracker, tokens: np.ndarray | None = None, method: str = "auto") -> StepResult:
+                  tracker: BudgetTracker, tokens: np.ndarray | None = None, method: str = "auto",
+                  mixed_precision: str = "no") -> StepResult:
     """Score a task mini-batch by compatibility with g_ref, keep within the budget, take the corrected step."""
     import torch
 
-    losses, g = per_example_grads(model, batch, per_row_loss, method)
+    losses, g = per_example_grads(model, batch, amp_loss(per_row_loss, mixed_precision), method)
     a = cosines(g, g_ref).cpu().numpy().astype(np.float64)
     lo = losses.cpu().numpy().astype(np.float64)
     t = task_scores(lo, a, ds.mu_task, ds.nu)
@@ -400,8 +421,11 @@ class DualSelectResult:
 
 def train_dualselect(model: Any, tok: Any, task: list[Row], refs: list[Row], ds: DualSelectConfig, *,
                      ratio: float, budget: str = "rows", tokens: list[int] | None = None, max_length: int = 256,
-                     seed: int = 0, show_progress: bool = False) -> DualSelectResult:
-    """Train ``model`` (its trainable parameters) in place with DualSelect; returns per-row statistics and logs."""
+                     seed: int = 0, show_progress: bool = False, mixed_precision: str = "no") -> DualSelectResult:
+    """Train ``model`` (its trainable parameters) in place with DualSelect; returns per-row statistics and logs.
+
+    ``mixed_precision`` (``finetune.mixed_precision``, resolved): the forward passes of the warm-up, the scoring
+    steps and the reference refreshes under bf16 autocast (:func:`amp_loss`), as the plain fine-tune's."""
     import torch
     from tqdm.auto import tqdm
 
@@ -445,7 +469,7 @@ def train_dualselect(model: Any, tok: Any, task: list[Row], refs: list[Row], ds:
             order, pos = rng.permutation(n), 0
         idx = order[pos:pos + ds.batch_size]
         pos += ds.batch_size
-        per_row_loss(model, batch_of(task_items, idx)).mean().backward()
+        amp_loss(per_row_loss, mixed_precision)(model, batch_of(task_items, idx)).mean().backward()
         g = flatten_param_grads(model)
         d += g
         apply_step(model, opt, g, ds.max_grad_norm)
@@ -492,7 +516,7 @@ def train_dualselect(model: Any, tok: Any, task: list[Row], refs: list[Row], ds:
                     d = mean_g  # METHODS.md 3.5: the new task direction
                 t_r = time.perf_counter()
                 g_ref, selected, stats = refresh_references(model, ref_batches(), d, ds, len(refs), method=method,
-                                                            ref_logprobs=ref_logprobs)
+                                                            ref_logprobs=ref_logprobs, mixed_precision=mixed_precision)
                 timing["refresh_s"] += time.perf_counter() - t_r
                 res.references.append({
                     "refresh": n_refresh, "step": step, "epoch": epoch, "pool": len(refs), "k": len(selected),
@@ -504,7 +528,8 @@ def train_dualselect(model: Any, tok: Any, task: list[Row], refs: list[Row], ds:
                 n_refresh += 1
             idx = order[s:s + ds.batch_size]
             t_s = time.perf_counter()
-            out = filtered_step(model, opt, batch_of(task_items, idx), g_ref, ds, tracker, tok_counts[idx], method)
+            out = filtered_step(model, opt, batch_of(task_items, idx), g_ref, ds, tracker, tok_counts[idx], method,
+                                mixed_precision)
             timing["steps_s"] += time.perf_counter() - t_s
             res.score_sum[idx] += out.scores
             res.score_count[idx] += 1
@@ -526,7 +551,8 @@ def train_dualselect(model: Any, tok: Any, task: list[Row], refs: list[Row], ds:
     close_period()
     model.eval()
     res.info = {
-        "grad_method": method, "steps": step, "warmup_steps": ds.warmup_steps, "refreshes": n_refresh,
+        "grad_method": method, "mixed_precision": mixed_precision, "steps": step, "warmup_steps": ds.warmup_steps,
+        "refreshes": n_refresh,
         "references_kept": reference_budget(ds.ref_budget, len(refs)), "rows_used_warmup": len(set(warm_used)),
         "last_grad_norm": last_norm, "train_s": time.perf_counter() - t_start, **timing,
     }
@@ -581,7 +607,8 @@ def select(ctx: SelectionContext) -> Selection:
     model = add_lora(model, ctx.value("model.lora"))
     res = train_dualselect(model, tok, ctx.task, references(ctx), ds, ratio=sel.ratio,
                            budget=sel.budget, tokens=ctx.response_tokens, max_length=ctx.value("model.max_length"),
-                           seed=sel.seed, show_progress=ctx.show_progress)
+                           seed=sel.seed, show_progress=ctx.show_progress,
+                           mixed_precision=ctx.value("finetune.mixed_precision"))
     out = Path(ctx.out_dir)
     write_jsonl(out / "references.jsonl", res.references)
     write_jsonl(out / "selection_periods.jsonl", res.periods)
