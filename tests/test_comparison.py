@@ -355,3 +355,33 @@ def test_a_row_without_win_rates_does_not_stop_the_others_pairing(tmp_path: Path
                        n_boot=200)
     # seal wins every other harmful prompt against random's ties: +25 points on the 0-100 scale
     assert "| seal | win rate | +25.0 [" in md and "| full | win rate |" not in md and "| full | harmful |" in md
+
+
+def test_ablation_win_rates_of_full_come_from_the_seeds_that_have_them(tmp_path: Path) -> None:
+    plan = PLAN.replace("metrics: [harmful rate]", "metrics: [harmful rate, win rate]")
+    (tmp_path / "p.yaml").write_text(plan)
+
+    def with_outcomes(kind: str, cfg: Any, out_dir: Path, reference_dir: Path | None, show_progress: bool) -> None:
+        write_run(out_dir, cfg.selection.method, cfg.seed)
+        if reference_dir is None or out_dir.resolve() == reference_dir.resolve():
+            return  # the shared reference run: no outcome against itself
+        p = out_dir / "generations.jsonl"
+        recs = [json.loads(x) for x in p.read_text().splitlines()]
+        for i, r in enumerate(recs):  # seed 1: every other prompt won; seed 2: every one tied
+            r["pairwise"] = {"rule": (1.0 if i % 2 == 0 else 0.5) if cfg.seed == 1 else 0.5}
+        p.write_text("".join(json.dumps(r) + "\n" for r in recs))
+        m = json.loads((out_dir / "metrics.json").read_text())
+        harmful = [r["pairwise"]["rule"] for r in recs if r["set"] == "builtin"]
+        m["win_rate"] = {"builtin": {"rule": 100 * sum(harmful) / len(harmful)}}
+        (out_dir / "metrics.json").write_text(json.dumps(m))
+
+    out = tmp_path / "out"
+    run_plan(load_plan(tmp_path / "p.yaml"), out, workers=0, run_fn=with_outcomes, show_progress=False)
+    md = build_report(out, plots=False).read_text()
+    full = next(line for line in md.splitlines() if line.startswith("| full | 'full' |"))
+    cells = full.split(" | ")
+    # `full` at seed 0 is the shared reference run: its win rate is the mean of seeds 1 and 2 (75 and 50) with the
+    # two-level interval over them, not a Student-t over two seed values that spans 0-100
+    win = next(c.strip("* ") for c in cells if c.strip("* ").startswith("62.5 ["))
+    lo, hi = (float(x) for x in win[len("62.5 ["):].rstrip("]").split(", "))
+    assert 50.0 <= lo < 62.5 < hi < 90.0  # a t interval over the two seed values (75, 50) would be [0.0, 100.0]

@@ -71,6 +71,9 @@ def test_field_info_has_help_and_aliases():
 def test_mixed_precision_no_is_the_word_not_a_yaml_boolean(tmp_path):
     # YAML 1.1 reads `no` as False; a word-choice field gets the word back (before: "bad value ... 'False'")
     assert loading.load(None, ["finetune.mixed_precision=no"]).finetune.mixed_precision == "no"
+    # already when parsed: plan bases and reports show the word
+    assert loading.parse_override("finetune.mixed_precision=no") == ("finetune.mixed_precision", "no")
+    assert loading.parse_override("finetune.group_by_length=no") == ("finetune.group_by_length", False)
     p = tmp_path / "c.yaml"
     p.write_text("finetune:\n  mixed_precision: no\n")
     assert loading.load(str(p)).finetune.mixed_precision == "no"

@@ -66,7 +66,7 @@ def parse_override(text: str) -> tuple[str, Any]:
         value = yaml.safe_load(raw) if raw.strip() != "" else None
     except yaml.YAMLError:
         value = raw
-    return key, value
+    return key, _unbool_choice(key, value)
 
 
 def _coerce_gamma(flat: dict[str, Any]) -> dict[str, Any]:

@@ -36,11 +36,11 @@ from safeselect.reporting.comparison import (
     FLOOR,
     cell,
     fmt_stat,
-    has_prompt_values,
     paired,
     paired_section,
     per_prompt_metrics,
     precision_line,
+    prompt_values,
 )
 from safeselect.reporting.html import write_html
 from safeselect.reporting.plots import plot_metric
@@ -226,10 +226,13 @@ def ablation_table(ablation: dict[str, Any], rows: list[dict[str, Any]], ref_row
     per_prompt = per_prompt_metrics(by_label, [m for _, m in cols]) if by_label else []
     for m in per_prompt:
         for lab, by in by_label.items():
-            if not has_prompt_values(by, m):
-                continue  # e.g. the win-rate reference: its figures keep their own interval
+            # The seeds whose runs have the figure per prompt: `full` at the seed of the shared reference run is
+            # that run and has no win rate against itself, so its win rates come from the other seeds' runs.
+            runs = [by[k] for k in sorted(by) if prompt_values(by[k], m) is not None]
+            if not runs:
+                continue
             # one run of the aligned model: its own interval (Wilson for rates); other one-seed rows keep theirs
-            c = cell([by[k] for k in sorted(by)], m) if len(by) >= 2 or lab == STARTING else None
+            c = cell(runs, m) if len(runs) >= 2 or lab == STARTING else None
             if c is not None and c["ci"] is not None:  # seeds, then prompts (one seed keeps the t/run figure)
                 stats[m][lab] = (c["value"], c["ci"][0], c["ci"][1])
     best: dict[str, set[str]] = {}
