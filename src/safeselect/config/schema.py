@@ -143,8 +143,8 @@ class TrainConfig:
     mixed_precision: str = knob("no", help="bf16: autocast the forward pass to bfloat16 (fast on GPUs and on CPUs with "
                                 "AMX / AVX-512 BF16, slow without: docs/results.md); weights, gradients and optimiser "
                                 "state stay float32 (a frozen LoRA base is read from a bf16 copy while training: "
-                                "the values autocast would cast to); SEAL's model passes follow finetune's "
-                                "(DualSelect's do not); auto: bf16 where the device has bfloat16 units, else no, "
+                                "the values autocast would cast to); SEAL's model passes and DualSelect's forward passes follow "
+                                "finetune's; auto: bf16 where the device has bfloat16 units, else no, "
                                 "resolved when the config is built (config.yaml records which)",
                                 choices=("no", "bf16", "auto"),
                                 aliases=("mixed precision",))
