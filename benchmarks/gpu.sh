@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU check (issue #13): on a CUDA machine, in under 8 minutes, prints
-#   1. SEAL's cost per epoch next to plain SFT (Algorithm 2 target <= 2.0x),
+#   1. SEAL's cost per epoch next to plain SFT (Algorithm 2 target <= 2.0x), both at the package's default precision
+#      (finetune.mixed_precision=auto: bf16 autocast on GPUs from Ampere on),
 #   2. DualSelect's per-example gradients against the one-backward-per-row loop (target >= 3x faster),
 #   3. one SmolLM2 quickstart cell's stage times (benchmarks/bench_cell.py: float32 and bf16 fine-tuning with
 #      packed rows, bf16 with and without the frozen base held as bf16 copies, HF / CTranslate2 / the torch loop
