@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from safeselect.ablation.plan import Plan, checked_config, slugify
-from safeselect.config.loading import get
+from safeselect.config.loading import choice_word, get
 from safeselect.config.paths import resolve_preset
 from safeselect.core.precision import resolve_mixed_precision
 from safeselect.errors import UserError
@@ -124,9 +124,8 @@ PRECISION = "finetune.mixed_precision"
 
 def _resolved_precision(overrides: dict[str, Any], base: Any) -> str:
     """The fine-tune precision a run with ``overrides`` on ``base`` will use on this machine (no / bf16)."""
-    value = overrides.get(PRECISION, get(base, PRECISION) if base is not None else "auto")
-    if isinstance(value, bool):  # YAML 1.1 reads `no` as False
-        value = "bf16" if value else "no"
+    # a plan file's YAML reads `no` as False: the word back, as for any override
+    value = choice_word(PRECISION, overrides.get(PRECISION, get(base, PRECISION) if base is not None else "auto"))
     device = overrides.get("device", get(base, "device") if base is not None else "auto")
     return resolve_mixed_precision(str(value), str(device))
 

@@ -66,7 +66,7 @@ def parse_override(text: str) -> tuple[str, Any]:
         value = yaml.safe_load(raw) if raw.strip() != "" else None
     except yaml.YAMLError:
         value = raw
-    return key, _unbool_choice(key, value)
+    return key, choice_word(key, value)
 
 
 def _coerce_gamma(flat: dict[str, Any]) -> dict[str, Any]:
@@ -103,8 +103,9 @@ def _fold_dict_leaves(flat: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _unbool_choice(key: str, value: Any) -> Any:
-    """A YAML boolean back to the word it was written as, for a field whose choices are words:
+def choice_word(key: str, value: Any) -> Any:
+    """``value`` for ``key``, with a YAML boolean turned back into the word it was written as, for a field whose
+    choices are words:
     YAML 1.1 reads ``no`` / ``off`` / ``yes`` / ``on`` as booleans, so ``finetune.mixed_precision=no``
     arrived as False (and failed as 'False')."""
     choices = (_field_info_cached().get(key) or {}).get("choices")
@@ -123,7 +124,7 @@ def build(values: dict[str, Any]) -> ExperimentConfig:
     base = OmegaConf.structured(ExperimentConfig)
     for key, value in values.items():
         _check_key(key)
-        value = _unbool_choice(key, value)
+        value = choice_word(key, value)
         try:
             OmegaConf.update(base, key, value, merge=True)
         except OmegaConfBaseException as e:

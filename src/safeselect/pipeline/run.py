@@ -20,6 +20,7 @@ from typing import Any
 from safeselect.config import loading
 from safeselect.config.paths import cache_dir
 from safeselect.config.schema import ExperimentConfig
+from safeselect.core.dotted import flatten
 from safeselect.core.io import atomic_write_text
 from safeselect.core.lock import run_lock
 from safeselect.core.rows import Bundle, Row
@@ -62,7 +63,6 @@ from safeselect.training.tracking import TrainLog, plot_curve
 log = logging.getLogger(__name__)
 
 CHECKPOINTS = RunDir.CHECKPOINTS  # RUN/checkpoints/<stage>/step-N: resumable training state, removed on completion
-QUOTE = "'\""  # around a drift line's repr() values
 
 
 # ----------------------------------------------------------------------------- stages
@@ -291,9 +291,9 @@ def describe_conflicts(conflicts: dict[Path, list[str]]) -> str:
     state = "finished" if is_complete(folder) else "unfinished"
     # The one drift a user meets without changing anything: a folder made before `finetune.mixed_precision=auto`
     # (or on a machine without bfloat16 units), rerun where auto means bf16.
-    saved = next((line.partition(": ")[2].split(" -> ")[0] for line in drift
-                  if line.startswith("finetune.mixed_precision: ")), None)
-    hint = f" (to go on with it in its precision, add finetune.mixed_precision={saved.strip(QUOTE)})" if saved else ""
+    saved = flatten(RunDir(folder).saved_config() or {}).get("finetune.mixed_precision") \
+        if any(line.startswith("finetune.mixed_precision: ") for line in drift) else None
+    hint = f" (to go on with it in its precision, add finetune.mixed_precision={saved})" if saved else ""
     return (f"{folder} holds a{'n' if state[0] == 'u' else ''} {state} run of another config "
             f"({'; '.join(drift[:3])}{'; ...' if len(drift) > 3 else ''}){more}{hint}")
 

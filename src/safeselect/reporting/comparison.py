@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from safeselect.core.metrics import lower_is_better
+from safeselect.core.metrics import lower_is_better, metric_bounds
 from safeselect.core.rundir import RunDir
 from safeselect.core.stats import paired_difference, seeds_mean
 
@@ -78,8 +78,14 @@ def _outcome(v: Any) -> float | None:
 
 
 def is_rate(metric: str) -> bool:
-    """True for the per-prompt figures made of 0/1 verdicts (harmful, refusal and accuracy rates)."""
-    return metric.endswith(("harmful_rate", "refusal_rate", "accuracy"))
+    """True for figures in 0..1 (harmful, refusal and accuracy rates: per prompt, 0/1 verdicts), by the metric
+    catalogue's unit."""
+    return metric_bounds(metric) == (0.0, 1.0)
+
+
+def on_percent_scale(metric: str) -> bool:
+    """True for figures in 0..100 (win rates), by the metric catalogue's unit."""
+    return metric_bounds(metric) == (0.0, 100.0)
 
 
 def _run_figure(run: Path, metric: str) -> float | None:
@@ -128,7 +134,7 @@ def fmt_stat(stat: dict[str, Any] | None, signed: bool = False, metric: str = ""
     if stat is None or stat.get("value") is None:
         return "-"
     f = (lambda x: f"{x:+.2f}") if signed else (lambda x: f"{x:.2f}")
-    if abs(stat["value"]) > 1.0 or "win_rate" in metric:
+    if abs(stat["value"]) > 1.0 or on_percent_scale(metric):
         f = (lambda x: f"{x:+.1f}") if signed else (lambda x: f"{x:.1f}")
     ci = stat.get("ci")
     return f(stat["value"]) + (f" [{f(ci[0])}, {f(ci[1])}]" if ci else "")
@@ -221,5 +227,5 @@ def paired_section(rows: dict[str, dict[int, Path]], baseline: str, metrics: lis
             if d is None or d["value"] is None:
                 continue
             lines.append(f"| {label} | {c} | {fmt_stat(d, signed=True, metric=m)} | {d['verdict']} | "
-                         f"{d['detectable']:.{1 if 'win_rate' in m else 2}f} |")
+                         f"{d['detectable']:.{1 if on_percent_scale(m) else 2}f} |")
     return "\n".join(lines)
