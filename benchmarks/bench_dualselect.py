@@ -1,7 +1,8 @@
 """What DualSelect costs next to plain SFT: per-example gradients, the whole step, a reference refresh.
 
 Setting (the issue's): SmolLM2-135M (``--model``), LoRA r16 on q_proj/v_proj,
-a batch of 8 rows of 64 tokens, float32. Rows are seeded random token ids with
+a batch of 8 rows of 64 tokens, float32 (and, where ``finetune.mixed_precision=auto`` means bf16,
+the plain step and DualSelect's step also in bf16 autocast). Rows are seeded random token ids with
 the first 16 positions masked as prompt, so every row has exactly 64 tokens and
 48 learned ones (the cost does not depend on the text). LoRA B starts at small
 random values instead of zeros so that every gradient is non-zero.
@@ -130,8 +131,10 @@ def main(argv: list[str] | None = None) -> int:
     n_params = num_trainable(model)
     g_ref = torch.randn(n_params, generator=torch.Generator().manual_seed(1)).to(device)
 
-    def plain_step() -> None:
-        per_row_loss(model, batch).mean().backward()
+    def plain_step(mixed_precision: str = "no") -> None:
+        with autocast(device.split(":")[0], mixed_precision):
+            loss = per_row_loss(model, batch).mean()
+        loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -148,19 +151,11 @@ def main(argv: list[str] | None = None) -> int:
             filtered_step(model, opt, batch, g_ref, ds, BudgetTracker(0.8, "rows"), None, method)
         return run
 
-    def plain_step_bf16() -> None:
-        with autocast(device.split(":")[0], "bf16"):
-            loss = per_row_loss(model, batch).mean()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
     cases = {"plain SFT step": plain_step}
-    # Where finetune.mixed_precision=auto means bf16, the plain fine-tune step runs in bf16 autocast while
-    # DualSelect's per-example passes stay float32: time that step too, for the ratio a user meets.
+    # Where finetune.mixed_precision=auto means bf16, the plain fine-tune step and DualSelect's forward passes run
+    # in bf16 autocast (its per-example products stay float32): time both, for the ratio a user meets.
     bf16_default = resolve_mixed_precision("auto", device) == "bf16"
-    if bf16_default:  # DualSelect's own passes follow finetune.mixed_precision too
+    if bf16_default:
         cases[BF16_DS] = lambda: filtered_step(model, opt, batch, g_ref, ds, BudgetTracker(0.8, "rows"), None,
                                                "hooks", "bf16")
     for m in ("hooks", "vmap", "loop"):
@@ -181,8 +176,8 @@ def main(argv: list[str] | None = None) -> int:
         # Not interleaved: the fine-tune holds its frozen base as bf16 copies for the whole loop
         # (frozen_weights_cast), which the float32 passes above must not see.
         with frozen_weights_cast(model, "bf16"):
-            plain_step_bf16()
-            times[BF16_STEP] = [timed(plain_step_bf16, sync) for _ in range(args.repeats)]
+            plain_step("bf16")
+            times[BF16_STEP] = [timed(lambda: plain_step("bf16"), sync) for _ in range(args.repeats)]
 
     # Refresh over a pool of references (same shape as the task rows).
     pool = make_batch(vocab, args.refs, args.tokens, args.tokens // 4, args.seed + 1, device, args.shared_prefix)
@@ -240,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         f"`{args.model}`, LoRA r{args.lora_r} on {'/'.join(args.targets)} ({n_params:,} trainable parameters), "
         f"{args.rows} rows x {args.tokens} tokens"
         + (f" ({args.shared_prefix} shared by every row, learned from position {max(args.tokens // 4, args.shared_prefix)})"
-           if args.shared_prefix else "") + f", float32, device `{device}` ({cpu}, {torch.get_num_threads()} "
+           if args.shared_prefix else "") + f", float32{' (+ the bf16 autocast rows)' if bf16_default else ''}, device `{device}` ({cpu}, {torch.get_num_threads()} "
         f"torch threads, torch {torch.__version__}); median of {args.repeats} (refresh: {args.refresh_repeats}) "
         f"interleaved repeats. Load average before / after: {load_before[0]:.1f} / {load_after[0]:.1f} "
         f"on {os.cpu_count()} cores (a shared machine: other jobs run beside this one).", "",
