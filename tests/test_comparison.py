@@ -215,8 +215,8 @@ def test_compare_over_seeds_through_the_cli(tmp_path: Path, capsys: pytest.Captu
 
 def test_cells_in_worker_processes_match_the_serial_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`run` with seeds and --workers 2: each (seed, method) cell in its own process, after the cells it needs
-    (`full`, the win-rate reference; `random` before `random+safeinstr`, whose selection it reuses); the same
-    files and figures as one after another."""
+    (`random` before `random+safeinstr`, whose selection it reuses), comparing with `full`, the win-rate
+    reference, once that has finished; the same files and figures as one after another. One `compare` too."""
     import torch
 
     from safeselect.core import workers
@@ -238,8 +238,9 @@ def test_cells_in_worker_processes_match_the_serial_run(tmp_path: Path, monkeypa
         torch.set_num_threads(saved)
     assert pools == []
     monkeypatch.setattr(pipeline_run, "process_pool", counted_pool)
+    monkeypatch.setattr(pipeline_run, "memory_lanes", lambda: 8)  # room for the waiting cell whatever the machine
     assert main([*argv, "--workers", "2", "--threads", "1", "--out", str(tmp_path / "par")]) == 0
-    assert pools == [2]
+    assert pools == [3]  # 2 workers and one more for a cell that waits on its `full`
     par = tmp_path / "par"
 
     def started(s: int, m: str) -> int:  # config.yaml is a cell's first file, metrics.json its last
@@ -250,10 +251,11 @@ def test_cells_in_worker_processes_match_the_serial_run(tmp_path: Path, monkeypa
 
     cells = [(s, m) for s in (0, 1) for m in ("aligned", "full", "random", "random+safeinstr")]
     assert set(sorted(cells, key=lambda c: started(*c))[:2]) == {(0, "full"), (1, "full")}
-    needs = {"aligned": ["full"], "full": [], "random": ["full"], "random+safeinstr": ["full", "random"]}
     for s, m in cells:
-        for need in needs[m]:
-            assert started(s, m) >= finished(s, need), (s, m, need)
+        if m != "full":  # a cell may start beside its reference, but compares with it only once it has finished
+            assert finished(s, m) >= finished(s, "full"), (s, m)
+    for s in (0, 1):  # the selector it reuses is trained first
+        assert started(s, "random+safeinstr") >= finished(s, "random")
     for s, m in cells:
         a, b = tmp_path / "serial" / f"s{s}" / m, par / f"s{s}" / m
         assert (a / "generations.jsonl").read_text() == (b / "generations.jsonl").read_text()
@@ -262,26 +264,60 @@ def test_cells_in_worker_processes_match_the_serial_run(tmp_path: Path, monkeypa
         ma, mb = (json.loads((d / "metrics.json").read_text()) for d in (a, b))
         assert ma.get("win_rate") == mb.get("win_rate")
     assert "over seeds 0, 1" in (tmp_path / "par" / "report.md").read_text()
-    # a single unfinished seed stays in this process (its `full` would otherwise run alone on one thread)
-    one = ["run", "quickstart", *TINY, "compare=[aligned,random]", "seeds=[0]", "baseline=aligned", "--quiet"]
+    # one `compare` (no seeds): its entries are cells too
+    one = ["run", "quickstart", *TINY, "compare=[aligned,full,random]", "baseline=aligned", "--quiet"]
+    torch.set_num_threads(1)
+    try:
+        assert main([*one, "--workers", "0", "--out", str(tmp_path / "one-serial")]) == 0
+    finally:
+        torch.set_num_threads(saved)
     assert main([*one, "--workers", "2", "--threads", "1", "--out", str(tmp_path / "one")]) == 0
-    assert pools == [2]
+    assert pools == [3, 3]
+    for m in ("aligned", "full", "random"):
+        a, b = tmp_path / "one-serial" / m, tmp_path / "one" / m
+        assert (a / "generations.jsonl").read_text() == (b / "generations.jsonl").read_text()
+        ma, mb = (json.loads((d / "metrics.json").read_text()) for d in (a, b))
+        assert ma.get("win_rate") == mb.get("win_rate")
+    assert (tmp_path / "one" / "report.md").read_text() == (tmp_path / "one-serial" / "report.md").read_text()
+    # one worker asked for: one cell at a time, in a pool of one
+    assert main([*one, "--workers", "1", "--threads", "1", "--out", str(tmp_path / "one-1")]) == 0
+    assert pools == [3, 3, 1]
     assert main([*argv, "--workers", "-1", "--out", str(tmp_path / "x")]) == 2
 
 
-def test_cell_order_and_needs() -> None:
-    """Every seed's `full` first (the win-rate reference the others wait for); `<m>+safeinstr` waits for `m`."""
+def test_a_cell_waiting_on_a_reference_that_failed_stops_with_one_line(tmp_path: Path) -> None:
+    """A worker's cell fine-tunes and generates, then waits for `full`; when the scheduler marks `full` as failed
+    it stops with the folders named instead of waiting for ever."""
     from safeselect.config import loading
-    from safeselect.pipeline.run import cell_needs, cell_order
+    from safeselect.errors import UserError
+    from safeselect.pipeline.run import _abort_marker, _cell
+
+    cfg = loading.load("quickstart", [*TINY, "compare=[full,random]"])
+    aborts = tmp_path / "aborts"
+    aborts.mkdir()
+    _abort_marker(str(aborts), None).touch()
+    with pytest.raises(UserError, match="the win-rate reference.*did not finish"):
+        _cell(cfg, None, "random", str(tmp_path / "cmp"), str(aborts))
+    assert (tmp_path / "cmp" / "random" / "selection.jsonl").exists()  # it stopped at the wait, not before
+    assert not (tmp_path / "cmp" / "random" / "metrics.json").exists()
+
+
+def test_cell_order_and_needs() -> None:
+    """Every seed's `full` first (the win-rate reference the others compare with); `<m>+safeinstr` waits for `m`."""
+    from safeselect.config import loading
+    from safeselect.pipeline.run import cell_needs, cell_order, reference_of
 
     cfg = loading.load("quickstart", [*TINY, "compare=[seal+safeinstr,aligned,full,seal]", "seeds=[2,5]"])
     assert cell_order(cfg) == [(2, "full"), (5, "full"), (2, "seal+safeinstr"), (2, "aligned"), (2, "seal"),
                                (5, "seal+safeinstr"), (5, "aligned"), (5, "seal")]
     assert {m: cell_needs(cfg, m) for m in cfg.compare} == {
-        "seal+safeinstr": ["full", "seal"], "aligned": ["full"], "full": [], "seal": ["full"]}
+        "seal+safeinstr": ["seal"], "aligned": [], "full": [], "seal": []}
+    assert {m: reference_of(cfg, m) for m in cfg.compare} == {
+        "seal+safeinstr": "full", "aligned": "full", "full": None, "seal": "full"}
     cfg = loading.load("quickstart", [*TINY, "compare=[random+safeinstr,oracle]", "seeds=[0]"])
     assert cell_order(cfg) == [(0, "random+safeinstr"), (0, "oracle")]
     assert cell_needs(cfg, "random+safeinstr") == [] and cell_needs(cfg, "oracle") == []
+    assert reference_of(cfg, "oracle") is None
 
 
 def test_precision_line_names_the_precision_or_the_rows_that_differ(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="one experiment end to end (or several methods with `compare`)")
     add_config_args(p)
     add_progress_args(p)
-    add_worker_args(p, "with `seeds`: (seed, method) cells")
+    add_worker_args(p, "with `compare` or `seeds`: (seed, method) cells")
     p.set_defaults(func=run)
 
 
@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"\nrun files in {out}/s<seed>/<method>/; the table over seeds in {out}/report.md")
         return 0
     if cfg.compare:
-        results = run_compare(cfg, out, show_progress=not args.quiet)
+        results = run_compare(cfg, out, show_progress=not args.quiet, workers=args.workers, threads=args.threads)
     else:
         results = {cfg.selection.method: run_experiment(cfg, out, show_progress=not args.quiet)}
     if accelerator(cfg).is_main_process:  # one table under a multi-process launch

@@ -32,9 +32,14 @@ def plan_workers(n_runs: int, cores: int | None = None, gpu: bool | None = None,
     gpu = torch.cuda.is_available() if gpu is None else gpu
     if gpu:
         return 1, cores
+    return max(1, min(cores, n_runs, memory_lanes(mem_gb))), 1
+
+
+def memory_lanes(mem_gb: float | None = None) -> int:
+    """How many SmolLM2 cells this machine's memory holds at once (a cell peaks near 2.5 GB: 3 GB each)."""
     if mem_gb is None:
         mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return max(1, min(cores, n_runs, int(mem_gb // 3))), 1
+    return int(mem_gb // 3)
 
 
 @contextlib.contextmanager

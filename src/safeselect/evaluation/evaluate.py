@@ -219,12 +219,14 @@ def agreement_metrics(records: list[dict[str, Any]]) -> dict[str, Any]:
 
 def evaluate(model: Any, tok: Any, bundle: Bundle, cfg: Any, reference_dir: str | Path | None = None,
              show_progress: bool = True, generate_fn: Callable[..., list[str]] | None = None,
-             ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+             wait_reference: Callable[[], None] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Generate on every evaluation set, judge, score. Returns (flat metrics, generation records).
 
     ``reference_dir`` (default ``cfg.eval.reference``): a run directory whose ``generations.jsonl``
     the pairwise judges compare against. ``generate_fn``: replaces the batched greedy generator
-    (same signature as :func:`safeselect.evaluation.generate.generate`).
+    (same signature as :func:`safeselect.evaluation.generate.generate`). ``wait_reference``: called
+    after generating and judging, before the reference is read; it returns once the reference run is
+    finished (a cell that runs beside its reference waits there, not before its fine-tune).
     """
 
     generate_fn = generate_fn or make_generate(model, tok, cfg.eval)
@@ -248,6 +250,8 @@ def evaluate(model: Any, tok: Any, bundle: Bundle, cfg: Any, reference_dir: str 
     if reference_dir:
         pairwise = pairwise_names(cfg)
         extra = build_judges([n for n in pairwise if n not in safety], cfg)
+        if wait_reference is not None:
+            wait_reference()
         compare_records(records, load_reference(reference_dir), {n: safety.get(n) or extra[n] for n in pairwise})
         safety_and_pairwise = {**extra, **safety}
     else:

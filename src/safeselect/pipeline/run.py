@@ -14,6 +14,8 @@ import hashlib
 import json
 import logging
 import shutil
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +28,7 @@ from safeselect.core.lock import run_lock
 from safeselect.core.rows import Bundle, Row
 from safeselect.core.rundir import RunDir, is_complete
 from safeselect.core.seeding import isolated_rng, seed_stage
-from safeselect.core.workers import plan_workers, process_pool, worker_threads
+from safeselect.core.workers import memory_lanes, plan_workers, process_pool, worker_threads
 from safeselect.data.named_sets import add_named_sets
 from safeselect.errors import UserError
 from safeselect.evaluation.benchmarks import configured as benchmarks_configured
@@ -310,7 +312,8 @@ def clear_runs(folders: list[Path]) -> None:
 
 
 def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, reference_dir: str | Path | None = None,
-                   show_progress: bool = True, bundle: Bundle | None = None) -> dict[str, Any]:
+                   show_progress: bool = True, bundle: Bundle | None = None,
+                   wait_reference: Callable[[], None] | None = None) -> dict[str, Any]:
     """align -> select -> fine-tune -> evaluate; returns flat metrics. A complete ``out_dir`` is not redone.
 
     The fine-tuned model is kept in ``out_dir/model`` (see :mod:`safeselect.models.saved`). With
@@ -319,6 +322,8 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, reference_dir: st
     launch every process trains its share and only the main process writes files and evaluates.
     ``bundle``: the data, when the caller already built and checked it (:func:`safeselect.inputs.preflight`);
     otherwise every input is opened and checked here, before the folder is created or a file written.
+    ``wait_reference``: returns once ``reference_dir`` holds a finished run (a cell fine-tuned beside its
+    reference waits for it only before its pairwise judging; see :func:`evaluate`).
     """
 
     run = RunDir(out_dir)
@@ -344,11 +349,12 @@ def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, reference_dir: st
     with run_lock(out) if main else contextlib.nullcontext():
         if main and is_complete(out):  # another process finished it while this one read its data
             return RunDir(out).read_metrics()
-        return _run_locked(cfg, out, bundle, meter, state, reference_dir, show_progress)
+        return _run_locked(cfg, out, bundle, meter, state, reference_dir, show_progress, wait_reference)
 
 
 def _run_locked(cfg: ExperimentConfig, out: Path, bundle: Bundle, meter: Any, state: Any,
-                reference_dir: str | Path | None, show_progress: bool) -> dict[str, Any]:
+                reference_dir: str | Path | None, show_progress: bool,
+                wait_reference: Callable[[], None] | None = None) -> dict[str, Any]:
     """The stages of :func:`run_experiment`, with ``out`` locked to this process."""
     run = RunDir(out)
     main = state.is_main_process
@@ -383,7 +389,7 @@ def _run_locked(cfg: ExperimentConfig, out: Path, bundle: Bundle, meter: Any, st
             seed_stage(cfg.seed, "eval")
             with meter.stage("eval"):
                 flat, generations = evaluate(model, tok, bundle, cfg, reference_dir=reference_dir,
-                                             show_progress=show_progress)
+                                             show_progress=show_progress, wait_reference=wait_reference)
                 if benchmarks_configured(cfg):  # AlpacaEval / Arena-Hard / MT-Bench, as `safeselect eval` runs them
                     flat.update(run_benchmarks(model, tok, cfg, out, show_progress=show_progress))
             metrics.update(flat)
@@ -459,8 +465,13 @@ def _tracker(cfg: ExperimentConfig, out: Path, main: bool) -> Any:
 # ----------------------------------------------------------------------------- several methods at once
 
 
-def run_compare(cfg: ExperimentConfig, out_dir: str | Path, show_progress: bool = True) -> dict[str, dict[str, Any]]:
-    """Run each entry of ``cfg.compare`` on the same data and aligned model; ``full`` first (the win-rate reference)."""
+def run_compare(cfg: ExperimentConfig, out_dir: str | Path, show_progress: bool = True, workers: int | None = 0,
+                threads: int | None = None) -> dict[str, dict[str, Any]]:
+    """Run each entry of ``cfg.compare`` on the same data and aligned model; ``full`` first (the win-rate reference).
+
+    ``workers``: 0 runs the entries one after another in this process; N > 0 runs them as cells in fresh
+    processes (:func:`run_seeds` says how); None picks both by the rule of
+    :func:`safeselect.core.workers.plan_workers`."""
     out = Path(out_dir)
     methods = list(cfg.compare)
     if "full" in methods:
@@ -471,7 +482,11 @@ def run_compare(cfg: ExperimentConfig, out_dir: str | Path, show_progress: bool 
     if main:
         check_out(out)
     with run_lock(out) if main else contextlib.nullcontext():
-        for m in methods:
+        todo = [(None, m) for m in methods if not is_complete(out / m)]
+        workers, threads = cell_lanes(cfg, len(todo), workers, threads)
+        if workers:
+            _cells_in_workers(cfg, out, todo, workers, threads, show_progress)
+        for m in methods:  # with workers, only reads the finished folders back (and runs a cell that could not)
             results[m] = compare_entry(cfg, out, m, bundle, show_progress)
         ordered = {m: results[m] for m in cfg.compare}  # the user's order in the table
         if main:
@@ -480,13 +495,14 @@ def run_compare(cfg: ExperimentConfig, out_dir: str | Path, show_progress: bool 
     return ordered
 
 
-def compare_entry(cfg: ExperimentConfig, out: Path, method: str, bundle: Bundle,
-                  show_progress: bool = True) -> dict[str, Any]:
+def compare_entry(cfg: ExperimentConfig, out: Path, method: str, bundle: Bundle, show_progress: bool = True,
+                  wait_reference: Callable[[], None] | None = None) -> dict[str, Any]:
     """One entry of ``cfg.compare`` in ``out/<method>``, its win rates against ``out/full`` where ``full`` is
-    compared too (:func:`cell_needs`); the same run whether a ``compare`` loop or a worker process runs it."""
-    ref = out / "full" if "full" in cell_needs(cfg, method) else None
+    compared too (:func:`reference_of`); the same run whether a ``compare`` loop or a worker process runs it.
+    ``wait_reference``: see :func:`run_experiment` (a worker's cell may start before ``full`` has finished)."""
+    ref = out / "full" if reference_of(cfg, method) else None
     return run_experiment(sub_config(cfg, method), out / method, reference_dir=ref, show_progress=show_progress,
-                          bundle=bundle)
+                          bundle=bundle, wait_reference=wait_reference)
 
 
 def seed_config(cfg: ExperimentConfig, seed: int) -> ExperimentConfig:
@@ -503,19 +519,15 @@ def run_seeds(cfg: ExperimentConfig, out_dir: str | Path, show_progress: bool = 
     cells in N fresh processes at once, each with ``threads`` torch threads; None picks both by the rule of
     :func:`safeselect.core.workers.plan_workers` (on a CPU one single-threaded worker per core: 1.35x the
     cells per hour of one two-threaded process, docs/results.md). Cells, not seeds, are the unit, so no core
-    idles while the last seed runs alone (3 seeds on 2 workers); a single unfinished seed runs in this process.
-    The aligned model is trained here first, so the workers share it instead of waiting on its lock. A
-    multi-process launch runs the seeds in turn.
+    idles while the last seed runs alone (3 seeds on 2 workers); a cell whose win-rate reference (its seed's
+    ``full``) is still running may start beside it on one more worker and waits for it only before its
+    pairwise judging (:func:`_cells_in_workers`). The aligned model is trained here first, so the workers
+    share it instead of waiting on its lock. A multi-process launch runs the seeds in turn.
     """
     out = Path(out_dir)
     todo = [(s, m) for s, m in cell_order(cfg) if not is_complete(out / f"s{s}" / m)]
-    if workers is None:
-        workers, auto_threads = plan_workers(len(todo))
-        threads = threads or auto_threads
-        workers = 0 if workers == 1 else workers  # one lane: no process to start
-    # One seed left stays in this process with all its threads: its other cells wait for its `full`, which would
-    # otherwise run alone on one worker's threads.
-    if workers > 0 and len({s for s, _ in todo}) > 1 and accelerator(cfg).num_processes == 1:
+    workers, threads = cell_lanes(cfg, len(todo), workers, threads)
+    if workers:
         _cells_in_workers(cfg, out, todo, workers, threads, show_progress)
     for s in cfg.seeds:  # all of them with workers 0; with workers, only reads the finished folders back
         log.info("seed %s", s)
@@ -526,65 +538,130 @@ def run_seeds(cfg: ExperimentConfig, out_dir: str | Path, show_progress: bool = 
     return text
 
 
+def cell_lanes(cfg: ExperimentConfig, n_cells: int, workers: int | None, threads: int | None) -> tuple[int, int | None]:
+    """(worker processes, torch threads each) for ``n_cells`` unfinished cells; 0 workers = in this process.
+
+    None picks by :func:`plan_workers`, where one lane means this process (no interpreter to start); one cell,
+    or a multi-process launch (whose processes train each cell together), also stays here."""
+    if workers is None:
+        workers, auto_threads = plan_workers(n_cells)
+        threads = threads or auto_threads
+        workers = 0 if workers == 1 else workers
+    if n_cells <= 1 or accelerator(cfg).num_processes > 1:
+        return 0, threads
+    return workers, threads
+
+
 def cell_order(cfg: ExperimentConfig) -> list[tuple[int, str]]:
-    """The (seed, method) cells of a comparison over seeds: every seed's ``full`` first (the others wait for
-    it: it is their win-rate reference), then each seed's other methods in the order of ``compare``."""
+    """The (seed, method) cells of a comparison over seeds: every seed's ``full`` first (the others need its
+    generations: it is their win-rate reference), then each seed's other methods in the order of ``compare``."""
     first = [(s, "full") for s in cfg.seeds] if "full" in cfg.compare else []
     return first + [(s, m) for s in cfg.seeds for m in cfg.compare if m != "full"]
 
 
+def reference_of(cfg: ExperimentConfig, method: str) -> str | None:
+    """The method of the same seed whose generations ``method``'s win rates compare against: ``full`` when it
+    is compared too. A cell may run beside it and waits for it only before its pairwise judging."""
+    return "full" if "full" in cfg.compare and method != "full" else None
+
+
 def cell_needs(cfg: ExperimentConfig, method: str) -> list[str]:
-    """The methods of the same seed whose cells must be finished before ``method``'s starts: ``full`` (the
-    win-rate reference) and, for ``<m>+safeinstr``, ``m``, whose trained selector it reuses (started together,
-    one would wait on the other's selector cache lock with a core idle)."""
-    needs = ["full"] if "full" in cfg.compare and method != "full" else []
+    """The methods of the same seed whose cells must be finished before ``method``'s starts: for
+    ``<m>+safeinstr``, ``m``, whose trained selector it reuses (started together, one would wait on the other's
+    selector cache lock with a core idle)."""
     base = base_method(method)
-    if base != method and base in cfg.compare:
-        needs.append(base)
-    return needs
+    return [base] if base != method and base in cfg.compare else []
 
 
-def _cell(cfg: ExperimentConfig, seed: int, method: str, out: str) -> None:
-    """One (seed, method) cell of a comparison over seeds, in a worker process (top level, so the pool can ship
-    it)."""
-    scfg = seed_config(cfg, seed)
-    compare_entry(scfg, Path(out) / f"s{seed}", method, preflight(scfg), show_progress=False)
+def _cell_dir(out: Path, seed: int | None) -> Path:
+    """The folder of a cell's comparison: ``OUT/s<seed>`` over seeds, ``OUT`` for one ``compare``."""
+    return out if seed is None else out / f"s{seed}"
 
 
-def _cells_in_workers(cfg: ExperimentConfig, out: Path, todo: list[tuple[int, str]], workers: int,
+def _abort_marker(aborts: str, seed: int | None) -> Path:
+    """The file whose presence tells the cells of ``seed`` that their reference will not finish."""
+    return Path(aborts) / ("run" if seed is None else f"s{seed}")
+
+
+def _cell(cfg: ExperimentConfig, seed: int | None, method: str, out: str, aborts: str) -> None:
+    """One (seed, method) cell of a comparison, in a worker process (top level, so the pool can ship it).
+    ``seed`` None: an entry of one ``compare`` at the config's own seed."""
+    scfg = cfg if seed is None else seed_config(cfg, seed)
+    folder = _cell_dir(Path(out), seed)
+    ref, abort = folder / "full", _abort_marker(aborts, seed)
+
+    def wait_reference() -> None:
+        while not is_complete(ref):
+            if abort.exists():
+                raise UserError(f"{ref} (the win-rate reference) did not finish, so {folder / method} cannot "
+                                f"compare with it")
+            time.sleep(1.0)
+
+    compare_entry(scfg, folder, method, preflight(scfg), show_progress=False, wait_reference=wait_reference)
+
+
+def _cells_in_workers(cfg: ExperimentConfig, out: Path, todo: list[tuple[int | None, str]], workers: int,
                       threads: int | None, show_progress: bool) -> None:
+    """Run the ``todo`` cells in fresh processes, ``workers`` at a time, each after the cells it needs.
+
+    A cell whose win-rate reference is still running may start on one more worker (when memory allows one):
+    it fine-tunes and generates beside its reference and waits only before its pairwise judging, so the
+    reference's cores are not left to it alone (the demo's three cells finish together instead of one after
+    another). The reference's failure is passed to the cells waiting on it through a marker file.
+    """
+    import tempfile
     from concurrent.futures import FIRST_COMPLETED, wait
 
     from tqdm import tqdm
 
     aligned_dir(cfg, preflight(cfg), show_progress=show_progress)  # once, here, before the workers start
+    # One worker asked for means one at a time; more than one leave room for a waiting cell if memory holds it.
+    extra = 1 if workers > 1 and memory_lanes() > workers else 0
+    seeds = sorted({s for s, _ in todo if s is not None})
     # The workers draw no bars (two would garble one terminal); this one counts finished cells.
-    bar = tqdm(total=len(todo), desc=f"cells ({len(cfg.seeds)} seeds, {workers} workers)", unit="cell",
-               disable=not show_progress)
+    desc = f"cells ({len(seeds)} seeds, {workers} workers)" if seeds else f"cells ({workers} workers)"
+    bar = tqdm(total=len(todo), desc=desc, unit="cell", disable=not show_progress)
     waiting, failed = list(todo), set()
     errors: list[BaseException] = []
-    with worker_threads(threads), process_pool(min(workers, len(todo))) as ex:
-        running: dict[Any, tuple[int, str]] = {}
+
+    def done(cell: tuple[int | None, str]) -> bool:
+        return is_complete(_cell_dir(out, cell[0]) / cell[1])
+
+    with tempfile.TemporaryDirectory(prefix="safeselect-cells-") as aborts, worker_threads(threads), \
+            process_pool(min(workers + extra, len(todo))) as ex:
+        running: dict[Any, tuple[int | None, str]] = {}
         while waiting or running:
             for s, m in list(waiting):
                 needs = [(s, n) for n in cell_needs(cfg, m)]
-                if any(n in failed for n in needs):  # its reference or selector failed: it cannot run
+                ref = (s, r) if (r := reference_of(cfg, m)) else None
+                if any(n in failed for n in [*needs, ref]):  # its reference or selector failed: it cannot run
                     waiting.remove((s, m))
                     failed.add((s, m))
-                elif len(running) < workers and all(is_complete(out / f"s{n[0]}" / n[1]) for n in needs):
+                    continue
+                if not all(done(n) for n in needs):
+                    continue
+                if ref is None or done(ref):
+                    lanes = workers
+                elif ref in running.values():  # it will wait for its reference only at the end
+                    lanes = workers + extra
+                else:
+                    continue
+                if len(running) < lanes:
                     waiting.remove((s, m))
-                    running[ex.submit(_cell, cfg, s, m, str(out))] = (s, m)
+                    running[ex.submit(_cell, cfg, s, m, str(out), aborts)] = (s, m)
             if not running:  # nothing can start (a cell it needs returned unfinished): the serial pass below runs it
                 break
-            done, _ = wait(running, timeout=10.0, return_when=FIRST_COMPLETED)
-            for fut in done:
+            finished, _ = wait(running, timeout=10.0, return_when=FIRST_COMPLETED)
+            for fut in finished:
                 s, m = running.pop(fut)
                 try:
                     fut.result()
                 except Exception as e:  # the other cells go on; the first failure is raised when all are done
                     errors.append(e)
                     failed.add((s, m))
-                    bar.write(f"seed {s} {m} failed: {e}")
+                    bar.write(f"{'' if s is None else f'seed {s} '}{m} failed: {e}")
+                if m == "full" and not done((s, m)):  # the cells waiting on it would wait for ever
+                    _abort_marker(aborts, s).touch()
                 bar.update(1)
     bar.close()
     if errors:
