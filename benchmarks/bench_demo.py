@@ -9,8 +9,9 @@ measures both in one run:
 2. **warm, the defaults**: the demo's job again in the same clone (aligned model cached), into another
    folder: the job alone, and a check that a rerun repeats the replies;
 3. **warm, the reference path**: the same job with ``eval.backend=hf finetune.split_padding=false
-   finetune.mixed_precision=no`` (HF ``generate`` float32, every micro-batch padded and float32 fine-tuning,
-   as before issue #13; the shared-prefix pass, exact up to float rounding, has no config key and stays).
+   finetune.mixed_precision=no --workers 0`` (HF ``generate`` float32, every micro-batch padded, float32
+   fine-tuning and the cells one after another in one process, as before issue #13; the shared-prefix pass,
+   exact up to float rounding, has no config key and stays).
 
 Each row of the cold demo's table is paired with the reference path's row on the same prompts
 (:func:`safeselect.reporting.comparison.paired`): difference, 95% interval, verdict, smallest detectable
@@ -23,6 +24,7 @@ machine (the load averages are printed).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -40,7 +42,7 @@ from safeselect.reporting.comparison import fmt_stat, paired, prompt_values
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_OUT = "quickstart"  # `make demo` writes runs/quickstart
-REFERENCE = ["eval.backend=hf", "finetune.split_padding=false", "finetune.mixed_precision=no"]
+REFERENCE = ["eval.backend=hf", "finetune.split_padding=false", "finetune.mixed_precision=no", "--workers", "0"]
 
 
 def clean_env(cache: Path, pip_cache: Path) -> dict[str, str]:
@@ -112,6 +114,8 @@ def measure(keep: Path | None = None, reference: bool = True) -> dict[str, Any]:
     t["setup"] = step(["make", "setup"], clone, env, log)
     t["demo"] = step(["make", "demo"], clone, env, log)  # setup is done: the stamp makes it a no-op here
     res["loads"].append(load_avg())
+    # The alignment's own time, which the cache keeps (when the cells run in workers it is no cell's align_s).
+    res["align_s"] = [json.loads(p.read_text()).get("train_s") for p in (root / "cache").glob("aligned/*/align.json")]
     safeselect = str(clone / ".venv" / "bin" / "safeselect")
     t["warm"] = step([safeselect, "run", "quickstart", "--out", f"runs/{DEMO_OUT}-warm"], clone, env, log)
     if reference:
@@ -147,6 +151,12 @@ def report(res: dict[str, Any], argv: list[str] | None = None, command: str | No
             figs = RunDir(run).read_metrics()
             lines.append(f"| {m} | " + " | ".join(f"{figs[k]:.0f}" if isinstance(figs.get(k), (int, float)) else "-"
                                                   for k in res_keys) + " |")
+        trained = [a for a in res.get("align_s", []) if a is not None]
+        if trained:
+            lines += ["", f"The alignment took {trained[0]:.0f} s (the aligned model's `align.json` in the cache: "
+                          "the cells' align_s is 0 when the alignment ran before them, in the parent process). "
+                          "Cells that run in worker processes (`--workers`, by default one single-threaded worker "
+                          "per core) overlap: their stage times add up to more than the wall time."]
     warm = runs.get("warm", {})
     agree = [same_replies(cold[m], warm[m]) for m in cold if m in warm]
     if agree:

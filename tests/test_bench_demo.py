@@ -40,7 +40,7 @@ def test_report_pairs_each_row_with_the_reference(tmp_path: Path) -> None:
     assert D.same_replies(runs["cold"]["full"], runs["warm"]["full"]) == (N, N)
     assert D.same_replies(runs["cold"]["full"], runs["ref"]["full"]) == (0, N)
     res = {"t": {"setup": 100.0, "demo": 320.0, "warm": 200.0, "reference": 500.0}, "commit": "abc1234",
-           "dirty": False, "loads": ["0.1 / 0.2 / 0.3"] * 3,
+           "dirty": False, "loads": ["0.1 / 0.2 / 0.3"] * 3, "align_s": [151.4],
            "runs": {"cold": runs["cold"], "warm": runs["warm"], "reference": runs["ref"]}}
     md = D.report(res, ["--keep", "x"])
     assert "| **cold total** | **420** (7.0 min) |" in md
@@ -53,6 +53,7 @@ def test_report_pairs_each_row_with_the_reference(tmp_path: Path) -> None:
     assert "| +0.00 [+0.00, +0.00] | no detectable difference |" in rows["random"]
     assert rows["random"].endswith("| 0 / 40 |")
     assert "| cold demo run | eval_s | train_s |" in md and "| full | 3 | 12 |" in md
+    assert "The alignment took 151 s" in md  # trained before the cells: no cell's align_s holds it
     assert "Command: `python benchmarks/bench_demo.py --keep x`" in md
 
 

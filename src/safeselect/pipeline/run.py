@@ -135,6 +135,7 @@ def _train_aligned(cfg: ExperimentConfig, bundle: Bundle, name: str, key: str, o
             return
         # Its own seeded stream, and the caller's random state untouched: a run that trains the alignment
         # here draws the same numbers afterwards as one that finds it cached.
+        t0 = time.perf_counter()
         with isolated_rng():
             seed_stage(align_seed(cfg), "align")
             model, tok = load_model(name, cfg.model, device=cfg.device)
@@ -142,7 +143,10 @@ def _train_aligned(cfg: ExperimentConfig, bundle: Bundle, name: str, key: str, o
             train_sft(model, tok, bundle.align, cfg.align.train, cfg.model.max_length, seed=align_seed(cfg),
                       desc="align", show_progress=show_progress, accelerator=acc, local=acc.num_processes > 1)
             save_model(merge_lora(model), tok, out)
-        atomic_write_text(out / "align.json", json.dumps({"model": name, "key": key, "rows": len(bundle.align)}))
+        # train_s: a comparison whose cells run in workers trains the alignment before them, outside every
+        # cell's resources.align_s; its cost is kept here.
+        atomic_write_text(out / "align.json", json.dumps({"model": name, "key": key, "rows": len(bundle.align),
+                                                          "train_s": round(time.perf_counter() - t0, 1)}))
 
 
 def accelerator(cfg: ExperimentConfig) -> Any:
