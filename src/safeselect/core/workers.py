@@ -23,8 +23,9 @@ def plan_workers(n_runs: int, cores: int | None = None, gpu: bool | None = None,
     single-threaded worker per core (2 workers x 1 thread finished tiny cells faster than
     1 worker x 2 threads: a cell spends much of its time in Python and small ops that a second
     thread does not speed up, and OpenMP threads spin-wait when the cores are shared), at most
-    one per run and one per 3 GB of memory (a SmolLM2 cell peaks near 2.5 GB); with a GPU one
-    worker owning it, with every core as threads.
+    one per run and one per 3 GB of memory (a SmolLM2 cell peaks near 2.5 GB); the cores fewer runs or
+    less memory leave over are shared out as threads (a demo's 3 cells on 8 cores: 3 workers x 2
+    threads, not 5 idle cores); with a GPU one worker owning it, with every core as threads.
     """
     import torch
 
@@ -32,7 +33,8 @@ def plan_workers(n_runs: int, cores: int | None = None, gpu: bool | None = None,
     gpu = torch.cuda.is_available() if gpu is None else gpu
     if gpu:
         return 1, cores
-    return max(1, min(cores, n_runs, memory_lanes(mem_gb))), 1
+    workers = max(1, min(cores, n_runs, memory_lanes(mem_gb)))
+    return workers, max(1, cores // workers)
 
 
 def memory_lanes(mem_gb: float | None = None) -> int:
