@@ -75,7 +75,8 @@ def load_config(config: str | Path | Mapping[str, Any] | ExperimentConfig | None
 def run(config: str | Path | Mapping[str, Any] | ExperimentConfig, overrides: Overrides = None, *,
         out: str | Path | None = None, progress: bool = False) -> RunResult:
     """align -> select -> fine-tune -> evaluate, as ``safeselect run``; a finished ``out`` is reused, a killed
-    one resumes. ``out`` defaults to ``runs/<config name>``."""
+    one resumes. ``out`` defaults to ``runs/<config name>``. ``compare`` entries run one after another in this
+    process (the CLI runs them in worker processes; the figures are the same at the same thread count)."""
 
     cfg = load_config(config, overrides)
     check_methods(cfg)
