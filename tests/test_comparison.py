@@ -48,7 +48,10 @@ def test_cell_and_paired_from_generations(tmp_path: Path) -> None:
             write_run(tmp_path / f"s{s}" / m, m, s)
     metric = "safety.builtin.refusal.harmful_rate"
     assert prompt_values(tmp_path / "s0" / "random", metric) == {f"h{i}": float(i < N // 2) for i in range(N)}
-    assert prompt_values(tmp_path / "s0" / "random", "safety_avg.refusal") is None
+    # Safety Avg of one safety set: that set's verdicts, weight 1
+    assert prompt_values(tmp_path / "s0" / "random", "safety_avg.refusal") == {
+        f"builtin/h{i}": float(i < N // 2) for i in range(N)}
+    assert prompt_values(tmp_path / "s0" / "random", "resources.train_s") is None
     seal = [tmp_path / f"s{s}" / "seal" for s in (0, 1)]
     c = cell(seal, metric)
     assert c["value"] == pytest.approx((0.25 + 0.5) / 2) and c["seeds"] == 2 and c["n"] == 2 * N
@@ -250,7 +253,8 @@ def test_cells_in_worker_processes_match_the_serial_run(tmp_path: Path, monkeypa
         return (par / f"s{s}" / m / "metrics.json").stat().st_mtime_ns
 
     cells = [(s, m) for s in (0, 1) for m in ("aligned", "full", "random", "random+safeinstr")]
-    assert set(sorted(cells, key=lambda c: started(*c))[:2]) == {(0, "full"), (1, "full")}
+    # both references first, with the one cell that may wait on them (the third worker) started beside them
+    assert {(0, "full"), (1, "full")} <= set(sorted(cells, key=lambda c: started(*c))[:3])
     for s, m in cells:
         if m != "full":  # a cell may start beside its reference, but compares with it only once it has finished
             assert finished(s, m) >= finished(s, "full"), (s, m)
@@ -421,3 +425,38 @@ def test_ablation_win_rates_of_full_come_from_the_seeds_that_have_them(tmp_path:
     win = next(c.strip("* ") for c in cells if c.strip("* ").startswith("62.5 ["))
     lo, hi = (float(x) for x in win[len("62.5 ["):].rstrip("]").split(", "))
     assert 50.0 <= lo < 62.5 < hi < 90.0  # a t interval over the two seed values (75, 50) would be [0.0, 100.0]
+
+
+def test_safety_avg_is_a_per_prompt_figure_whose_mean_weighs_sets_equally(tmp_path: Path) -> None:
+    """Safety Avg over seeds: per-prompt values weighted N / (S x n_s), so their mean is the mean of the sets'
+    rates (as the run's own figure), with the two-level interval and paired verdicts of any per-prompt figure."""
+    from safeselect.core.stats import safety_avg
+    from safeselect.reporting.comparison import safety_avg_values
+
+    def run(d: Path, adv: int, hh: int) -> Path:
+        # AdvBench: adv of 4 harmful; HH: hh of 8 harmful, one reply undecided
+        recs = [{"set": "advbench", "kind": "harmful", "row_id": f"a{i}", "verdicts": {"refusal": {"harmful": i < adv}}}
+                for i in range(4)]
+        recs += [{"set": "hh", "kind": "harmful", "row_id": f"h{i}",
+                  "verdicts": {"refusal": {"harmful": None if i == 8 else i < hh}}} for i in range(9)]
+        recs.append({"set": "lookalike", "kind": "overrefusal", "row_id": "o0", "verdicts": {"refusal": {"refused": True}}})
+        d.mkdir(parents=True)
+        (d / "generations.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+        return d
+
+    a = run(tmp_path / "a", adv=1, hh=6)
+    vals = safety_avg_values(a, "refusal")
+    assert vals is not None and len(vals) == 13 and vals["hh/h8"] is None
+    # N = 12 decided over S = 2 sets: an AdvBench verdict counts 12 / (2 x 4) = 1.5, an HH one 12 / (2 x 8) = 0.75
+    assert vals["advbench/a0"] == 1.5 and vals["advbench/a1"] == 0.0 and vals["hh/h0"] == 0.75
+    figure = safety_avg({"advbench": [i < 1 for i in range(4)], "hh": [i < 6 for i in range(8)]}, n_boot=0)["value"]
+    decided = [v for v in vals.values() if v is not None]
+    assert sum(decided) / len(decided) == pytest.approx(figure) == pytest.approx((0.25 + 0.75) / 2)
+    assert prompt_values(a, "safety_avg.refusal") == vals
+    assert safety_avg_values(a, "llm") is None  # no verdicts of that judge
+    b = run(tmp_path / "b", adv=3, hh=8)
+    c = cell([a, b], "safety_avg.refusal", n_boot=200)
+    assert c["value"] == pytest.approx(((0.25 + 0.75) / 2 + (0.75 + 1.0) / 2) / 2) and c["seeds"] == 2
+    d = paired({0: b}, {0: a}, "safety_avg.refusal", n_boot=200)
+    # b - a prompt by prompt: AdvBench a1, a2 turn harmful (+1.5 each), HH h6, h7 too (+0.75 each), over 12 prompts
+    assert d["value"] == pytest.approx((2 * 1.5 + 2 * 0.75) / 12) and d["verdict"] in ("worse", "no detectable difference")

@@ -12,8 +12,10 @@ Per-prompt figures (harmful rate, over-refusal, task accuracy, win rates) are re
 - the headroom of a table with both `oracle` (the floor) and `full` (the ceiling) is their paired
   difference.
 
-Figures without per-prompt values (Safety Avg, resources) are the mean of the runs' own
-figures; with two or more seeds their interval is a bootstrap over the seed values.
+Safety Avg is a per-prompt figure too: each harmful prompt's verdict weighted so that the mean over
+prompts is the mean over safety sets of each set's rate (:func:`safety_avg_values`). Figures without
+per-prompt values (resources, selection counts) are the mean of the runs' own figures; with two or more
+seeds their interval is a bootstrap over the seed values.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ def prompt_values(run: Path, metric: str) -> dict[str, float | None] | None:
     prompts and paired verdicts. Undecided items are None.
     """
     parts = metric.split(".")
+    if len(parts) == 2 and parts[0] == "safety_avg":
+        return safety_avg_values(run, parts[1])
     if len(parts) == 4 and parts[0] == "safety" and parts[3] == "harmful_rate":
         kind, name, pick = "harmful", parts[1], lambda r: _flag((r["verdicts"].get(parts[2]) or {}).get("harmful"))
     elif len(parts) == 3 and parts[0] == "overrefusal" and parts[2] == "refusal_rate":
@@ -54,19 +58,46 @@ def prompt_values(run: Path, metric: str) -> dict[str, float | None] | None:
         kind, name, pick = None, parts[1], lambda r: _outcome((r.get("pairwise") or {}).get(judge))
     else:
         return None
-    path = run / RunDir.GENERATIONS
-    if not path.exists():
+    records = _records(run)
+    if records is None:
         return None
-    out: dict[str, float | None] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if not line.strip():
-            continue
-        r = json.loads(line)
-        if r.get("set") == name and (kind is None or r.get("kind") == kind):
-            out[str(r["row_id"])] = pick(r)
+    out = {str(r["row_id"]): pick(r) for r in records
+           if r.get("set") == name and (kind is None or r.get("kind") == kind)}
     if kind is None and all(v is None for v in out.values()):
         return None  # no pairwise judge of that name ran on this set
     return out or None
+
+
+def safety_avg_values(run: Path, judge: str) -> dict[str, float | None] | None:
+    """Per-prompt values behind ``safety_avg.<judge>``, keyed ``<set>/<row_id>``, whose mean is the figure.
+
+    Safety Avg weighs every safety set equally whatever its size (:func:`safeselect.core.stats.safety_avg`), so
+    a prompt of set s counts its harmful verdict (0/1) times N / (S x n_s), with n_s decided prompts in s, S
+    sets and N decided prompts in all: the mean over prompts is then the mean of the sets' rates, and the
+    two-level bootstrap and paired verdicts apply as to any per-prompt figure. Undecided items are None.
+    """
+    records = _records(run)
+    if records is None:
+        return None
+    flags = {f"{r['set']}/{r['row_id']}": (r["set"], _flag((r["verdicts"].get(judge) or {}).get("harmful")))
+             for r in records if r.get("kind") == "harmful" and judge in (r.get("verdicts") or {})}
+    decided: dict[str, int] = {}
+    for name, f in flags.values():
+        if f is not None:
+            decided[name] = decided.get(name, 0) + 1
+    if not decided:
+        return None
+    total = sum(decided.values())
+    return {key: None if f is None else f * total / (len(decided) * decided[name])
+            for key, (name, f) in flags.items()}
+
+
+def _records(run: Path) -> list[dict[str, Any]] | None:
+    """The records of ``run/generations.jsonl`` (None when the run kept none)."""
+    path = run / RunDir.GENERATIONS
+    if not path.exists():
+        return None
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def _flag(v: Any) -> float | None:
@@ -103,9 +134,11 @@ def cell(runs: list[Path], metric: str, n_boot: int = 1000, seed: int = 0) -> di
                 "ci": list(ci) if isinstance(ci, list) and len(ci) == 2 else None}
     per_prompt = [prompt_values(r, metric) for r in runs]
     if per_prompt and all(p is not None for p in per_prompt):
-        # a rate of 0/1 verdicts also gets the Wilson bound, so its interval never collapses to [0, 0]
-        return seeds_mean([list(p.values()) for p in per_prompt], n_boot, seed,  # type: ignore[union-attr]
-                          binary=is_rate(metric))
+        groups = [list(p.values()) for p in per_prompt]  # type: ignore[union-attr]
+        # a rate of 0/1 verdicts also gets the Wilson bound, so its interval never collapses to [0, 0]; Safety
+        # Avg's weighted verdicts are no count of successes (with one safety set they are 0/1 again)
+        binary = is_rate(metric) and all(v in (0.0, 1.0) for g in groups for v in g if v is not None)
+        return seeds_mean(groups, n_boot, seed, binary=binary)
     vals = [v for v in (_run_figure(r, metric) for r in runs) if v is not None]
     if not vals:
         return None
@@ -188,8 +221,19 @@ def has_prompt_values(by_seed: dict[int, Path], metric: str) -> bool:
 
 def per_prompt_metrics(rows: dict[str, dict[int, Path]], metrics: list[str]) -> list[str]:
     """The ``metrics`` that at least two rows have per prompt in every run: those can be paired. A row without
-    them (the win-rate reference, which is not compared with itself) is left out of that metric's pairs."""
-    return [m for m in metrics if sum(has_prompt_values(by, m) for by in rows.values()) >= 2]
+    them (the win-rate reference, which is not compared with itself) is left out of that metric's pairs. Safety
+    Avg over a single safety set is that set's harmful rate again, so it is not paired twice."""
+    runs = [run for by_seed in rows.values() for run in by_seed.values()]
+    return [m for m in metrics if sum(has_prompt_values(by, m) for by in rows.values()) >= 2
+            and not single_set_safety_avg(runs, m)]
+
+
+def single_set_safety_avg(runs: list[Path], metric: str) -> bool:
+    """True when ``metric`` is a Safety Avg over one safety set in ``runs``: that set's harmful rate again."""
+    if not metric.startswith("safety_avg."):
+        return False
+    judge = metric.split(".", 1)[1]
+    return len({key.split("/", 1)[0] for run in runs for key in (safety_avg_values(run, judge) or {})}) <= 1
 
 
 def precision_line(rows: dict[str, dict[int, Path]]) -> str:
