@@ -655,6 +655,8 @@ def _cells_in_workers(cfg: ExperimentConfig, out: Path, todo: list[tuple[int | N
                     running[ex.submit(_cell, cfg, s, m, str(out), aborts)] = (s, m)
             if not running:  # nothing can start (a cell it needs returned unfinished): the serial pass below runs it
                 break
+            # which cells are running, since the workers draw no bars of their own
+            bar.set_postfix_str(", ".join(m if s is None else f"s{s}/{m}" for s, m in running.values()), refresh=True)
             finished, _ = wait(running, timeout=10.0, return_when=FIRST_COMPLETED)
             for fut in finished:
                 s, m = running.pop(fut)
