@@ -39,7 +39,8 @@ def add_worker_args(p: argparse.ArgumentParser, what: str) -> None:
                    help=f"{what} run at once, each in a fresh process (0 = one after another in this process); "
                         "default: one single-threaded worker per core on CPU, one on a GPU (the most cells per hour)")
     p.add_argument("--threads", type=int, default=None,
-                   help="torch threads per worker (default: 1 on CPU with the default workers)")
+                   help="torch threads per worker (default: 1 on CPU with the default workers; the cores fewer "
+                        "cells leave over become threads)")
 
 
 def check_worker_args(args: argparse.Namespace) -> None:
