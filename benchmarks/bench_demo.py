@@ -37,8 +37,9 @@ from typing import Any
 from bench_cell import load_avg
 
 from safeselect.core.io import read_jsonl
+from safeselect.core.metrics import single_set_safety_avg
 from safeselect.core.rundir import RunDir
-from safeselect.reporting.comparison import fmt_stat, paired, prompt_values, single_set_safety_avg
+from safeselect.reporting.comparison import fmt_stat, paired, prompt_values
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_OUT = "quickstart"  # `make demo` writes runs/quickstart
@@ -79,8 +80,8 @@ def demo_rows(out: Path) -> dict[str, Path]:
 def per_prompt_metrics(run: Path) -> list[str]:
     """The run's figures that have per-prompt values (harmful rate, over-refusal, task accuracy, win rates; Safety
     Avg where there are several safety sets)."""
-    return [k for k in RunDir(run).read_metrics()
-            if prompt_values(run, k) is not None and not single_set_safety_avg([run], k)]
+    names = RunDir(run).read_metrics()
+    return [k for k in names if prompt_values(run, k) is not None and not single_set_safety_avg(k, names)]
 
 
 def same_replies(a: Path, b: Path) -> tuple[int, int]:

@@ -10,6 +10,7 @@ than parsing names themselves.
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 # A figure is written as ``name`` plus these siblings (see core.stats.add_figure).
@@ -122,21 +123,28 @@ def metric_label(name: str, family_label: str) -> str:
     return m.description if m is not None and m.pattern == name else family_label
 
 
+def single_set_safety_avg(name: str, metric_names: Iterable[str]) -> bool:
+    """True when ``name`` is a Safety Avg and ``metric_names`` (a run's figures) hold one safety set's harmful
+    rate only: the Safety Avg is then that set's harmful rate again, not a figure of its own."""
+    entry = lookup(name)
+    if entry is None or entry.pattern != "safety_avg.*":
+        return False
+    return len({n.split(".")[1] for n in metric_names if fnmatch.fnmatchcase(n, "safety.*.*.harmful_rate")}) <= 1
+
+
 def headline_columns(metrics: dict[str, object]) -> list[tuple[str, str]]:
     """(column label, metric name) for a run table, in the catalogue's headline order.
 
-    Safety Avg is shown only with more than one safety set: with one set it is
-    that set's harmful rate.
+    Safety Avg is shown only with more than one safety set (:func:`single_set_safety_avg`).
     """
     names = sorted(n for n in metrics if not is_sibling(n))
-    n_sets = len({n.split(".")[1] for n in names if fnmatch.fnmatchcase(n, "safety.*.*.harmful_rate")})
     cols = []
     for pattern in HEADLINE:
         entry = next(m for m in CATALOGUE if m.pattern == pattern)
         for n in names:
             if lookup(n) is not entry:
                 continue
-            if pattern == "safety_avg.*" and (n_sets <= 1 or n.count(".") != 1):
+            if pattern == "safety_avg.*" and (single_set_safety_avg(n, names) or n.count(".") != 1):
                 continue
             cols.append((entry.column_label(n), n))
     return cols

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from safeselect.core.metrics import lower_is_better, metric_bounds
+from safeselect.core.metrics import lower_is_better, metric_bounds, single_set_safety_avg
 from safeselect.core.rundir import RunDir
 from safeselect.core.stats import paired_difference, seeds_mean
 
@@ -223,17 +223,9 @@ def per_prompt_metrics(rows: dict[str, dict[int, Path]], metrics: list[str]) -> 
     """The ``metrics`` that at least two rows have per prompt in every run: those can be paired. A row without
     them (the win-rate reference, which is not compared with itself) is left out of that metric's pairs. Safety
     Avg over a single safety set is that set's harmful rate again, so it is not paired twice."""
-    runs = [run for by_seed in rows.values() for run in by_seed.values()]
+    names = {k for by_seed in rows.values() for run in by_seed.values() for k in RunDir(run).read_metrics()}
     return [m for m in metrics if sum(has_prompt_values(by, m) for by in rows.values()) >= 2
-            and not single_set_safety_avg(runs, m)]
-
-
-def single_set_safety_avg(runs: list[Path], metric: str) -> bool:
-    """True when ``metric`` is a Safety Avg over one safety set in ``runs``: that set's harmful rate again."""
-    if not metric.startswith("safety_avg."):
-        return False
-    judge = metric.split(".", 1)[1]
-    return len({key.split("/", 1)[0] for run in runs for key in (safety_avg_values(run, judge) or {})}) <= 1
+            and not single_set_safety_avg(m, names)]
 
 
 def precision_line(rows: dict[str, dict[int, Path]]) -> str:
