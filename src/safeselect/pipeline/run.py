@@ -489,7 +489,7 @@ def run_compare(cfg: ExperimentConfig, out_dir: str | Path, show_progress: bool 
         todo = [(None, m) for m in methods if not is_complete(out / m)]
         workers, threads = cell_lanes(cfg, len(todo), workers, threads)
         if workers:
-            _cells_in_workers(cfg, out, todo, workers, threads, show_progress)
+            _cells_in_workers(cfg, out, todo, workers, threads, show_progress, bundle)
         for m in methods:  # with workers, only reads the finished folders back (and runs a cell that could not)
             results[m] = compare_entry(cfg, out, m, bundle, show_progress)
         ordered = {m: results[m] for m in cfg.compare}  # the user's order in the table
@@ -504,7 +504,7 @@ def compare_entry(cfg: ExperimentConfig, out: Path, method: str, bundle: Bundle,
     """One entry of ``cfg.compare`` in ``out/<method>``, its win rates against ``out/full`` where ``full`` is
     compared too (:func:`reference_of`); the same run whether a ``compare`` loop or a worker process runs it.
     ``wait_reference``: see :func:`run_experiment` (a worker's cell may start before ``full`` has finished)."""
-    ref = out / "full" if reference_of(cfg, method) else None
+    ref = out / r if (r := reference_of(cfg, method)) else None
     return run_experiment(sub_config(cfg, method), out / method, reference_dir=ref, show_progress=show_progress,
                           bundle=bundle, wait_reference=wait_reference)
 
@@ -592,9 +592,10 @@ def _cell(cfg: ExperimentConfig, seed: int | None, method: str, out: str, aborts
     ``seed`` None: an entry of one ``compare`` at the config's own seed."""
     scfg = cfg if seed is None else seed_config(cfg, seed)
     folder = _cell_dir(Path(out), seed)
-    ref, abort = folder / "full", _abort_marker(aborts, seed)
+    abort = _abort_marker(aborts, seed)
 
-    def wait_reference() -> None:
+    def wait_reference() -> None:  # called only when the cell has a reference (compare_entry)
+        ref = folder / str(reference_of(cfg, method))
         while not is_complete(ref):
             if abort.exists():
                 raise UserError(f"{ref} (the win-rate reference) did not finish, so {folder / method} cannot "
@@ -605,20 +606,22 @@ def _cell(cfg: ExperimentConfig, seed: int | None, method: str, out: str, aborts
 
 
 def _cells_in_workers(cfg: ExperimentConfig, out: Path, todo: list[tuple[int | None, str]], workers: int,
-                      threads: int | None, show_progress: bool) -> None:
+                      threads: int | None, show_progress: bool, bundle: Bundle | None = None) -> None:
     """Run the ``todo`` cells in fresh processes, ``workers`` at a time, each after the cells it needs.
 
     A cell whose win-rate reference is still running may start on one more worker (when memory allows one):
     it fine-tunes and generates beside its reference and waits only before its pairwise judging, so the
     reference's cores are not left to it alone (the demo's three cells finish together instead of one after
-    another). The reference's failure is passed to the cells waiting on it through a marker file.
+    another). The reference's failure is passed to the cells waiting on it through a marker file. ``bundle``:
+    the data the caller already built (the alignment's rows come from it).
     """
     import tempfile
     from concurrent.futures import FIRST_COMPLETED, wait
 
     from tqdm import tqdm
 
-    aligned_dir(cfg, preflight(cfg), show_progress=show_progress)  # once, here, before the workers start
+    # once, here, before the workers start
+    aligned_dir(cfg, bundle if bundle is not None else preflight(cfg), show_progress=show_progress)
     # One worker asked for means one at a time; more than one leave room for a waiting cell if memory holds it.
     extra = 1 if workers > 1 and memory_lanes() > workers else 0
     seeds = sorted({s for s, _ in todo if s is not None})
@@ -630,6 +633,8 @@ def _cells_in_workers(cfg: ExperimentConfig, out: Path, todo: list[tuple[int | N
 
     def done(cell: tuple[int | None, str]) -> bool:
         return is_complete(_cell_dir(out, cell[0]) / cell[1])
+
+    references = {r for m in cfg.compare if (r := reference_of(cfg, m))}
 
     with tempfile.TemporaryDirectory(prefix="safeselect-cells-") as aborts, worker_threads(threads), \
             process_pool(min(workers + extra, len(todo))) as ex:
@@ -666,7 +671,7 @@ def _cells_in_workers(cfg: ExperimentConfig, out: Path, todo: list[tuple[int | N
                     errors.append(e)
                     failed.add((s, m))
                     bar.write(f"{'' if s is None else f'seed {s} '}{m} failed: {e}")
-                if m == "full" and not done((s, m)):  # the cells waiting on it would wait for ever
+                if m in references and not done((s, m)):  # the cells waiting on it would wait for ever
                     _abort_marker(aborts, s).touch()
                 bar.update(1)
     bar.close()
